@@ -1,0 +1,325 @@
+//! Tenants, users and login throttling.
+
+use chrono::{DateTime, Utc};
+use parley_core::{Role, TenantId, UserId};
+use sqlx::{PgConnection, Row as _};
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// A contact-center organisation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Tenant {
+    /// Its id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// When it was provisioned.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user of a tenant, without the password hash.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Its id.
+    pub id: UserId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Login email (unique across the platform, compared case-insensitively).
+    pub email: String,
+    /// Name shown to colleagues and contacts.
+    pub display_name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// Routing skills.
+    pub skills: Vec<String>,
+    /// How many chat interactions at once.
+    pub capacity: i32,
+    /// Deactivated users cannot log in.
+    pub active: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    email: String,
+    display_name: String,
+    role: String,
+    skills: Vec<String>,
+    capacity: i32,
+    active: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> Result<Self, StoreError> {
+        let role = r
+            .role
+            .parse::<Role>()
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+        Ok(User {
+            id: UserId(r.id),
+            tenant_id: TenantId(r.tenant_id),
+            email: r.email,
+            display_name: r.display_name,
+            role,
+            skills: r.skills,
+            capacity: r.capacity,
+            active: r.active,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// The columns of [`UserRow`], as a literal so queries stay `&'static str`.
+macro_rules! user_columns {
+    () => {
+        "id, tenant_id, email, display_name, role, skills, capacity, active, created_at, updated_at"
+    };
+}
+
+/// Fields of a new user; the password is already hashed by the caller.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Login email.
+    pub email: String,
+    /// Shown name.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// Password hash (PHC string).
+    pub password_hash: String,
+    /// Routing skills.
+    pub skills: Vec<String>,
+    /// Chat capacity.
+    pub capacity: i32,
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    /// New shown name.
+    pub display_name: Option<String>,
+    /// New role.
+    pub role: Option<Role>,
+    /// New password hash.
+    pub password_hash: Option<String>,
+    /// New skills.
+    pub skills: Option<Vec<String>>,
+    /// New capacity.
+    pub capacity: Option<i32>,
+    /// Activate or deactivate.
+    pub active: Option<bool>,
+}
+
+/// Create a tenant.
+pub async fn create_tenant(conn: &mut PgConnection, name: &str) -> Result<Tenant, StoreError> {
+    sqlx::query_as::<_, Tenant>(
+        "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+    )
+    .bind(TenantId::new().0)
+    .bind(name)
+    .fetch_one(conn)
+    .await
+    .map_err(StoreError::from_db)
+}
+
+/// Create a user in `tenant`.
+pub async fn create_user(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    new: &NewUser,
+) -> Result<User, StoreError> {
+    let row = sqlx::query_as::<_, UserRow>(concat!("INSERT INTO users (id, tenant_id, email, display_name, role, password_hash, skills, capacity)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ", user_columns!()))
+    .bind(UserId::new().0)
+    .bind(tenant.0)
+    .bind(&new.email)
+    .bind(&new.display_name)
+    .bind(new.role.as_str())
+    .bind(&new.password_hash)
+    .bind(&new.skills)
+    .bind(new.capacity)
+    .fetch_one(conn)
+    .await
+    .map_err(StoreError::from_db)?;
+    row.try_into()
+}
+
+/// One user of `tenant`; `None` when it does not exist in that tenant.
+pub async fn get_user(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: UserId,
+) -> Result<Option<User>, StoreError> {
+    let row = sqlx::query_as::<_, UserRow>(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
+    row.map(User::try_from).transpose()
+}
+
+/// A page of `tenant`'s users in id order, starting after `after`.
+pub async fn list_users(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    after: Option<UserId>,
+    limit: i64,
+) -> Result<Vec<User>, StoreError> {
+    let rows = sqlx::query_as::<_, UserRow>(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users
+         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3"
+    ))
+    .bind(tenant.0)
+    .bind(after.map(|a| a.0))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(User::try_from).collect()
+}
+
+/// Apply `patch` to a user of `tenant`; `None` when no such user.
+pub async fn update_user(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: UserId,
+    patch: &UserPatch,
+) -> Result<Option<User>, StoreError> {
+    let row = sqlx::query_as::<_, UserRow>(concat!(
+        "UPDATE users SET
+            display_name  = COALESCE($3, display_name),
+            role          = COALESCE($4, role),
+            password_hash = COALESCE($5, password_hash),
+            skills        = COALESCE($6, skills),
+            capacity      = COALESCE($7, capacity),
+            active        = COALESCE($8, active),
+            updated_at    = now()
+         WHERE tenant_id = $1 AND id = $2
+         RETURNING ",
+        user_columns!()
+    ))
+    .bind(tenant.0)
+    .bind(id.0)
+    .bind(patch.display_name.as_deref())
+    .bind(patch.role.map(Role::as_str))
+    .bind(patch.password_hash.as_deref())
+    .bind(patch.skills.as_deref())
+    .bind(patch.capacity)
+    .bind(patch.active)
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::from_db)?;
+    row.map(User::try_from).transpose()
+}
+
+/// What login needs to check a password.
+#[derive(Debug, Clone)]
+pub struct LoginCandidate {
+    /// The user.
+    pub user: User,
+    /// The stored PHC hash.
+    pub password_hash: String,
+}
+
+/// Look a user up by email for login. The one unscoped user query: login happens before a
+/// tenant is known, and emails are unique platform-wide.
+pub async fn find_login(
+    conn: &mut PgConnection,
+    email: &str,
+) -> Result<Option<LoginCandidate>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        user_columns!(),
+        ", password_hash FROM users WHERE lower(email) = lower($1)"
+    ))
+    .bind(email)
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let password_hash: String = row.try_get("password_hash")?;
+    let user = <UserRow as sqlx::FromRow<'_, sqlx::postgres::PgRow>>::from_row(&row)?;
+    Ok(Some(LoginCandidate {
+        user: user.try_into()?,
+        password_hash,
+    }))
+}
+
+/// The tenant whose user has `email`, if any (used to seed the demo tenant once).
+pub async fn tenant_of_email(
+    conn: &mut PgConnection,
+    email: &str,
+) -> Result<Option<TenantId>, StoreError> {
+    let id: Option<Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM users WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_optional(conn)
+            .await?;
+    Ok(id.map(TenantId))
+}
+
+/// Seconds until `key` may try again, when it has reached `max_failures` within the
+/// current window of `window_secs`.
+pub async fn login_blocked_for(
+    conn: &mut PgConnection,
+    key: &str,
+    max_failures: i32,
+    window_secs: f64,
+) -> Result<Option<i64>, StoreError> {
+    let remaining: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM (window_start + make_interval(secs => $3) - now()))::float8
+         FROM login_attempts
+         WHERE key = $1 AND failures >= $2 AND window_start + make_interval(secs => $3) > now()",
+    )
+    .bind(key)
+    .bind(max_failures)
+    .bind(window_secs)
+    .fetch_optional(conn)
+    .await?;
+    Ok(remaining.map(|s| s.ceil().max(1.0) as i64))
+}
+
+/// Count a failed login for `key` in a fixed window of `window_secs`.
+pub async fn record_login_failure(
+    conn: &mut PgConnection,
+    key: &str,
+    window_secs: f64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO login_attempts (key, window_start, failures) VALUES ($1, now(), 1)
+         ON CONFLICT (key) DO UPDATE SET
+           failures = CASE WHEN login_attempts.window_start + make_interval(secs => $2) <= now()
+                           THEN 1 ELSE login_attempts.failures + 1 END,
+           window_start = CASE WHEN login_attempts.window_start + make_interval(secs => $2) <= now()
+                           THEN now() ELSE login_attempts.window_start END",
+    )
+    .bind(key)
+    .bind(window_secs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Forget failures for `key` (after a successful login).
+pub async fn clear_login_failures(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM login_attempts WHERE key = $1")
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The data spine of Parley. It owns the tables every other part reads from: tenants and
+//! users today; contacts, identities, interactions, messages and events as they land.
+//!
+//! Repository functions take `&mut PgConnection` so a caller can run several of them, from
+//! several crates, in one transaction (`&mut *tx`). Every function that reads or writes
+//! tenant data takes the tenant id and filters by it.
+
+pub mod accounts;
+mod error;
+
+pub use error::StoreError;
+
+/// The migrations of the whole product (one root `migrations/` folder), embedded in the
+/// binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -1,0 +1,170 @@
+//! The application: shared state, the router with its middleware, and `serve`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{HeaderName, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{auth::JwtKeys, config::Config, error::ApiError, metrics::Metrics, routes};
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database pool.
+    pub db: sqlx::PgPool,
+    /// Access-token keys.
+    pub jwt: Arc<JwtKeys>,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// Metric registry.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State over an existing pool.
+    pub fn new(db: sqlx::PgPool, config: Config, jwt_secret: &[u8]) -> Self {
+        let jwt = Arc::new(JwtKeys::new(jwt_secret, config.access_token_ttl));
+        Self {
+            db,
+            jwt,
+            config: Arc::new(config),
+            metrics: Metrics::new(),
+        }
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// All routes and their OpenAPI description, without state or middleware.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(routes::health::router())
+        .nest("/api/v1", routes::v1())
+        .merge(routes::platform::router())
+}
+
+/// The complete HTTP application.
+pub fn build_router(state: AppState) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    let cors = cors_layer(&state.config.cors_origins);
+    let body_limit = state.config.body_limit;
+    let timeout = state.config.request_timeout;
+    router
+        .route(
+            "/openapi.yaml",
+            axum::routing::get(routes::health::openapi_yaml),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
+        .with_state(state)
+        // Outermost last: request id → trace span → propagate id → catch panic → timeout →
+        // body limit → CORS.
+        .layer(cors)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(make_span))
+        .layer(SetRequestIdLayer::new(
+            X_REQUEST_ID.clone(),
+            MakeRequestUuid,
+        ))
+}
+
+fn make_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(req.uri().path(), MatchedPath::as_str);
+    tracing::info_span!("request", request_id, method = %req.method(), route)
+}
+
+fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "an internal error occurred; it has been logged",
+    )
+    .into_response()
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([X_REQUEST_ID.clone()])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /openapi.yaml",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support that method; see /openapi.yaml",
+    )
+}
+
+/// Serve `router` on an already-bound listener until `shutdown` is cancelled, then finish
+/// in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}

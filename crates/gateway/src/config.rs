@@ -1,0 +1,320 @@
+//! The gateway's settings, read from the environment once at start-up.
+//!
+//! Every setting is a `PARLEY_*` variable (plus `DATABASE_URL`). A bad value stops
+//! start-up with one line naming the variable and what it expects.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+/// A setting that could not be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?} {problem}")]
+pub struct ConfigError {
+    /// The variable.
+    pub name: &'static str,
+    /// What it held.
+    pub value: String,
+    /// What is wrong and what to do.
+    pub problem: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the database comes from.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// An external server (`DATABASE_URL`).
+    Url(Secret),
+    /// Parley's own cluster under the data directory.
+    Embedded,
+}
+
+/// All settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`, or the embedded cluster when unset.
+    pub database: Database,
+    /// `PARLEY_DATA_DIR` (default `./.parley`): the embedded cluster and the demo JWT secret.
+    pub data_dir: PathBuf,
+    /// `PARLEY_LISTEN` (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// `PARLEY_DEMO`: seed the demo tenant. Default on with the embedded cluster, off with
+    /// `DATABASE_URL`.
+    pub demo: bool,
+    /// `PARLEY_JWT_SECRET`; with the embedded cluster it may be left unset and is then
+    /// generated once and kept in the data directory.
+    pub jwt_secret: Option<Secret>,
+    /// `PARLEY_ACCESS_TOKEN_TTL_SECS` (default 900): lifetime of an access token.
+    pub access_token_ttl: Duration,
+    /// `PARLEY_PLATFORM_TOKEN`: enables the provisioning API when set.
+    pub platform_token: Option<Secret>,
+    /// `PARLEY_LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `PARLEY_BODY_LIMIT_BYTES` (default 1 MiB): the largest request body accepted.
+    pub body_limit: usize,
+    /// `PARLEY_REQUEST_TIMEOUT_SECS` (default 30).
+    pub request_timeout: Duration,
+    /// `PARLEY_DB_POOL_SIZE` (default 20): connections in the pool.
+    pub db_pool_size: u32,
+    /// `PARLEY_PG_USER` (default `postgres`): the system user the embedded server runs as
+    /// when Parley is started as root.
+    pub pg_user: String,
+    /// `PARLEY_CORS_ORIGINS`: comma-separated origins allowed to call the API from a
+    /// browser; none by default.
+    pub cors_origins: Vec<String>,
+    /// `PARLEY_LOGIN_MAX_FAILURES` (default 5): failed logins per email per window before
+    /// that email is locked out for the rest of the window.
+    pub login_max_failures: i32,
+    /// `PARLEY_LOGIN_MAX_FAILURES_PER_IP` (default 50): the same, per client address.
+    pub login_max_failures_per_ip: i32,
+    /// `PARLEY_LOGIN_WINDOW_SECS` (default 900).
+    pub login_window: Duration,
+}
+
+impl Config {
+    /// Read settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Read settings through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let database = match get("DATABASE_URL") {
+            Some(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError {
+                        name: "DATABASE_URL",
+                        value: "<hidden>".to_owned(),
+                        problem: "must be a postgres:// or postgresql:// URL".to_owned(),
+                    });
+                }
+                Database::Url(Secret(url))
+            }
+            None => Database::Embedded,
+        };
+        let embedded = matches!(database, Database::Embedded);
+        let listen = parse(&get, "PARLEY_LISTEN", "127.0.0.1:8080", |v| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| "is not a socket address; use host:port, e.g. 127.0.0.1:8080".into())
+        })?;
+        let demo = match get("PARLEY_DEMO") {
+            None => embedded,
+            Some(v) => parse_bool("PARLEY_DEMO", &v)?,
+        };
+        let jwt_secret = get("PARLEY_JWT_SECRET").map(Secret);
+        if let Some(s) = &jwt_secret
+            && s.0.len() < 32
+        {
+            return Err(ConfigError {
+                name: "PARLEY_JWT_SECRET",
+                value: "<hidden>".to_owned(),
+                problem: "must be at least 32 characters; generate one with `openssl rand -hex 32`"
+                    .to_owned(),
+            });
+        }
+        if jwt_secret.is_none() && !embedded {
+            return Err(ConfigError {
+                name: "PARLEY_JWT_SECRET",
+                value: String::new(),
+                problem: "must be set when DATABASE_URL is set (every replica needs the same one); generate one with `openssl rand -hex 32`".to_owned(),
+            });
+        }
+        let platform_token = get("PARLEY_PLATFORM_TOKEN").map(Secret);
+        if let Some(t) = &platform_token
+            && t.0.len() < 16
+        {
+            return Err(ConfigError {
+                name: "PARLEY_PLATFORM_TOKEN",
+                value: "<hidden>".to_owned(),
+                problem: "must be at least 16 characters".to_owned(),
+            });
+        }
+        let log_format = parse(&get, "PARLEY_LOG_FORMAT", "text", |v| match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be `text` or `json`".into()),
+        })?;
+        Ok(Config {
+            database,
+            data_dir: PathBuf::from(get("PARLEY_DATA_DIR").unwrap_or_else(|| "./.parley".into())),
+            listen,
+            demo,
+            jwt_secret,
+            access_token_ttl: Duration::from_secs(number(
+                &get,
+                "PARLEY_ACCESS_TOKEN_TTL_SECS",
+                900,
+                10,
+                86_400,
+            )?),
+            platform_token,
+            log_format,
+            body_limit: usize::try_from(number(
+                &get,
+                "PARLEY_BODY_LIMIT_BYTES",
+                1 << 20,
+                1024,
+                1 << 30,
+            )?)
+            .unwrap_or(1 << 20),
+            request_timeout: Duration::from_secs(number(
+                &get,
+                "PARLEY_REQUEST_TIMEOUT_SECS",
+                30,
+                1,
+                3600,
+            )?),
+            db_pool_size: u32::try_from(number(&get, "PARLEY_DB_POOL_SIZE", 20, 2, 1000)?)
+                .unwrap_or(20),
+            pg_user: get("PARLEY_PG_USER").unwrap_or_else(|| "postgres".into()),
+            cors_origins: get("PARLEY_CORS_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            login_max_failures: i32::try_from(number(
+                &get,
+                "PARLEY_LOGIN_MAX_FAILURES",
+                5,
+                1,
+                1000,
+            )?)
+            .unwrap_or(5),
+            login_max_failures_per_ip: i32::try_from(number(
+                &get,
+                "PARLEY_LOGIN_MAX_FAILURES_PER_IP",
+                50,
+                1,
+                100_000,
+            )?)
+            .unwrap_or(50),
+            login_window: Duration::from_secs(number(
+                &get,
+                "PARLEY_LOGIN_WINDOW_SECS",
+                900,
+                1,
+                86_400,
+            )?),
+        })
+    }
+}
+
+fn parse<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let value = get(name).unwrap_or_else(|| default.to_owned());
+    f(value.trim()).map_err(|problem| ConfigError {
+        name,
+        value,
+        problem,
+    })
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    parse(get, name, &default.to_string(), |v| {
+        match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!("must be a whole number from {min} to {max}")),
+        }
+    })
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError {
+            name,
+            value: v.to_owned(),
+            problem: "must be 1/0, true/false, yes/no or on/off".to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_run_the_embedded_demo() {
+        let c = with(&[]).expect("defaults are valid");
+        assert!(matches!(c.database, Database::Embedded));
+        assert!(c.demo);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./.parley"));
+    }
+
+    #[test]
+    fn external_database_needs_a_jwt_secret_and_seeds_nothing() {
+        let err = with(&[("DATABASE_URL", "postgres://x@h/db")]).expect_err("secret required");
+        assert_eq!(err.name, "PARLEY_JWT_SECRET");
+        let c = with(&[
+            ("DATABASE_URL", "postgres://x@h/db"),
+            ("PARLEY_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ])
+        .expect("valid");
+        assert!(!c.demo);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = with(&[("PARLEY_LISTEN", "localhost")]).expect_err("bad listen");
+        assert_eq!(err.name, "PARLEY_LISTEN");
+        assert!(err.to_string().contains("host:port"));
+        let err = with(&[("PARLEY_DB_POOL_SIZE", "0")]).expect_err("bad pool");
+        assert_eq!(err.name, "PARLEY_DB_POOL_SIZE");
+        let err = with(&[("PARLEY_DEMO", "maybe")]).expect_err("bad bool");
+        assert_eq!(err.name, "PARLEY_DEMO");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = with(&[
+            ("PARLEY_JWT_SECRET", "super-secret-value-0123456789abcdef"),
+            ("PARLEY_PLATFORM_TOKEN", "platform-token-0123456789"),
+        ])
+        .expect("valid");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("super-secret-value"));
+        assert!(!dbg.contains("platform-token-0123"));
+    }
+}

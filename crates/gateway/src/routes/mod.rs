@@ -1,0 +1,17 @@
+//! HTTP resources, one module each, merged under `/api/v1`.
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+
+pub mod auth;
+pub mod health;
+pub mod platform;
+pub mod users;
+
+/// Everything under `/api/v1`.
+pub fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(users::router())
+}

@@ -1,0 +1,232 @@
+//! Start-up and shutdown: the database (embedded or external), migrations, the demo seed,
+//! the listener, and an orderly stop on SIGINT/SIGTERM.
+
+use std::{
+    io::Write as _, net::SocketAddr, os::unix::fs::PermissionsExt as _, path::Path, time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use conversation_store::accounts::{self, NewUser};
+use parley_core::{Role, TenantId};
+use pg_cluster::{Cluster, ClusterOptions};
+use sqlx::{Connection as _, PgPool, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::{AppState, build_router, serve},
+    config::{Config, Database},
+};
+
+/// The demo tenant's users and their password.
+pub const DEMO_ADMIN: &str = "admin@demo.local";
+/// The demo agent.
+pub const DEMO_AGENT: &str = "agent@demo.local";
+/// Password of both demo users.
+pub const DEMO_PASSWORD: &str = "parley-demo";
+
+/// The database the gateway uses inside its embedded cluster.
+const EMBEDDED_DB: &str = "parley";
+
+/// A connected database, plus the embedded cluster when there is one (kept alive here).
+pub struct Db {
+    /// The pool.
+    pub pool: PgPool,
+    /// The embedded cluster, stopped when dropped.
+    pub cluster: Option<Cluster>,
+}
+
+/// Connect to the configured database, starting the embedded cluster if needed, and run
+/// the migrations.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    let (url, cluster) = match &config.database {
+        Database::Url(url) => (url.0.clone(), None),
+        Database::Embedded => {
+            let mut opts = ClusterOptions::persistent(&config.data_dir);
+            opts.unprivileged_user.clone_from(&config.pg_user);
+            let cluster = tokio::task::spawn_blocking(move || Cluster::start(&opts))
+                .await
+                .context("starting the embedded PostgreSQL")??;
+            create_database_if_missing(&cluster.url("postgres"), EMBEDDED_DB).await?;
+            (cluster.url(EMBEDDED_DB), Some(cluster))
+        }
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(config.db_pool_size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .context("cannot connect to PostgreSQL; check DATABASE_URL and that the server is up")?;
+    conversation_store::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying database migrations")?;
+    Ok(Db { pool, cluster })
+}
+
+/// `CREATE DATABASE name` unless it exists.
+pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .context("connecting to the embedded PostgreSQL")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        // Identifiers can't be bound; `name` is ours, quote it anyway.
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// The JWT secret: from the settings, or generated once into the data directory.
+pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = &config.jwt_secret {
+        return Ok(s.0.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && existing.trim().len() >= 32
+    {
+        return Ok(existing.trim().as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let secret = pg_cluster::random_hex(32);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(secret.as_bytes())?;
+    Ok(secret.into_bytes())
+}
+
+/// Create the demo tenant, admin and agent unless they exist.
+pub async fn seed_demo(pool: &PgPool) -> anyhow::Result<TenantId> {
+    let mut tx = pool.begin().await?;
+    if let Some(t) = accounts::tenant_of_email(&mut tx, DEMO_ADMIN).await? {
+        return Ok(t);
+    }
+    let tenant = accounts::create_tenant(&mut tx, "Demo Contact Center").await?;
+    let tenant_id = TenantId(tenant.id);
+    let hash = crate::auth::hash_password(DEMO_PASSWORD.to_owned())
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing the demo password: {}", e.code()))?;
+    for (email, name, role) in [
+        (DEMO_ADMIN, "Demo Admin", Role::Admin),
+        (DEMO_AGENT, "Demo Agent", Role::Agent),
+    ] {
+        accounts::create_user(
+            &mut tx,
+            tenant_id,
+            &NewUser {
+                email: email.to_owned(),
+                display_name: name.to_owned(),
+                role,
+                password_hash: hash.clone(),
+                skills: vec!["whatsapp".to_owned()],
+                capacity: 3,
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(tenant_id)
+}
+
+/// Bind the listening socket, with a message that says what to do when it fails.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "cannot listen on {addr}: the address is already in use; stop whatever uses it or set PARLEY_LISTEN to a free address"
+        ),
+        Err(e) => {
+            bail!("cannot listen on {addr}: {e}; set PARLEY_LISTEN to an address this machine has")
+        }
+    }
+}
+
+/// `gateway serve`: everything, until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Bind first: a taken port should fail before a database is started.
+    let listener = bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let db = open_database(&config).await?;
+    let secret = jwt_secret(&config)?;
+    if config.demo {
+        seed_demo(&db.pool).await?;
+    }
+    let pool = db.pool.clone();
+    let demo = config.demo;
+    let state = AppState::new(pool.clone(), config, &secret);
+    let router = build_router(state);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+
+    tracing::info!(%addr, "listening");
+    // The test harness and operators read this line.
+    println!("Parley is listening on http://{addr}");
+    if demo {
+        println!(
+            "  demo tenant: {DEMO_ADMIN} (admin) and {DEMO_AGENT} (agent), password `{DEMO_PASSWORD}`"
+        );
+        println!(
+            "  try: curl -s http://{addr}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_AGENT}\",\"password\":\"{DEMO_PASSWORD}\"}}'"
+        );
+    }
+    let _ = std::io::stdout().flush();
+
+    let served = serve(listener, router, shutdown.clone()).await;
+    tracing::info!("shutting down");
+    pool.close().await;
+    if let Some(cluster) = db.cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await?;
+    }
+    tracing::info!("stopped");
+    served.context("serving HTTP")
+}
+
+/// `gateway migrate`: apply migrations and exit.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = open_database(config).await?;
+    db.pool.close().await;
+    if let Some(cluster) = db.cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await?;
+    }
+    Ok(())
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            let _ = ctrl_c.await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("signal received");
+    shutdown.cancel();
+}
+
+/// Whether `path` looks like it holds an embedded cluster (for messages).
+pub fn has_cluster(path: &Path) -> bool {
+    path.join("pg").join("PG_VERSION").exists() || path.join("pg-location").exists()
+}

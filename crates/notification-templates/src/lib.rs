@@ -1,0 +1,2 @@
+//! WhatsApp notification templates and standard responses. Built out by the templates
+//! issue.
