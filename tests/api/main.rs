@@ -1,1 +1,14 @@
-//! api
+//! Parley's black-box suite: real gateways over real HTTP and real PostgreSQL.
+//!
+//! Each test starts its own gateway on `127.0.0.1:0` with a fresh database (see the
+//! `test-support` crate); `binary` starts the compiled executable itself.
+
+mod auth;
+mod binary;
+mod deploy;
+mod input;
+mod openapi;
+mod ops;
+mod platform;
+mod tenancy;
+mod users;

@@ -5,6 +5,26 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
+/// Every environment variable the gateway reads (besides `DATABASE_URL` and `RUST_LOG`).
+pub const SETTINGS: &[&str] = &[
+    "PARLEY_DATA_DIR",
+    "PARLEY_LISTEN",
+    "PARLEY_DEMO",
+    "PARLEY_JWT_SECRET",
+    "PARLEY_ACCESS_TOKEN_TTL_SECS",
+    "PARLEY_PLATFORM_TOKEN",
+    "PARLEY_LOG_FORMAT",
+    "PARLEY_BODY_LIMIT_BYTES",
+    "PARLEY_REQUEST_TIMEOUT_SECS",
+    "PARLEY_DB_POOL_SIZE",
+    "PARLEY_PG_USER",
+    "PARLEY_PG_BIN",
+    "PARLEY_CORS_ORIGINS",
+    "PARLEY_LOGIN_MAX_FAILURES",
+    "PARLEY_LOGIN_MAX_FAILURES_PER_IP",
+    "PARLEY_LOGIN_WINDOW_SECS",
+];
+
 /// A setting that could not be understood.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}={value:?} {problem}")]
@@ -304,6 +324,25 @@ mod tests {
         assert_eq!(err.name, "PARLEY_DB_POOL_SIZE");
         let err = with(&[("PARLEY_DEMO", "maybe")]).expect_err("bad bool");
         assert_eq!(err.name, "PARLEY_DEMO");
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_in_settings() {
+        let read = std::sync::Mutex::new(Vec::new());
+        let _ = Config::from_lookup(|k| {
+            if let Ok(mut r) = read.lock() {
+                r.push(k.to_owned());
+            }
+            None
+        });
+        let read = read.into_inner().unwrap_or_default();
+        assert!(read.len() > 10);
+        for k in read {
+            assert!(
+                k == "DATABASE_URL" || SETTINGS.contains(&k.as_str()),
+                "{k} not in SETTINGS"
+            );
+        }
     }
 
     #[test]

@@ -102,14 +102,14 @@ fn field_name(path: &str, msg: &str) -> String {
             format!("{prefix}.{name}")
         }
     };
-    if msg.starts_with("missing field") || msg.starts_with("unknown field") {
-        if let Some(name) = quoted() {
-            // For an unknown field serde's path already ends in it.
-            if path.ends_with(&name) {
-                return path.to_owned();
-            }
-            return join(path, name);
+    if (msg.starts_with("missing field") || msg.starts_with("unknown field"))
+        && let Some(name) = quoted()
+    {
+        // For an unknown field serde's path already ends in it.
+        if path.ends_with(&name) {
+            return path.to_owned();
         }
+        return join(path, name);
     }
     if path == "." || path.is_empty() {
         "body".to_owned()

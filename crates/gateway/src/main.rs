@@ -14,6 +14,9 @@ const USAGE: &str = "usage: gateway [serve | migrate | openapi | --help | --vers
            under PARLEY_DATA_DIR (default ./.parley) and seeds a demo tenant.
   migrate  apply database migrations and exit
   openapi  print the OpenAPI document (YAML) and exit
+  healthcheck
+           exit 0 when the gateway at PARLEY_LISTEN answers /healthz (for container
+           health checks; the runtime image has no curl)
 
 Settings are environment variables; see README.md.";
 
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        "healthcheck" => return healthcheck(),
         "serve" | "migrate" => {}
         other => {
             eprintln!("error: unknown command `{other}`\n\n{USAGE}");
@@ -92,6 +96,41 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line that says what to do; the cause chain joined with ": ".
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// GET /healthz on the configured listen address with a bare HTTP/1.0 request.
+fn healthcheck() -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    let listen = std::env::var("PARLEY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    let Ok(mut addr) = listen.parse::<std::net::SocketAddr>() else {
+        eprintln!("error: PARLEY_LISTEN={listen:?} is not a socket address");
+        return ExitCode::FAILURE;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(3);
+    let result = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf)
+    })();
+    match result {
+        Ok(resp) if resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200") => {
+            ExitCode::SUCCESS
+        }
+        Ok(resp) => {
+            eprintln!("unhealthy: {}", resp.lines().next().unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
             ExitCode::FAILURE
         }
     }

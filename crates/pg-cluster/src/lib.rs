@@ -33,7 +33,7 @@ use std::{
 pub enum ClusterError {
     /// No PostgreSQL server binaries were found.
     #[error(
-        "PostgreSQL server binaries not found (looked for `{0}` on PATH and under /usr/lib/postgresql/*/bin); install Debian's `postgresql` package or set DATABASE_URL"
+        "PostgreSQL server binaries not found (looked for `{0}` and `initdb` in PARLEY_PG_BIN, or on PATH and under /usr/lib/postgresql/*/bin); install Debian's `postgresql` package, point PARLEY_PG_BIN at its bin directory, or set DATABASE_URL"
     )]
     BinaryNotFound(&'static str),
     /// Started as root but the unprivileged user does not exist.
@@ -352,8 +352,15 @@ struct SysUser {
 
 fn find_bin_dir() -> Result<PathBuf, ClusterError> {
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(dir) = std::env::var("PARLEY_PG_BIN") {
-        candidates.push(PathBuf::from(dir));
+    // An explicit directory is the only place looked at.
+    if let Ok(dir) = std::env::var("PARLEY_PG_BIN")
+        && !dir.trim().is_empty()
+    {
+        let dir = PathBuf::from(dir);
+        if dir.join("postgres").is_file() && dir.join("initdb").is_file() {
+            return Ok(dir);
+        }
+        return Err(ClusterError::BinaryNotFound("postgres"));
     }
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path));
@@ -367,7 +374,7 @@ fn find_bin_dir() -> Result<PathBuf, ClusterError> {
                 Some((major, e.path().join("bin")))
             })
             .collect();
-        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.sort_by_key(|v| std::cmp::Reverse(v.0));
         candidates.extend(versions.into_iter().map(|(_, p)| p));
     }
     for dir in candidates {

@@ -1,0 +1,196 @@
+//! Login, tokens and roles.
+
+use parley_core::{Principal, Role, TenantId, UserId};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use test_support::{TEST_PASSWORD, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn login_returns_a_bearer_token_that_opens_me() {
+    let app = spawn_app().await;
+    let r = app.login(&app.agent.email, TEST_PASSWORD).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert_eq!(r.json["expires_in"], 900);
+    let token = r.json["access_token"].as_str().expect("token");
+    let me = app.get("/api/v1/me", token).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.json["email"], app.agent.email);
+    assert_eq!(me.json["role"], "agent");
+    assert_eq!(me.json["tenant_id"], app.tenant.to_string());
+    assert!(me.json.get("password_hash").is_none());
+}
+
+#[tokio::test]
+async fn login_email_is_case_insensitive() {
+    let app = spawn_app().await;
+    let r = app
+        .login(&app.agent.email.to_uppercase(), TEST_PASSWORD)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_get_the_same_401() {
+    let app = spawn_app().await;
+    let wrong = app.login(&app.agent.email, "not-the-password").await;
+    let unknown = app.login("nobody@nowhere.test", TEST_PASSWORD).await;
+    for r in [&wrong, &unknown] {
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.content_type(), "application/problem+json");
+        assert_eq!(r.code(), "invalid_credentials");
+    }
+    assert_eq!(wrong.json["detail"], unknown.json["detail"]);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_email_out_even_for_the_right_password() {
+    let app = spawn_app_with(&[("PARLEY_LOGIN_MAX_FAILURES", "3")]).await;
+    for _ in 0..3 {
+        let r = app.login(&app.agent.email, "wrong-password").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = app.login(&app.agent.email, TEST_PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert_eq!(r.code(), "rate_limited");
+    let retry: i64 = r.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry > 0 && retry <= 900);
+    // Another user from the same address is not locked out by this email's failures.
+    let other = app.login(&app.admin.email, TEST_PASSWORD).await;
+    assert_eq!(other.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn too_many_failures_from_one_address_are_throttled() {
+    let app = spawn_app_with(&[
+        ("PARLEY_LOGIN_MAX_FAILURES_PER_IP", "4"),
+        ("PARLEY_LOGIN_MAX_FAILURES", "100"),
+    ])
+    .await;
+    for i in 0..4 {
+        let r = app
+            .login(&format!("guess{i}@nowhere.test"), "wrong-password")
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = app.login(&app.agent.email, TEST_PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_successful_login_clears_earlier_failures() {
+    let app = spawn_app_with(&[("PARLEY_LOGIN_MAX_FAILURES", "3")]).await;
+    for _ in 0..2 {
+        app.login(&app.agent.email, "wrong-password").await;
+    }
+    assert_eq!(
+        app.login(&app.agent.email, TEST_PASSWORD).await.status,
+        StatusCode::OK
+    );
+    for _ in 0..2 {
+        app.login(&app.agent.email, "wrong-password").await;
+    }
+    assert_eq!(
+        app.login(&app.agent.email, TEST_PASSWORD).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn missing_forged_and_expired_tokens_are_401_with_distinct_codes() {
+    let app = spawn_app().await;
+    let r = app.call(Method::GET, "/api/v1/me", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "missing_token");
+    assert!(r.headers.contains_key("www-authenticate"));
+
+    let r = app
+        .get("/api/v1/me", "eyJhbGciOiJIUzI1NiJ9.e30.forged")
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "invalid_token");
+
+    // Signed with another secret.
+    let foreign = gateway::auth::JwtKeys::new(
+        b"some-other-secret-some-other-secret",
+        std::time::Duration::from_secs(60),
+    );
+    let token = foreign
+        .issue(&Principal {
+            user_id: app.agent.id,
+            tenant_id: app.tenant,
+            role: Role::Admin,
+        })
+        .expect("sign");
+    let r = app.get("/api/v1/me", &token).await;
+    assert_eq!(r.code(), "invalid_token");
+
+    let short = gateway::auth::JwtKeys::new(
+        test_support::TEST_JWT_SECRET.as_bytes(),
+        std::time::Duration::from_secs(1),
+    );
+    let token = short
+        .issue(&Principal {
+            user_id: app.agent.id,
+            tenant_id: app.tenant,
+            role: Role::Agent,
+        })
+        .expect("sign");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = app.get("/api/v1/me", &token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "token_expired");
+}
+
+#[tokio::test]
+async fn a_token_for_a_user_that_does_not_exist_is_refused() {
+    let app = spawn_app().await;
+    let token = app.token_for(&Principal {
+        user_id: UserId::new(),
+        tenant_id: TenantId::new(),
+        role: Role::Admin,
+    });
+    let r = app.get("/api/v1/users", &token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn deactivated_users_lose_access_at_once() {
+    let app = spawn_app().await;
+    let r = app
+        .patch(
+            &format!("/api/v1/users/{}", app.agent.id),
+            &app.admin.token,
+            &json!({"active": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The token issued before deactivation no longer works…
+    assert_eq!(
+        app.get("/api/v1/me", &app.agent.token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // …and the user cannot log in again.
+    assert_eq!(
+        app.login(&app.agent.email, TEST_PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_role_comes_from_the_database_not_the_token() {
+    let app = spawn_app().await;
+    // A token claiming admin for an agent does not make the agent an admin.
+    let token = app.token_for(&Principal {
+        user_id: app.agent.id,
+        tenant_id: app.tenant,
+        role: Role::Admin,
+    });
+    let r = app.get("/api/v1/users", &token).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.code(), "forbidden");
+}

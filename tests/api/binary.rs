@@ -1,0 +1,216 @@
+//! The compiled `gateway` executable, run the way a newcomer runs it: no DATABASE_URL, its
+//! own data directory, the embedded PostgreSQL, the demo tenant.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+struct Gateway {
+    child: Child,
+    base: String,
+}
+
+fn gateway_command(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("PARLEY_DEMO")
+        .env_remove("PARLEY_JWT_SECRET")
+        .env("PARLEY_DATA_DIR", data_dir)
+        .env("PARLEY_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Start the binary and wait for its "listening" line.
+fn start(data_dir: &Path) -> Gateway {
+    let mut child = gateway_command(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn gateway");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("Parley is listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(base) => Gateway { child, base },
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the gateway did not start listening within 120 s");
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("the gateway did not exit within 60 s");
+}
+
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+) -> (StatusCode, serde_json::Value) {
+    let res = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login request");
+    let status = res.status();
+    (status, res.json().await.unwrap_or_default())
+}
+
+fn temp_data_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("parley-e2e-{}", pg_cluster_suffix()))
+}
+
+fn pg_cluster_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    )
+}
+
+#[tokio::test]
+async fn the_binary_runs_the_demo_on_its_own_postgres_and_keeps_data_across_restarts() {
+    let dir = temp_data_dir();
+    let client = reqwest::Client::new();
+
+    // First start: initdb, migrate, seed, listen.
+    let mut gw = start(&dir);
+    let (status, body) = login(&client, &gw.base, "agent@demo.local", "parley-demo").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().expect("token").to_owned();
+    let me: serde_json::Value = client
+        .get(format!("{}/api/v1/me", gw.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["email"], "agent@demo.local");
+    assert_eq!(me["role"], "agent");
+
+    // The admin creates a user; it must survive restarts.
+    let (_, admin) = login(&client, &gw.base, "admin@demo.local", "parley-demo").await;
+    let res = client
+        .post(format!("{}/api/v1/users", gw.base))
+        .bearer_auth(admin["access_token"].as_str().expect("token"))
+        .json(&json!({"email": "kept@demo.local", "display_name": "Kept", "password": "kept-password", "role": "agent"}))
+        .send()
+        .await
+        .expect("create user");
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    // SIGTERM: a clean exit that stops the embedded server.
+    signal(&gw.child, "-TERM");
+    assert!(wait_exit(&mut gw.child).success());
+
+    // Second start finds the same data (and the same JWT secret: the old token works).
+    let mut gw = start(&dir);
+    let (status, _) = login(&client, &gw.base, "kept@demo.local", "kept-password").await;
+    assert_eq!(status, StatusCode::OK);
+    let res = client
+        .get(format!("{}/api/v1/me", gw.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // kill -9: no graceful anything. The next start must cope with what is left.
+    gw.child.kill().expect("kill -9");
+    let _ = gw.child.wait();
+    let mut gw = start(&dir);
+    let (status, _) = login(&client, &gw.base, "kept@demo.local", "kept-password").await;
+    assert_eq!(status, StatusCode::OK);
+    signal(&gw.child, "-INT");
+    assert!(wait_exit(&mut gw.child).success());
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_taken_port_stops_start_up_with_one_clear_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = temp_data_dir();
+    let out = gateway_command(&dir)
+        .env("PARLEY_LISTEN", addr.to_string())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("already in use") && lines[0].contains("PARLEY_LISTEN"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_variable() {
+    let out = gateway_command(&temp_data_dir())
+        .env("PARLEY_LISTEN", "localhost")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: PARLEY_LISTEN="), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn missing_postgres_binaries_stop_start_up_saying_what_to_install() {
+    let dir = temp_data_dir();
+    let out = gateway_command(&dir)
+        .env("PARLEY_PG_BIN", "/nonexistent/postgresql/bin")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error:") && stderr.contains("postgresql"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
