@@ -3,12 +3,15 @@
 //! Each test starts its own gateway on `127.0.0.1:0` with a fresh database (see the
 //! `test-support` crate); `binary` starts the compiled executable itself.
 
+mod attachments;
 mod auth;
 mod binary;
+mod contacts;
 mod deploy;
 mod input;
 mod openapi;
 mod ops;
 mod platform;
 mod tenancy;
+mod transcript;
 mod users;

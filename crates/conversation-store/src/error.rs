@@ -17,6 +17,25 @@ pub enum StoreError {
         /// The input field holding the reference.
         field: &'static str,
     },
+    /// The address already belongs to a contact of the tenant.
+    #[error("the address already belongs to contact {owner}")]
+    IdentityTaken {
+        /// The contact that owns it.
+        owner: uuid::Uuid,
+        /// The existing identity.
+        identity: uuid::Uuid,
+    },
+    /// Input the store refuses (e.g. a body over the limit).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The input field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Something the operation needs does not exist in the tenant.
+    #[error("{0} not found")]
+    NotFound(&'static str),
     /// Any other database failure.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -30,6 +49,14 @@ impl StoreError {
         {
             let field = match constraint {
                 "users_email_key" => Some("email"),
+                "messages_body_length" => {
+                    return StoreError::Invalid {
+                        field: "body",
+                        message: "must be at most 4096 characters".to_owned(),
+                    };
+                }
+                "message_attachments_attachment_fk" => Some("attachment_ids"),
+                "interactions_contact_fk" | "messages_contact_fk" => Some("contact_id"),
                 _ => None,
             };
             if let Some(field) = field {

@@ -8,6 +8,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
+use conversation_store::attachments::{BlobStore, FsBlobStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{
@@ -32,15 +33,19 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Metric registry.
     pub metrics: Arc<Metrics>,
+    /// Where attachment bytes live.
+    pub blobs: Arc<dyn BlobStore>,
 }
 
 impl AppState {
     /// State over an existing pool.
     pub fn new(db: sqlx::PgPool, config: Config, jwt_secret: &[u8]) -> Self {
         let jwt = Arc::new(JwtKeys::new(jwt_secret, config.access_token_ttl));
+        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(config.attachments_dir()));
         Self {
             db,
             jwt,
+            blobs,
             config: Arc::new(config),
             metrics: Metrics::new(),
         }

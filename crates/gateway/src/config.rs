@@ -8,6 +8,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 /// Every environment variable the gateway reads (besides `DATABASE_URL` and `RUST_LOG`).
 pub const SETTINGS: &[&str] = &[
     "PARLEY_DATA_DIR",
+    "PARLEY_ATTACHMENTS_DIR",
     "PARLEY_LISTEN",
     "PARLEY_DEMO",
     "PARLEY_JWT_SECRET",
@@ -72,6 +73,9 @@ pub struct Config {
     pub database: Database,
     /// `PARLEY_DATA_DIR` (default `./.parley`): the embedded cluster and the demo JWT secret.
     pub data_dir: PathBuf,
+    /// `PARLEY_ATTACHMENTS_DIR` (default `<data dir>/attachments`): where uploaded files
+    /// are kept, content-addressed.
+    pub attachments_dir: Option<PathBuf>,
     /// `PARLEY_LISTEN` (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
     /// `PARLEY_DEMO`: seed the demo tenant. Default on with the embedded cluster, off with
@@ -173,6 +177,7 @@ impl Config {
         })?;
         Ok(Config {
             database,
+            attachments_dir: get("PARLEY_ATTACHMENTS_DIR").map(PathBuf::from),
             data_dir: PathBuf::from(get("PARLEY_DATA_DIR").unwrap_or_else(|| "./.parley".into())),
             listen,
             demo,
@@ -236,6 +241,15 @@ impl Config {
                 86_400,
             )?),
         })
+    }
+}
+
+impl Config {
+    /// Where attachment bytes are stored.
+    pub fn attachments_dir(&self) -> PathBuf {
+        self.attachments_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("attachments"))
     }
 }
 

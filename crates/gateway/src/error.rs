@@ -29,6 +29,10 @@ pub struct Problem {
     /// For input errors: each offending field and what is wrong with it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// For a conflict: the id of the existing object the request collided with (e.g. the
+    /// contact that already owns an address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing_id: Option<uuid::Uuid>,
 }
 
 /// One invalid input field.
@@ -49,6 +53,7 @@ pub struct ApiError {
     errors: Vec<FieldError>,
     retry_after: Option<i64>,
     www_authenticate: bool,
+    existing_id: Option<uuid::Uuid>,
 }
 
 impl ApiError {
@@ -61,6 +66,7 @@ impl ApiError {
             errors: Vec::new(),
             retry_after: None,
             www_authenticate: false,
+            existing_id: None,
         }
     }
 
@@ -195,6 +201,7 @@ impl IntoResponse for ApiError {
             detail: self.detail.clone(),
             code: self.code.to_owned(),
             errors: self.errors.clone(),
+            existing_id: self.existing_id,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut res = (self.status, body).into_response();
@@ -224,6 +231,16 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { field, .. } => {
                 ApiError::conflict(field, format!("{field} is already taken"))
             }
+            StoreError::IdentityTaken { owner, .. } => {
+                let mut e = ApiError::conflict(
+                    "address",
+                    format!("this address already belongs to contact {owner}"),
+                );
+                e.existing_id = Some(owner);
+                e
+            }
+            StoreError::Invalid { field, message } => ApiError::invalid_field(field, message),
+            StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::MissingReference { field } => {
                 ApiError::invalid_field(field, "refers to something that does not exist")
             }

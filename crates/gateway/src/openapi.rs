@@ -19,6 +19,9 @@ use utoipa::{
     tags(
         (name = "auth", description = "Log in and who am I"),
         (name = "users", description = "A tenant's agents, supervisors and admins"),
+        (name = "contacts", description = "The contact directory, transcripts and read marks"),
+        (name = "conversations", description = "The Communication tab and tenant-wide search"),
+        (name = "attachments", description = "Image uploads and downloads"),
         (name = "platform", description = "Provisioning tenants (enabled by PARLEY_PLATFORM_TOKEN)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

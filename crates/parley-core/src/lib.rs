@@ -4,6 +4,8 @@
 //! never be passed where a user id is expected, and every domain call carries the
 //! caller's tenant.
 
+pub mod channel;
+
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +52,26 @@ id_type!(
 id_type!(
     /// An agent, supervisor or admin.
     UserId
+);
+id_type!(
+    /// A person the contact center talks to.
+    ContactId
+);
+id_type!(
+    /// One address of a contact on one channel.
+    IdentityId
+);
+id_type!(
+    /// One routed unit of work with one contact on one channel.
+    InteractionId
+);
+id_type!(
+    /// One message in a transcript.
+    MessageId
+);
+id_type!(
+    /// A stored file (image).
+    AttachmentId
 );
 
 /// What a user may do. Ordered: each role can do what the ones before it can.

@@ -13,8 +13,9 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
+use conversation_store::ingest::{Inbound, Ingested, ingest_inbound};
 use gateway::{AppState, Config, auth::JwtKeys};
-use parley_core::{Principal, Role, TenantId, UserId};
+use parley_core::{Principal, Role, TenantId, UserId, channel::Channel};
 use pg_cluster::{Cluster, ClusterOptions};
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::Value;
@@ -185,11 +186,14 @@ pub struct TestApp {
     pub supervisor: TestUser,
     jwt: Arc<JwtKeys>,
     shutdown: CancellationToken,
+    /// The app's data directory (attachments), removed on drop.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -252,7 +256,11 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 
 async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
     let url = fresh_database_url().await?;
-    let config = test_config(&url, overrides)?;
+    let data_dir = std::env::temp_dir().join(format!("parley-app-{}", pg_cluster::random_hex(6)));
+    let data_dir_s = data_dir.display().to_string();
+    let mut all: Vec<(&str, &str)> = vec![("PARLEY_DATA_DIR", data_dir_s.as_str())];
+    all.extend_from_slice(overrides);
+    let config = test_config(&url, &all)?;
     let db = PgPoolOptions::new()
         .max_connections(config.db_pool_size)
         .connect(&url)
@@ -278,6 +286,7 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         supervisor,
         jwt,
         shutdown,
+        data_dir,
     })
 }
 
@@ -393,6 +402,63 @@ impl TestApp {
             "/api/v1/auth/login",
             None,
             Some(&serde_json::json!({"email": email, "password": password})),
+        )
+        .await
+    }
+}
+
+/// An inbound message for [`TestApp::inbound`].
+#[derive(Debug, Clone)]
+pub struct In<'a> {
+    /// Channel.
+    pub channel: Channel,
+    /// Sender address (already normalised).
+    pub address: &'a str,
+    /// Profile name.
+    pub name: Option<&'a str>,
+    /// Text.
+    pub body: &'a str,
+    /// Provider id.
+    pub provider_id: Option<&'a str>,
+}
+
+impl TestApp {
+    /// Store an inbound message the way a channel connector does (one transaction).
+    pub async fn inbound_in(&self, tenant: TenantId, m: In<'_>) -> Ingested {
+        let mut tx = self.db.begin().await.expect("begin");
+        let out = ingest_inbound(
+            &mut tx,
+            tenant,
+            &Inbound {
+                channel: m.channel,
+                channel_account_id: None,
+                address: m.address.to_owned(),
+                profile_name: m.name.map(str::to_owned),
+                provider_message_id: m.provider_id.map(str::to_owned),
+                kind: "text".to_owned(),
+                body: Some(m.body.to_owned()),
+                payload: serde_json::json!({}),
+                attachment_ids: vec![],
+                reply_to_provider_id: None,
+            },
+        )
+        .await
+        .expect("ingest");
+        tx.commit().await.expect("commit");
+        out
+    }
+
+    /// [`TestApp::inbound_in`] for the app's own tenant, WhatsApp, one sender.
+    pub async fn inbound(&self, address: &str, body: &str) -> Ingested {
+        self.inbound_in(
+            self.tenant,
+            In {
+                channel: Channel::Whatsapp,
+                address,
+                name: None,
+                body,
+                provider_id: None,
+            },
         )
         .await
     }

@@ -4,8 +4,11 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 
+pub mod attachments;
 pub mod auth;
+pub mod contacts;
 pub mod health;
+pub mod messages;
 pub mod platform;
 pub mod users;
 
@@ -14,4 +17,7 @@ pub fn v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
         .merge(users::router())
+        .merge(contacts::router())
+        .merge(messages::router())
+        .merge(attachments::router())
 }

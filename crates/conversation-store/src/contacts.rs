@@ -1,0 +1,377 @@
+//! The contact directory: contacts, their free attributes and channel identities.
+
+use chrono::{DateTime, Utc};
+use parley_core::{ContactId, IdentityId, TenantId, channel::Channel};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// One address of a contact on one channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub contact_id: Uuid,
+    /// Channel.
+    pub channel: String,
+    /// Normalised address (E.164 for phone channels).
+    pub address: String,
+    /// `unverified`, `connect_requested`, `connected`, `declined` or `invalid`.
+    pub status: String,
+    /// The provider's last error for an `invalid` identity.
+    pub last_error: Option<Value>,
+    /// When the contact last wrote from this address (WhatsApp's 24-hour window).
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    /// Added.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct IdentityRow {
+    id: Uuid,
+    contact_id: Uuid,
+    channel: String,
+    address: String,
+    status: String,
+    last_error: Option<Value>,
+    last_inbound_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<IdentityRow> for Identity {
+    fn from(r: IdentityRow) -> Self {
+        Identity {
+            id: r.id,
+            contact_id: r.contact_id,
+            channel: r.channel,
+            address: r.address,
+            status: r.status,
+            last_error: r.last_error,
+            last_inbound_at: r.last_inbound_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A contact with its identities.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contact {
+    /// Id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Free attributes (template auto-fill fields).
+    pub attributes: Value,
+    /// Addresses on channels.
+    pub identities: Vec<Identity>,
+    /// Newest message time, if any.
+    pub last_activity_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ContactRow {
+    id: Uuid,
+    name: String,
+    attributes: Value,
+    last_activity_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+macro_rules! contact_columns {
+    () => {
+        "id, name, attributes, last_activity_at, created_at, updated_at"
+    };
+}
+macro_rules! identity_columns {
+    () => {
+        "id, contact_id, channel, address, status, last_error, last_inbound_at, created_at"
+    };
+}
+
+async fn attach_identities(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    rows: Vec<ContactRow>,
+) -> Result<Vec<Contact>, StoreError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let idents = sqlx::query_as::<_, IdentityRow>(concat!(
+        "SELECT ",
+        identity_columns!(),
+        " FROM channel_identities WHERE tenant_id = $1 AND contact_id = ANY($2) ORDER BY created_at, id"
+    ))
+    .bind(tenant.0)
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Contact {
+            identities: idents
+                .iter()
+                .filter(|i| i.contact_id == r.id)
+                .map(|i| Identity::from(clone_row(i)))
+                .collect(),
+            id: r.id,
+            name: r.name,
+            attributes: r.attributes,
+            last_activity_at: r.last_activity_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+        .collect())
+}
+
+fn clone_row(r: &IdentityRow) -> IdentityRow {
+    IdentityRow {
+        id: r.id,
+        contact_id: r.contact_id,
+        channel: r.channel.clone(),
+        address: r.address.clone(),
+        status: r.status.clone(),
+        last_error: r.last_error.clone(),
+        last_inbound_at: r.last_inbound_at,
+        created_at: r.created_at,
+    }
+}
+
+/// Create a contact with its identities (addresses already normalised).
+pub async fn create_contact(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    name: &str,
+    attributes: &Value,
+    identities: &[(Channel, String)],
+) -> Result<Contact, StoreError> {
+    let id = ContactId::new();
+    sqlx::query("INSERT INTO contacts (id, tenant_id, name, attributes) VALUES ($1, $2, $3, $4)")
+        .bind(id.0)
+        .bind(tenant.0)
+        .bind(name)
+        .bind(attributes)
+        .execute(&mut *conn)
+        .await?;
+    for (channel, address) in identities {
+        add_identity(conn, tenant, id, *channel, address).await?;
+    }
+    get_contact(conn, tenant, id)
+        .await?
+        .ok_or(StoreError::NotFound("contact"))
+}
+
+/// One contact of `tenant`.
+pub async fn get_contact(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: ContactId,
+) -> Result<Option<Contact>, StoreError> {
+    let row = sqlx::query_as::<_, ContactRow>(concat!(
+        "SELECT ",
+        contact_columns!(),
+        " FROM contacts WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(r) => Ok(attach_identities(conn, tenant, vec![r]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
+/// Whether `id` is a contact of `tenant`.
+pub async fn contact_exists(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: ContactId,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2)",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Escape `%`, `_` and `\` for a LIKE pattern.
+pub(crate) fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A page of contacts ordered by name, optionally matching `q` in the name or any
+/// identity address (digits of a phone number match however it is written).
+pub async fn list_contacts(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    q: Option<&str>,
+    after: Option<ContactId>,
+    limit: i64,
+) -> Result<Vec<Contact>, StoreError> {
+    let pattern = q.map(|q| format!("%{}%", like_escape(q.trim())));
+    let digits: Option<String> = q.and_then(|q| {
+        let d: String = q.chars().filter(char::is_ascii_digit).collect();
+        (d.len() >= 3
+            && q.chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c)))
+        .then(|| format!("%{d}%"))
+    });
+    let rows = sqlx::query_as::<_, ContactRow>(concat!(
+        "SELECT ",
+        contact_columns!(),
+        " FROM contacts c
+         WHERE c.tenant_id = $1
+           AND ($2::text IS NULL
+                OR c.name ILIKE $2
+                OR EXISTS (SELECT 1 FROM channel_identities i
+                           WHERE i.contact_id = c.id AND i.tenant_id = $1
+                             AND (i.address ILIKE $2 OR ($3::text IS NOT NULL AND i.address LIKE $3))))
+           AND ($4::uuid IS NULL OR (c.name COLLATE parley_sort, c.id) >
+                (SELECT name COLLATE parley_sort, id FROM contacts WHERE tenant_id = $1 AND id = $4))
+         ORDER BY c.name COLLATE parley_sort, c.id
+         LIMIT $5"
+    ))
+    .bind(tenant.0)
+    .bind(pattern)
+    .bind(digits)
+    .bind(after.map(|a| a.0))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    attach_identities(conn, tenant, rows).await
+}
+
+/// Change a contact: a new name, and/or attributes merged in (a `null` value removes
+/// that attribute).
+pub async fn update_contact(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: ContactId,
+    name: Option<&str>,
+    attributes_patch: Option<&Value>,
+) -> Result<Option<Contact>, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE contacts SET
+            name = COALESCE($3, name),
+            attributes = CASE WHEN $4::jsonb IS NULL THEN attributes
+                              ELSE jsonb_strip_nulls(attributes || $4::jsonb) END,
+            updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .bind(name)
+    .bind(attributes_patch)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get_contact(conn, tenant, id).await
+}
+
+/// Delete a contact with its identities, interactions and messages.
+pub async fn delete_contact(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: ContactId,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Add an address to a contact. The same address on the same channel cannot belong to two
+/// contacts of a tenant: `StoreError::IdentityTaken` names the owner.
+pub async fn add_identity(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channel: Channel,
+    address: &str,
+) -> Result<Identity, StoreError> {
+    let row = sqlx::query_as::<_, IdentityRow>(concat!(
+        "INSERT INTO channel_identities (id, tenant_id, contact_id, channel, address)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT ON CONSTRAINT channel_identities_address_key DO NOTHING
+         RETURNING ",
+        identity_columns!()
+    ))
+    .bind(IdentityId::new().0)
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(channel.as_str())
+    .bind(address)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::from_db)?;
+    match row {
+        Some(r) => Ok(r.into()),
+        None => {
+            let existing = find_identity(conn, tenant, channel, address)
+                .await?
+                .ok_or(StoreError::NotFound("identity"))?;
+            Err(StoreError::IdentityTaken {
+                owner: existing.contact_id,
+                identity: existing.id,
+            })
+        }
+    }
+}
+
+/// The identity with this channel and address, if any.
+pub async fn find_identity(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    channel: Channel,
+    address: &str,
+) -> Result<Option<Identity>, StoreError> {
+    let row = sqlx::query_as::<_, IdentityRow>(concat!(
+        "SELECT ",
+        identity_columns!(),
+        " FROM channel_identities WHERE tenant_id = $1 AND channel = $2 AND address = $3"
+    ))
+    .bind(tenant.0)
+    .bind(channel.as_str())
+    .bind(address)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(Identity::from))
+}
+
+/// Remove an address from a contact.
+pub async fn remove_identity(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    identity: IdentityId,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM channel_identities WHERE tenant_id = $1 AND contact_id = $2 AND id = $3",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(identity.0)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}

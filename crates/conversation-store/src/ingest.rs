@@ -1,0 +1,185 @@
+//! The inbound write: one message from a contact, with everything that belongs to it, in
+//! the caller's transaction. Channel connectors parse; this stores.
+
+use parley_core::{AttachmentId, ContactId, IdentityId, MessageId, TenantId, channel::Channel};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    StoreError,
+    interactions::{self, Interaction},
+    messages::{self, Direction, Message, NewMessage},
+};
+
+/// An inbound message as a connector parsed it.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The channel.
+    pub channel: Channel,
+    /// The tenant's channel account it arrived on.
+    pub channel_account_id: Option<Uuid>,
+    /// The sender's normalised address.
+    pub address: String,
+    /// The sender's profile name, if the provider sent one.
+    pub profile_name: Option<String>,
+    /// The provider's message id (replays are no-ops).
+    pub provider_message_id: Option<String>,
+    /// Kind.
+    pub kind: String,
+    /// Text.
+    pub body: Option<String>,
+    /// Structured content.
+    pub payload: Value,
+    /// Attachments already stored.
+    pub attachment_ids: Vec<AttachmentId>,
+    /// The provider id of the message this replies to, if any.
+    pub reply_to_provider_id: Option<String>,
+}
+
+/// What ingesting did.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The contact (found or created).
+    pub contact_id: ContactId,
+    /// Whether the contact was created by this message.
+    pub contact_created: bool,
+    /// The interaction the message is attached to.
+    pub interaction: Interaction,
+    /// Whether that interaction was created by this message.
+    pub interaction_created: bool,
+    /// The stored message; `None` for a replay of one already stored.
+    pub message: Option<Message>,
+}
+
+/// Store an inbound message: find or create the contact and identity, attach to the open
+/// interaction or create a queued one, insert the message (a duplicate provider id is a
+/// no-op), record the contact's last inbound time, append events.
+pub async fn ingest_inbound(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    inbound: &Inbound,
+) -> Result<Ingested, StoreError> {
+    // A replay must not open a new interaction for an old message.
+    if let Some(pid) = &inbound.provider_message_id {
+        let existing: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
+            "SELECT contact_id, interaction_id FROM messages
+             WHERE tenant_id = $1 AND channel_account_id IS NOT DISTINCT FROM $2
+               AND provider_message_id = $3",
+        )
+        .bind(tenant.0)
+        .bind(inbound.channel_account_id)
+        .bind(pid)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((contact, Some(interaction))) = existing
+            && let Some(i) =
+                interactions::get(conn, tenant, parley_core::InteractionId(interaction)).await?
+        {
+            return Ok(Ingested {
+                contact_id: ContactId(contact),
+                contact_created: false,
+                interaction: i,
+                interaction_created: false,
+                message: None,
+            });
+        }
+    }
+
+    let (contact_id, identity_id, contact_created) =
+        find_or_create_contact(conn, tenant, inbound).await?;
+    sqlx::query(
+        "UPDATE channel_identities SET last_inbound_at = GREATEST(last_inbound_at, now())
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(identity_id.0)
+    .execute(&mut *conn)
+    .await?;
+    let (interaction, interaction_created) =
+        interactions::open_or_create(conn, tenant, contact_id, inbound.channel, Some(identity_id))
+            .await?;
+    let reply_to_id = match &inbound.reply_to_provider_id {
+        Some(pid) => sqlx::query_scalar::<_, Uuid>(
+            "SELECT id FROM messages WHERE tenant_id = $1 AND provider_message_id = $2
+             ORDER BY created_at LIMIT 1",
+        )
+        .bind(tenant.0)
+        .bind(pid)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(MessageId),
+        None => None,
+    };
+    let message = messages::insert(
+        conn,
+        tenant,
+        &NewMessage {
+            contact_id,
+            interaction_id: Some(parley_core::InteractionId(interaction.id)),
+            channel: inbound.channel,
+            direction: Direction::Inbound,
+            sender_user_id: None,
+            kind: inbound.kind.clone(),
+            body: inbound.body.clone(),
+            payload: inbound.payload.clone(),
+            channel_account_id: inbound.channel_account_id,
+            provider_message_id: inbound.provider_message_id.clone(),
+            reply_to_id,
+            status: "received".to_owned(),
+            attachment_ids: inbound.attachment_ids.clone(),
+        },
+    )
+    .await?;
+    Ok(Ingested {
+        contact_id,
+        contact_created,
+        interaction,
+        interaction_created,
+        message,
+    })
+}
+
+async fn find_or_create_contact(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    inbound: &Inbound,
+) -> Result<(ContactId, IdentityId, bool), StoreError> {
+    if let Some(i) =
+        crate::contacts::find_identity(conn, tenant, inbound.channel, &inbound.address).await?
+    {
+        return Ok((ContactId(i.contact_id), IdentityId(i.id), false));
+    }
+    let name = inbound
+        .profile_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&inbound.address)
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let contact = ContactId::new();
+    sqlx::query("INSERT INTO contacts (id, tenant_id, name) VALUES ($1, $2, $3)")
+        .bind(contact.0)
+        .bind(tenant.0)
+        .bind(&name)
+        .execute(&mut *conn)
+        .await?;
+    match crate::contacts::add_identity(conn, tenant, contact, inbound.channel, &inbound.address)
+        .await
+    {
+        Ok(identity) => Ok((contact, IdentityId(identity.id), true)),
+        // Another transaction created it first (it committed while we waited on the
+        // unique index): use theirs and drop ours.
+        Err(StoreError::IdentityTaken { owner, identity }) => {
+            sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.0)
+                .bind(contact.0)
+                .execute(&mut *conn)
+                .await?;
+            Ok((ContactId(owner), IdentityId(identity), false))
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,174 @@
+//! Interactions as the conversation store keeps them: one routed unit of work with one
+//! contact on one channel. The router drives their states; the store records them and
+//! answers the contact's history.
+
+use chrono::{DateTime, Utc};
+use parley_core::{ContactId, IdentityId, InteractionId, TenantId, channel::Channel};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// An interaction with its timings.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Interaction {
+    /// Id.
+    pub id: Uuid,
+    /// The contact.
+    pub contact_id: Uuid,
+    /// The channel.
+    pub channel: String,
+    /// `queued`, `offered`, `active`, `ended` or `done`.
+    pub state: String,
+    /// The handling agent, once accepted.
+    pub agent_id: Option<Uuid>,
+    /// Who ended it: `contact`, `agent` or `system`.
+    pub ended_by: Option<String>,
+    /// The wrap-up code given at Done.
+    pub disposition: Option<String>,
+    /// Started (the first message).
+    pub created_at: DateTime<Utc>,
+    /// Accepted by an agent.
+    pub accepted_at: Option<DateTime<Utc>>,
+    /// Ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Marked done.
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+impl Interaction {
+    /// Seconds from start to acceptance.
+    pub fn wait_secs(&self) -> Option<f64> {
+        secs(self.created_at, self.accepted_at?)
+    }
+    /// Seconds from acceptance to end.
+    pub fn handle_secs(&self) -> Option<f64> {
+        secs(self.accepted_at?, self.ended_at?)
+    }
+    /// Seconds from end to done (wrap-up).
+    pub fn wrap_up_secs(&self) -> Option<f64> {
+        secs(self.ended_at?, self.done_at?)
+    }
+}
+
+fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<f64> {
+    Some((to - from).num_milliseconds() as f64 / 1000.0)
+}
+
+macro_rules! interaction_columns {
+    () => {
+        "id, contact_id, channel, state, agent_id, ended_by, disposition, created_at, accepted_at, ended_at, done_at"
+    };
+}
+
+/// Every interaction with a contact, newest first.
+pub async fn list_for_contact(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+) -> Result<Vec<Interaction>, StoreError> {
+    Ok(sqlx::query_as::<_, Interaction>(concat!(
+        "SELECT ",
+        interaction_columns!(),
+        " FROM interactions WHERE tenant_id = $1 AND contact_id = $2 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(tenant.0)
+    .bind(contact.0)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The contact's open (not done) interaction on `channel`, creating a queued one when
+/// there is none. Returns it and whether it was created. Safe under concurrency: a
+/// partial unique index allows one open interaction per contact and channel.
+pub async fn open_or_create(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channel: Channel,
+    identity: Option<IdentityId>,
+) -> Result<(Interaction, bool), StoreError> {
+    let created = sqlx::query_as::<_, Interaction>(concat!(
+        "INSERT INTO interactions (id, tenant_id, contact_id, channel, identity_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, contact_id, channel) WHERE state <> 'done' DO NOTHING
+         RETURNING ",
+        interaction_columns!()
+    ))
+    .bind(InteractionId::new().0)
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(channel.as_str())
+    .bind(identity.map(|i| i.0))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::from_db)?;
+    if let Some(i) = created {
+        return Ok((i, true));
+    }
+    let existing = sqlx::query_as::<_, Interaction>(concat!(
+        "SELECT ",
+        interaction_columns!(),
+        " FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3 AND state <> 'done'"
+    ))
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(channel.as_str())
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound("interaction"))?;
+    Ok((existing, false))
+}
+
+/// One interaction of `tenant`.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: InteractionId,
+) -> Result<Option<Interaction>, StoreError> {
+    Ok(sqlx::query_as::<_, Interaction>(concat!(
+        "SELECT ",
+        interaction_columns!(),
+        " FROM interactions WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Record a state change (the router decides which are legal).
+pub async fn set_state(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: InteractionId,
+    state: &str,
+    agent: Option<Uuid>,
+    ended_by: Option<&str>,
+    disposition: Option<&str>,
+) -> Result<Option<Interaction>, StoreError> {
+    sqlx::query_as::<_, Interaction>(concat!(
+        "UPDATE interactions SET
+            state = $3,
+            agent_id = COALESCE($4, agent_id),
+            accepted_at = CASE WHEN $3 = 'active' AND accepted_at IS NULL THEN now() ELSE accepted_at END,
+            ended_at = CASE WHEN $3 = 'ended' THEN now() WHEN $3 = 'active' THEN NULL ELSE ended_at END,
+            ended_by = CASE WHEN $3 = 'ended' THEN $5 WHEN $3 = 'active' THEN NULL ELSE ended_by END,
+            done_at = CASE WHEN $3 = 'done' THEN now() ELSE done_at END,
+            disposition = COALESCE($6, disposition),
+            updated_at = now()
+         WHERE tenant_id = $1 AND id = $2
+         RETURNING ",
+        interaction_columns!()
+    ))
+    .bind(tenant.0)
+    .bind(id.0)
+    .bind(state)
+    .bind(agent)
+    .bind(ended_by)
+    .bind(disposition)
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::from_db)
+}

@@ -1,0 +1,749 @@
+//! Messages: the append-only transcript, its search, unread counts and the Communication
+//! tab's list of conversations.
+
+use chrono::{DateTime, Utc};
+use parley_core::{
+    AttachmentId, ContactId, InteractionId, MessageId, TenantId, UserId,
+    channel::{Channel, Media},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, PgConnection};
+use uuid::Uuid;
+
+use crate::{
+    StoreError,
+    attachments::Attachment,
+    events::{self, Audience},
+    search,
+};
+
+/// The longest message body, in characters (WhatsApp's limit).
+pub const MAX_BODY_CHARS: usize = 4096;
+
+/// Who sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From the contact.
+    Inbound,
+    /// From an agent (or an automated send on the agent's behalf).
+    Outbound,
+    /// A note from Parley itself.
+    System,
+}
+
+impl Direction {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::System => "system",
+        }
+    }
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The contact the conversation is with.
+    pub contact_id: ContactId,
+    /// The interaction it belongs to, if any.
+    pub interaction_id: Option<InteractionId>,
+    /// The channel.
+    pub channel: Channel,
+    /// Direction.
+    pub direction: Direction,
+    /// The agent, for outbound messages.
+    pub sender_user_id: Option<UserId>,
+    /// `text`, `image`, `template`, `interactive`, `button_reply`, `reaction`, …
+    pub kind: String,
+    /// The text, if any (at most [`MAX_BODY_CHARS`] characters).
+    pub body: Option<String>,
+    /// Kind-specific structured content (and the provider's raw payload where useful).
+    pub payload: Value,
+    /// The tenant's channel account it came through or goes out of.
+    pub channel_account_id: Option<Uuid>,
+    /// The provider's id: unique per channel account, so a replay inserts nothing.
+    pub provider_message_id: Option<String>,
+    /// The message this one replies to.
+    pub reply_to_id: Option<MessageId>,
+    /// `received` for inbound; `queued`, `sent`, `delivered`, `read`, `failed` outbound.
+    pub status: String,
+    /// Attachments, in order.
+    pub attachment_ids: Vec<AttachmentId>,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    /// Id (UUID v7).
+    pub id: Uuid,
+    /// The contact.
+    pub contact_id: Uuid,
+    /// The interaction.
+    pub interaction_id: Option<Uuid>,
+    /// The channel.
+    pub channel: String,
+    /// `chat` or `open_media`.
+    pub media: String,
+    /// `inbound`, `outbound` or `system`.
+    pub direction: String,
+    /// The agent who sent it (outbound).
+    pub sender_user_id: Option<Uuid>,
+    /// Kind.
+    pub kind: String,
+    /// Text.
+    pub body: Option<String>,
+    /// Structured content.
+    pub payload: Value,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
+    /// The provider's id.
+    pub provider_message_id: Option<String>,
+    /// Replied-to message.
+    pub reply_to_id: Option<Uuid>,
+    /// Delivery status.
+    pub status: String,
+    /// The provider's error for a failed message.
+    pub status_error: Option<Value>,
+    /// Stored at.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: Uuid,
+    contact_id: Uuid,
+    interaction_id: Option<Uuid>,
+    channel: String,
+    media: String,
+    direction: String,
+    sender_user_id: Option<Uuid>,
+    kind: String,
+    body: Option<String>,
+    payload: Value,
+    provider_message_id: Option<String>,
+    reply_to_id: Option<Uuid>,
+    status: String,
+    status_error: Option<Value>,
+    created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "m.id, m.contact_id, m.interaction_id, m.channel, m.media, m.direction, \
+     m.sender_user_id, m.kind, m.body, m.payload, m.provider_message_id, m.reply_to_id, \
+     m.status, m.status_error, m.created_at";
+
+#[derive(sqlx::FromRow)]
+struct AttachmentLink {
+    message_id: Uuid,
+    #[sqlx(flatten)]
+    attachment: Attachment,
+}
+
+async fn with_attachments(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    rows: Vec<MessageRow>,
+) -> Result<Vec<Message>, StoreError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let links = if ids.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as::<_, AttachmentLink>(
+            "SELECT ma.message_id, a.id, a.mime_type, a.size, a.sha256, a.width, a.height,
+                    a.filename, a.created_at
+             FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id
+             WHERE ma.tenant_id = $1 AND ma.message_id = ANY($2)
+             ORDER BY ma.message_id, ma.position",
+        )
+        .bind(tenant.0)
+        .bind(&ids)
+        .fetch_all(conn)
+        .await?
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| Message {
+            attachments: links
+                .iter()
+                .filter(|l| l.message_id == r.id)
+                .map(|l| l.attachment.clone())
+                .collect(),
+            id: r.id,
+            contact_id: r.contact_id,
+            interaction_id: r.interaction_id,
+            channel: r.channel,
+            media: r.media,
+            direction: r.direction,
+            sender_user_id: r.sender_user_id,
+            kind: r.kind,
+            body: r.body,
+            payload: r.payload,
+            provider_message_id: r.provider_message_id,
+            reply_to_id: r.reply_to_id,
+            status: r.status,
+            status_error: r.status_error,
+            created_at: r.created_at,
+        })
+        .collect())
+}
+
+/// Check a body against the limit.
+pub fn check_body(body: &str) -> Result<(), StoreError> {
+    if body.chars().count() > MAX_BODY_CHARS {
+        return Err(StoreError::Invalid {
+            field: "body",
+            message: format!("must be at most {MAX_BODY_CHARS} characters"),
+        });
+    }
+    Ok(())
+}
+
+/// Store a message, link its attachments, move the contact's activity and append a
+/// `message.created` event. `None` when a message with the same provider id (on the same
+/// channel account) is already stored: a replay inserts nothing.
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    new: &NewMessage,
+) -> Result<Option<Message>, StoreError> {
+    if let Some(b) = &new.body {
+        check_body(b)?;
+    }
+    if !new.attachment_ids.is_empty() {
+        let ids: Vec<Uuid> = new.attachment_ids.iter().map(|a| a.0).collect();
+        let found: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM attachments WHERE tenant_id = $1 AND id = ANY($2)",
+        )
+        .bind(tenant.0)
+        .bind(&ids)
+        .fetch_one(&mut *conn)
+        .await?;
+        if usize::try_from(found).unwrap_or(0) != ids.len() {
+            return Err(StoreError::Invalid {
+                field: "attachment_ids",
+                message: "refers to an attachment that does not exist".to_owned(),
+            });
+        }
+    }
+    let mut search_text = new.body.clone().unwrap_or_default();
+    if let Some(caption) = new.payload.get("caption").and_then(Value::as_str) {
+        search_text.push(' ');
+        search_text.push_str(caption);
+    }
+    let sql = format!(
+        "INSERT INTO messages AS m (id, tenant_id, contact_id, interaction_id, channel, media,
+            direction, sender_user_id, kind, body, payload, channel_account_id,
+            provider_message_id, reply_to_id, status, search)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::tsvector)
+         ON CONFLICT ON CONSTRAINT messages_provider_id_key DO NOTHING
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
+        .bind(MessageId::new().0)
+        .bind(tenant.0)
+        .bind(new.contact_id.0)
+        .bind(new.interaction_id.map(|i| i.0))
+        .bind(new.channel.as_str())
+        .bind(new.channel.media().as_str())
+        .bind(new.direction.as_str())
+        .bind(new.sender_user_id.map(|u| u.0))
+        .bind(&new.kind)
+        .bind(new.body.as_deref())
+        .bind(&new.payload)
+        .bind(new.channel_account_id)
+        .bind(new.provider_message_id.as_deref())
+        .bind(new.reply_to_id.map(|r| r.0))
+        .bind(&new.status)
+        .bind(search::tsvector_literal(&search_text))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::from_db)?;
+    let Some(row) = row else { return Ok(None) };
+    for (pos, att) in new.attachment_ids.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO message_attachments (message_id, attachment_id, tenant_id, position)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(row.id)
+        .bind(att.0)
+        .bind(tenant.0)
+        .bind(i32::try_from(pos).unwrap_or(i32::MAX))
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_db)?;
+    }
+    sqlx::query(
+        "UPDATE contacts SET last_activity_at = GREATEST(last_activity_at, $3)
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(new.contact_id.0)
+    .bind(row.created_at)
+    .execute(&mut *conn)
+    .await?;
+    let message = with_attachments(conn, tenant, vec![row])
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound("message"))?;
+    events::append(
+        conn,
+        tenant,
+        Audience::Tenant,
+        "message.created",
+        &json!({ "message": message }),
+    )
+    .await?;
+    if new.direction == Direction::Inbound {
+        let unread = unread_count(conn, tenant, new.contact_id).await?;
+        events::append(
+            conn,
+            tenant,
+            Audience::Tenant,
+            "conversation.unread",
+            &json!({ "contact_id": new.contact_id, "unread_count": unread }),
+        )
+        .await?;
+    }
+    Ok(Some(message))
+}
+
+/// One message of `tenant`.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: MessageId,
+) -> Result<Option<Message>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = $1 AND m.id = $2");
+    let row = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
+        .bind(tenant.0)
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(r) => Ok(with_attachments(conn, tenant, vec![r]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
+/// Which page of a transcript to read.
+#[derive(Debug, Clone, Default)]
+pub struct TranscriptQuery {
+    /// Messages older than this one.
+    pub before: Option<MessageId>,
+    /// Messages newer than this one.
+    pub after: Option<MessageId>,
+    /// The page around this message (for jumping to a search hit).
+    pub around: Option<MessageId>,
+    /// Page size.
+    pub limit: i64,
+    /// Only chat or only open media.
+    pub media: Option<Media>,
+    /// Keyword search within the transcript.
+    pub q: Option<String>,
+}
+
+/// A page of a transcript, oldest first.
+#[derive(Debug, Clone)]
+pub struct TranscriptPage {
+    /// The messages, in time order.
+    pub items: Vec<Message>,
+    /// Pass as `before` for the older page; `None` at the beginning.
+    pub prev_cursor: Option<Uuid>,
+    /// Pass as `after` for the newer page; `None` at the end (for now).
+    pub next_cursor: Option<Uuid>,
+}
+
+async fn anchor(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    id: MessageId,
+    field: &'static str,
+) -> Result<(DateTime<Utc>, Uuid), StoreError> {
+    let at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT created_at FROM messages WHERE tenant_id = $1 AND contact_id = $2 AND id = $3",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
+    at.map(|a| (a, id.0)).ok_or(StoreError::Invalid {
+        field,
+        message: "is not a message of this contact".to_owned(),
+    })
+}
+
+/// Older (`older = true`, newest first) or newer (oldest first) messages than `from`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one private helper; the flags read clearly at the call sites"
+)]
+async fn slice(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    from: Option<(DateTime<Utc>, Uuid)>,
+    inclusive: bool,
+    older: bool,
+    q: &TranscriptQuery,
+    limit: i64,
+) -> Result<Vec<MessageRow>, StoreError> {
+    let tsquery = q.q.as_deref().and_then(search::tsquery_literal);
+    if q.q.is_some() && tsquery.is_none() {
+        return Ok(Vec::new());
+    }
+    let cmp = match (older, inclusive) {
+        (true, false) => "<",
+        (true, true) => "<=",
+        (false, false) => ">",
+        (false, true) => ">=",
+    };
+    let order = if older { "DESC" } else { "ASC" };
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = $1 AND m.contact_id = $2
+           AND ($3::text IS NULL OR m.media = $3)"
+    );
+    if from.is_some() {
+        sql.push_str(&format!(" AND (m.created_at, m.id) {cmp} ($4, $5)"));
+    }
+    if tsquery.is_some() {
+        sql.push_str(" AND m.search @@ $6::tsquery");
+    }
+    sql.push_str(&format!(
+        " ORDER BY m.created_at {order}, m.id {order} LIMIT $7"
+    ));
+    let mut query = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
+        .bind(tenant.0)
+        .bind(contact.0)
+        .bind(q.media.map(Media::as_str));
+    query = query
+        .bind(from.map(|f| f.0))
+        .bind(from.map(|f| f.1))
+        .bind(tsquery)
+        .bind(limit);
+    Ok(query.fetch_all(conn).await?)
+}
+
+/// A page of the contact's transcript across all interactions and channels.
+pub async fn transcript(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    q: &TranscriptQuery,
+) -> Result<TranscriptPage, StoreError> {
+    let limit = q.limit.clamp(1, 200);
+    let take = usize::try_from(limit).unwrap_or(50);
+    // Search statements: plan for the actual term every time (a generic plan can pick an
+    // index walk that is catastrophic for a rare word).
+    if q.q.is_some() {
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let (older, newer): (Vec<MessageRow>, Vec<MessageRow>);
+    let (more_before, more_after);
+    if let Some(a) = q.after {
+        let from = anchor(conn, tenant, contact, a, "after").await?;
+        let mut rows = slice(
+            conn,
+            tenant,
+            contact,
+            Some(from),
+            false,
+            false,
+            q,
+            limit + 1,
+        )
+        .await?;
+        more_after = rows.len() > take;
+        rows.truncate(take);
+        more_before = true;
+        older = Vec::new();
+        newer = rows;
+    } else if let Some(b) = q.before {
+        let from = anchor(conn, tenant, contact, b, "before").await?;
+        let mut rows = slice(conn, tenant, contact, Some(from), false, true, q, limit + 1).await?;
+        more_before = rows.len() > take;
+        rows.truncate(take);
+        more_after = true;
+        older = rows;
+        newer = Vec::new();
+    } else if let Some(c) = q.around {
+        let from = anchor(conn, tenant, contact, c, "around").await?;
+        let half = (limit / 2).max(1);
+        let half_take = usize::try_from(half).unwrap_or(1);
+        // The anchor and older ones (newest first), then strictly newer ones.
+        let mut before = slice(conn, tenant, contact, Some(from), true, true, q, half + 1).await?;
+        more_before = before.len() > half_take;
+        before.truncate(half_take);
+        let after_take = take.saturating_sub(before.len()).max(1);
+        let mut after = slice(
+            conn,
+            tenant,
+            contact,
+            Some(from),
+            false,
+            false,
+            q,
+            i64::try_from(after_take).unwrap_or(1) + 1,
+        )
+        .await?;
+        more_after = after.len() > after_take;
+        after.truncate(after_take);
+        older = before;
+        newer = after;
+    } else {
+        let mut rows = slice(conn, tenant, contact, None, false, true, q, limit + 1).await?;
+        more_before = rows.len() > take;
+        rows.truncate(take);
+        more_after = false;
+        older = rows;
+        newer = Vec::new();
+    }
+    let mut rows: Vec<MessageRow> = older.into_iter().rev().collect();
+    rows.extend(newer);
+    let items = with_attachments(conn, tenant, rows).await?;
+    Ok(TranscriptPage {
+        prev_cursor: if more_before {
+            items.first().map(|m| m.id)
+        } else {
+            None
+        },
+        next_cursor: if more_after {
+            items.last().map(|m| m.id)
+        } else {
+            None
+        },
+        items,
+    })
+}
+
+/// A tenant-wide search hit.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    /// The message.
+    pub message: Message,
+    /// The contact's name.
+    pub contact_name: String,
+    /// The body with matches wrapped in `<mark>`.
+    pub highlight: String,
+}
+
+/// Messages of the whole tenant matching `q`, newest first, after the `before` cursor.
+pub async fn search_tenant(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    q: &str,
+    media: Option<Media>,
+    before: Option<MessageId>,
+    limit: i64,
+) -> Result<(Vec<SearchHit>, Option<Uuid>), StoreError> {
+    let Some(tsquery) = search::tsquery_literal(q) else {
+        return Ok((Vec::new(), None));
+    };
+    let limit = limit.clamp(1, 100);
+    let take = usize::try_from(limit).unwrap_or(20);
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut *conn)
+        .await?;
+    let from: Option<DateTime<Utc>> = match before {
+        Some(b) => Some(
+            sqlx::query_scalar("SELECT created_at FROM messages WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.0)
+                .bind(b.0)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::Invalid {
+                    field: "cursor",
+                    message: "is not a message of this tenant".to_owned(),
+                })?,
+        ),
+        None => None,
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM messages m
+         WHERE m.tenant_id = $1 AND m.search @@ $2::tsquery
+           AND ($3::text IS NULL OR m.media = $3)
+           AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5))
+         ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
+    );
+    let mut rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
+        .bind(tenant.0)
+        .bind(&tsquery)
+        .bind(media.map(Media::as_str))
+        .bind(from)
+        .bind(before.map(|b| b.0))
+        .bind(limit + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+    let more = rows.len() > take;
+    rows.truncate(take);
+    let contact_ids: Vec<Uuid> = rows.iter().map(|r| r.contact_id).collect();
+    let names: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, name FROM contacts WHERE tenant_id = $1 AND id = ANY($2)")
+            .bind(tenant.0)
+            .bind(&contact_ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    let messages = with_attachments(conn, tenant, rows).await?;
+    let next = if more {
+        messages.last().map(|m| m.id)
+    } else {
+        None
+    };
+    let hits = messages
+        .into_iter()
+        .map(|m| {
+            let text = m.body.clone().unwrap_or_default();
+            SearchHit {
+                contact_name: names
+                    .iter()
+                    .find(|(id, _)| *id == m.contact_id)
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_default(),
+                highlight: search::highlight(&text, q),
+                message: m,
+            }
+        })
+        .collect();
+    Ok((hits, next))
+}
+
+/// Inbound messages of the contact not yet read by an agent.
+pub async fn unread_count(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id
+         WHERE m.tenant_id = $1 AND m.contact_id = $2 AND m.direction = 'inbound'
+           AND (c.read_up_to_at IS NULL OR (m.created_at, m.id) > (c.read_up_to_at, c.read_up_to_id))",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Mark the contact's messages read up to and including `up_to`; returns the new unread
+/// count and appends a `conversation.unread` event. Marks never move backwards.
+pub async fn mark_read(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    up_to: MessageId,
+    by: UserId,
+) -> Result<i64, StoreError> {
+    let at = anchor(conn, tenant, contact, up_to, "up_to_message_id").await?;
+    sqlx::query(
+        "UPDATE contacts SET read_up_to_at = $3, read_up_to_id = $4
+         WHERE tenant_id = $1 AND id = $2
+           AND (read_up_to_at IS NULL OR (read_up_to_at, read_up_to_id) < ($3, $4))",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(at.0)
+    .bind(at.1)
+    .execute(&mut *conn)
+    .await?;
+    let unread = unread_count(conn, tenant, contact).await?;
+    events::append(
+        conn,
+        tenant,
+        Audience::Tenant,
+        "conversation.unread",
+        &json!({ "contact_id": contact, "unread_count": unread, "read_by": by }),
+    )
+    .await?;
+    Ok(unread)
+}
+
+/// One row of the Communication tab.
+#[derive(Debug, Clone)]
+pub struct ConversationSummary {
+    /// The contact.
+    pub contact_id: Uuid,
+    /// Its name.
+    pub contact_name: String,
+    /// Its newest activity.
+    pub last_activity_at: DateTime<Utc>,
+    /// Its newest message (within the media filter).
+    pub last_message: Message,
+    /// Inbound messages not yet read.
+    pub unread_count: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ConversationRow {
+    contact_name: String,
+    last_activity_at: DateTime<Utc>,
+    unread_count: i64,
+    #[sqlx(flatten)]
+    message: MessageRow,
+}
+
+/// Contacts with activity, most recent first; `after` is the previous page's last
+/// `(last_activity_at, contact_id)`.
+pub async fn conversations(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    media: Option<Media>,
+    q: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ConversationSummary>, StoreError> {
+    let pattern = q.map(|q| format!("%{}%", crate::contacts::like_escape(q.trim())));
+    let sql = format!(
+        "SELECT c.name AS contact_name, c.last_activity_at,
+                (SELECT count(*) FROM messages u
+                  WHERE u.tenant_id = c.tenant_id AND u.contact_id = c.id AND u.direction = 'inbound'
+                    AND (c.read_up_to_at IS NULL
+                         OR (u.created_at, u.id) > (c.read_up_to_at, c.read_up_to_id))) AS unread_count,
+                {COLUMNS}
+         FROM contacts c
+         CROSS JOIN LATERAL (
+             SELECT * FROM messages m1
+             WHERE m1.tenant_id = c.tenant_id AND m1.contact_id = c.id
+               AND ($2::text IS NULL OR m1.media = $2)
+             ORDER BY m1.created_at DESC, m1.id DESC LIMIT 1) m
+         WHERE c.tenant_id = $1 AND c.last_activity_at IS NOT NULL
+           AND ($3::text IS NULL OR c.name ILIKE $3
+                OR EXISTS (SELECT 1 FROM channel_identities i
+                           WHERE i.tenant_id = c.tenant_id AND i.contact_id = c.id AND i.address ILIKE $3))
+           AND ($4::timestamptz IS NULL OR (c.last_activity_at, c.id) < ($4, $5))
+         ORDER BY c.last_activity_at DESC, c.id DESC
+         LIMIT $6"
+    );
+    let rows = sqlx::query_as::<_, ConversationRow>(AssertSqlSafe(sql))
+        .bind(tenant.0)
+        .bind(media.map(Media::as_str))
+        .bind(pattern)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut meta = Vec::with_capacity(rows.len());
+    let mut messages = Vec::with_capacity(rows.len());
+    for r in rows {
+        meta.push((r.contact_name, r.last_activity_at, r.unread_count));
+        messages.push(r.message);
+    }
+    let messages = with_attachments(conn, tenant, messages).await?;
+    Ok(meta
+        .into_iter()
+        .zip(messages)
+        .map(|((name, at, unread), m)| ConversationSummary {
+            contact_id: m.contact_id,
+            contact_name: name,
+            last_activity_at: at,
+            unread_count: unread,
+            last_message: m,
+        })
+        .collect())
+}

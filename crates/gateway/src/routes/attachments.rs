@@ -1,0 +1,166 @@
+//! Image uploads and downloads.
+
+use axum::{
+    body::Body,
+    extract::{DefaultBodyLimit, Multipart, State},
+    http::{StatusCode, header},
+    response::Response,
+};
+use conversation_store::attachments::{self, MAX_IMAGE_BYTES, UploadError};
+use parley_core::{AttachmentId, Principal};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    error::{ApiError, CommonErrors},
+    extract::ApiPath,
+    routes::messages::AttachmentOut,
+};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_attachment))
+        .routes(routes!(download_attachment))
+        // Room for a 5 MB image plus the multipart framing; the size is checked exactly
+        // below.
+        .layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES + 64 * 1024))
+}
+
+/// The multipart form.
+#[derive(Debug, ToSchema)]
+#[expect(dead_code, reason = "documents the multipart form")]
+pub struct UploadForm {
+    /// The image (JPEG, PNG or WebP; at most 5 MB). Its type is read from its bytes.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// An attachment id in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AttachmentPath {
+    /// The attachment's id.
+    pub attachment_id: Uuid,
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "images may be at most 5 MB (WhatsApp's limit)",
+    )
+}
+
+/// Upload an image (multipart field `file`).
+#[utoipa::path(post, path = "/attachments", tag = "attachments", security(("bearer" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored", body = AttachmentOut),
+        (status = 413, description = "Larger than 5 MB", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JPEG, PNG or WebP image", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn upload_attachment(
+    State(state): State<AppState>,
+    principal: Principal,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, axum::Json<AttachmentOut>), ApiError> {
+    let mut file: Option<(Vec<u8>, Option<String>)> = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(e) => return Err(ApiError::bad_request("invalid_multipart", e.body_text())),
+        };
+        if field.name() != Some("file") {
+            continue;
+        }
+        let filename = field
+            .file_name()
+            .map(|f| f.chars().take(255).collect::<String>());
+        let bytes = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(e) => return Err(ApiError::bad_request("invalid_multipart", e.body_text())),
+        };
+        file = Some((bytes.to_vec(), filename));
+    }
+    let Some((bytes, filename)) = file else {
+        return Err(ApiError::invalid_field(
+            "file",
+            "a multipart field named `file` is required",
+        ));
+    };
+    let info = attachments::sniff_image(&bytes).map_err(|e| match e {
+        UploadError::TooLarge => too_large(),
+        UploadError::Empty => ApiError::invalid_field("file", "the file is empty"),
+        UploadError::UnsupportedType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "only JPEG, PNG and WebP images are accepted; the file's content is not one of them",
+        ),
+    })?;
+    let sha = attachments::sha256_hex(&bytes);
+    state.blobs.put(&sha, &bytes).await.map_err(|e| {
+        tracing::error!(error = %e, "attachment storage failed");
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_unavailable",
+            "the attachment could not be stored; try again later",
+        )
+    })?;
+    let mut conn = state.db.acquire().await?;
+    let stored = attachments::insert(
+        &mut conn,
+        principal.tenant_id,
+        &info,
+        &sha,
+        bytes.len(),
+        filename.as_deref(),
+        Some(principal.user_id),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(stored.into())))
+}
+
+/// Download an attachment (users of the same tenant only).
+#[utoipa::path(get, path = "/attachments/{attachment_id}", tag = "attachments", security(("bearer" = [])),
+    params(AttachmentPath),
+    responses(
+        (status = 200, description = "The file, with its content type", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such attachment in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn download_attachment(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(path): ApiPath<AttachmentPath>,
+) -> Result<Response, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let meta = attachments::get(
+        &mut conn,
+        principal.tenant_id,
+        AttachmentId(path.attachment_id),
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("attachment"))?;
+    drop(conn);
+    let bytes = state.blobs.get(&meta.sha256).await.map_err(|e| {
+        tracing::error!(error = %e, attachment = %meta.id, "attachment bytes missing");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the attachment's bytes could not be read",
+        )
+    })?;
+    Response::builder()
+        .header(header::CONTENT_TYPE, meta.mime_type)
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .header(header::CACHE_CONTROL, "private, max-age=86400, immutable")
+        .header("x-content-type-options", "nosniff")
+        .body(Body::from(bytes))
+        .map_err(|e| ApiError::internal(&e))
+}

@@ -1,0 +1,216 @@
+//! Image uploads: type from the bytes, 5 MB limit, content-addressed storage, tenant
+//! isolation.
+
+use conversation_store::messages::{self, Direction, NewMessage};
+use parley_core::{AttachmentId, channel::Channel};
+use reqwest::{StatusCode, multipart};
+use serde_json::json;
+use test_support::{Reply, TestApp, read_reply, spawn_app};
+
+/// A 1×1 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];
+
+async fn upload(app: &TestApp, token: &str, bytes: Vec<u8>, name: &str, mime: &str) -> Reply {
+    let part = multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(mime)
+        .expect("mime");
+    let form = multipart::Form::new().part("file", part);
+    let res = app
+        .client
+        .post(app.url("/api/v1/attachments"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    read_reply(res).await
+}
+
+#[tokio::test]
+async fn a_png_named_jpg_is_stored_as_png_and_streams_back() {
+    let app = spawn_app().await;
+    let r = upload(
+        &app,
+        &app.agent.token,
+        PNG.to_vec(),
+        "photo.jpg",
+        "image/jpeg",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["mime_type"], "image/png");
+    assert_eq!(r.json["width"], 1);
+    assert_eq!(r.json["height"], 1);
+    assert_eq!(r.json["size"], PNG.len());
+    assert_eq!(r.json["filename"], "photo.jpg");
+    let id = r.json["id"].as_str().expect("id");
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/attachments/{id}")))
+        .bearer_auth(&app.agent.token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert_eq!(res.bytes().await.expect("bytes").as_ref(), PNG);
+}
+
+#[tokio::test]
+async fn text_renamed_png_is_refused_with_415() {
+    let app = spawn_app().await;
+    let r = upload(
+        &app,
+        &app.agent.token,
+        b"just some text, honest".to_vec(),
+        "cat.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
+    assert_eq!(r.content_type(), "application/problem+json");
+    assert!(
+        r.json["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("JPEG, PNG and WebP")
+    );
+}
+
+#[tokio::test]
+async fn images_over_5_mb_are_refused_with_413() {
+    let app = spawn_app().await;
+    let mut big = PNG.to_vec();
+    big.resize(5 * 1024 * 1024 + 1, 0);
+    let r = upload(&app, &app.agent.token, big, "huge.png", "image/png").await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    assert_eq!(r.code(), "payload_too_large");
+    // Exactly 5 MB is fine.
+    let mut max = PNG.to_vec();
+    max.resize(5 * 1024 * 1024, 0);
+    let r = upload(&app, &app.agent.token, max, "max.png", "image/png").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_missing_file_field_is_422() {
+    let app = spawn_app().await;
+    let form = multipart::Form::new().text("note", "no file here");
+    let res = app
+        .client
+        .post(app.url("/api/v1/attachments"))
+        .bearer_auth(&app.agent.token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    let r = read_reply(res).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json["errors"][0]["field"], "file");
+}
+
+#[tokio::test]
+async fn identical_uploads_are_stored_once() {
+    let app = spawn_app().await;
+    let a = upload(&app, &app.agent.token, PNG.to_vec(), "a.png", "image/png").await;
+    let b = upload(&app, &app.admin.token, PNG.to_vec(), "b.png", "image/png").await;
+    assert_ne!(a.json["id"], b.json["id"]);
+    assert_eq!(a.json["sha256"], b.json["sha256"]);
+    let mut files = 0;
+    for dir in std::fs::read_dir(app.data_dir.join("attachments"))
+        .expect("dir")
+        .flatten()
+    {
+        files += std::fs::read_dir(dir.path()).expect("sub").count();
+    }
+    assert_eq!(files, 1);
+}
+
+#[tokio::test]
+async fn attachments_of_another_tenant_are_404() {
+    let app = spawn_app().await;
+    let (_, [_, _, b_agent]) = app.other_tenant().await;
+    let r = upload(&app, &b_agent.token, PNG.to_vec(), "b.png", "image/png").await;
+    let id = r.json["id"].as_str().expect("id");
+    let r = app
+        .get(&format!("/api/v1/attachments/{id}"), &app.agent.token)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Nor can one tenant's message carry another tenant's attachment.
+    let c = app.inbound("+14155552671", "hi").await;
+    let mut conn = app.db.acquire().await.expect("conn");
+    let err = messages::insert(
+        &mut conn,
+        app.tenant,
+        &NewMessage {
+            contact_id: c.contact_id,
+            interaction_id: None,
+            channel: Channel::Whatsapp,
+            direction: Direction::Outbound,
+            sender_user_id: Some(app.agent.id),
+            kind: "image".into(),
+            body: None,
+            payload: json!({}),
+            channel_account_id: None,
+            provider_message_id: None,
+            reply_to_id: None,
+            status: "queued".into(),
+            attachment_ids: vec![AttachmentId(id.parse().expect("uuid"))],
+        },
+    )
+    .await;
+    assert!(err.is_err());
+}
+
+#[tokio::test]
+async fn transcripts_list_a_message_s_attachments() {
+    let app = spawn_app().await;
+    let up = upload(&app, &app.agent.token, PNG.to_vec(), "p.png", "image/png").await;
+    let att: uuid::Uuid = up.json["id"].as_str().expect("id").parse().expect("uuid");
+    let c = app.inbound("+14155552671", "here is the photo").await;
+    let mut conn = app.db.acquire().await.expect("conn");
+    messages::insert(
+        &mut conn,
+        app.tenant,
+        &NewMessage {
+            contact_id: c.contact_id,
+            interaction_id: None,
+            channel: Channel::Whatsapp,
+            direction: Direction::Outbound,
+            sender_user_id: Some(app.agent.id),
+            kind: "image".into(),
+            body: None,
+            payload: json!({"caption": "the receipt"}),
+            channel_account_id: None,
+            provider_message_id: None,
+            reply_to_id: None,
+            status: "queued".into(),
+            attachment_ids: vec![AttachmentId(att)],
+        },
+    )
+    .await
+    .expect("insert");
+    drop(conn);
+    let r = app
+        .get(
+            &format!("/api/v1/contacts/{}/messages", c.contact_id),
+            &app.agent.token,
+        )
+        .await;
+    let last = &r.json["items"][1];
+    assert_eq!(last["kind"], "image");
+    assert_eq!(last["attachments"][0]["id"], att.to_string());
+    assert_eq!(last["attachments"][0]["mime_type"], "image/png");
+    // The caption is searchable.
+    let r = app
+        .get("/api/v1/messages/search?q=receipt", &app.agent.token)
+        .await;
+    assert_eq!(r.json["items"].as_array().map(Vec::len), Some(1));
+}
