@@ -679,3 +679,44 @@ async fn transcript_and_search_queries_use_their_indexes() {
     let plan = rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
     assert!(plan.contains("messages_search_idx"), "{plan}");
 }
+
+#[tokio::test]
+async fn concurrent_first_messages_from_one_sender_make_one_contact_and_one_interaction() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.inbound_in(
+                app.tenant,
+                In {
+                    channel: Channel::Whatsapp,
+                    address: "+14155552671",
+                    name: Some("Racer"),
+                    body: &format!("burst {i}"),
+                    provider_id: None,
+                },
+            )
+            .await
+        }));
+    }
+    let mut contacts = std::collections::HashSet::new();
+    let mut interactions = std::collections::HashSet::new();
+    for t in tasks {
+        let got = t.await.expect("task");
+        contacts.insert(got.contact_id);
+        interactions.insert(got.interaction.id);
+    }
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(interactions.len(), 1);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(n, 1);
+    let m: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(m, 8);
+}
