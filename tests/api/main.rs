@@ -15,3 +15,4 @@ mod platform;
 mod tenancy;
 mod transcript;
 mod users;
+mod whatsapp;

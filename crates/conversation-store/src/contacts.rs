@@ -26,8 +26,23 @@ pub struct Identity {
     pub last_error: Option<Value>,
     /// When the contact last wrote from this address (WhatsApp's 24-hour window).
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// When the provider said the window is closed (error 131047), if it did.
+    pub window_closed_at: Option<DateTime<Utc>>,
     /// Added.
     pub created_at: DateTime<Utc>,
+}
+
+impl Identity {
+    /// When WhatsApp's 24-hour customer-service window ends (or ended): 24 hours after the
+    /// last inbound message, sooner if the provider closed it. `None` if never opened.
+    pub fn window_expires_at(&self) -> Option<DateTime<Utc>> {
+        let last = self.last_inbound_at?;
+        let natural = last + chrono::Duration::hours(24);
+        match self.window_closed_at {
+            Some(closed) if closed >= last => Some(closed.min(natural)),
+            _ => Some(natural),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -39,6 +54,7 @@ struct IdentityRow {
     status: String,
     last_error: Option<Value>,
     last_inbound_at: Option<DateTime<Utc>>,
+    window_closed_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
 }
 
@@ -52,6 +68,7 @@ impl From<IdentityRow> for Identity {
             status: r.status,
             last_error: r.last_error,
             last_inbound_at: r.last_inbound_at,
+            window_closed_at: r.window_closed_at,
             created_at: r.created_at,
         }
     }
@@ -93,7 +110,7 @@ macro_rules! contact_columns {
 }
 macro_rules! identity_columns {
     () => {
-        "id, contact_id, channel, address, status, last_error, last_inbound_at, created_at"
+        "id, contact_id, channel, address, status, last_error, last_inbound_at, window_closed_at, created_at"
     };
 }
 
@@ -139,6 +156,7 @@ fn clone_row(r: &IdentityRow) -> IdentityRow {
         status: r.status.clone(),
         last_error: r.last_error.clone(),
         last_inbound_at: r.last_inbound_at,
+        window_closed_at: r.window_closed_at,
         created_at: r.created_at,
     }
 }

@@ -11,6 +11,7 @@ pub mod attachments;
 pub mod contacts;
 mod error;
 pub mod events;
+pub mod idempotency;
 pub mod ingest;
 pub mod interactions;
 pub mod messages;

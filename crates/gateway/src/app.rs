@@ -60,6 +60,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .nest("/api/v1", routes::v1())
         .merge(routes::platform::router())
+        .merge(routes::webhooks::router())
 }
 
 /// The complete HTTP application.
@@ -156,6 +157,18 @@ async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this endpoint does not support that method; see /openapi.yaml",
+    )
+}
+
+/// The outbox dispatcher for this state's database and settings.
+pub fn dispatcher(state: &AppState) -> channel_connector::outbox::Dispatcher {
+    channel_connector::outbox::Dispatcher::new(
+        state.db.clone(),
+        state.blobs.clone(),
+        channel_connector::outbox::DispatchConfig {
+            backoff_base: state.config.outbox_backoff,
+            ..Default::default()
+        },
     )
 }
 

@@ -24,6 +24,9 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_LOGIN_MAX_FAILURES",
     "PARLEY_LOGIN_MAX_FAILURES_PER_IP",
     "PARLEY_LOGIN_WINDOW_SECS",
+    "PARLEY_OUTBOX_BACKOFF_MS",
+    "PARLEY_SIMULATOR",
+    "PARLEY_SIMULATOR_LISTEN",
 ];
 
 /// A setting that could not be understood.
@@ -109,6 +112,14 @@ pub struct Config {
     pub login_max_failures_per_ip: i32,
     /// `PARLEY_LOGIN_WINDOW_SECS` (default 900).
     pub login_window: Duration,
+    /// `PARLEY_OUTBOX_BACKOFF_MS` (default 1000): the first retry delay of a failed
+    /// provider send; doubled per attempt, capped at 5 minutes.
+    pub outbox_backoff: Duration,
+    /// `PARLEY_SIMULATOR`: run the bundled WhatsApp Cloud API simulator beside the gateway
+    /// with a demo channel account bound to it. Default: on in demo mode.
+    pub simulator: bool,
+    /// `PARLEY_SIMULATOR_LISTEN` (default `127.0.0.1:0`): the simulator's address.
+    pub simulator_listen: SocketAddr,
 }
 
 impl Config {
@@ -240,6 +251,21 @@ impl Config {
                 1,
                 86_400,
             )?),
+            outbox_backoff: Duration::from_millis(number(
+                &get,
+                "PARLEY_OUTBOX_BACKOFF_MS",
+                1000,
+                1,
+                600_000,
+            )?),
+            simulator: match get("PARLEY_SIMULATOR") {
+                None => demo,
+                Some(v) => parse_bool("PARLEY_SIMULATOR", &v)?,
+            },
+            simulator_listen: parse(&get, "PARLEY_SIMULATOR_LISTEN", "127.0.0.1:0", |v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| "is not a socket address; use host:port".into())
+            })?,
         })
     }
 }

@@ -33,6 +33,9 @@ pub struct Problem {
     /// contact that already owns an address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub existing_id: Option<uuid::Uuid>,
+    /// For `whatsapp_window_closed`: when the 24-hour customer-service window closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_closed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One invalid input field.
@@ -54,6 +57,7 @@ pub struct ApiError {
     retry_after: Option<i64>,
     www_authenticate: bool,
     existing_id: Option<uuid::Uuid>,
+    window_closed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ApiError {
@@ -67,6 +71,7 @@ impl ApiError {
             retry_after: None,
             www_authenticate: false,
             existing_id: None,
+            window_closed_at: None,
         }
     }
 
@@ -177,6 +182,18 @@ impl ApiError {
         self.status
     }
 
+    /// 422 `whatsapp_window_closed`: free-form messages are refused outside the window.
+    pub fn window_closed(closed_at: Option<chrono::DateTime<chrono::Utc>>) -> Self {
+        Self {
+            window_closed_at: closed_at,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "whatsapp_window_closed",
+                "the contact has not written in the last 24 hours, so WhatsApp only allows a notification template; send a template instead",
+            )
+        }
+    }
+
     /// The names of the fields at fault.
     pub fn fields(&self) -> Vec<String> {
         self.errors.iter().map(|e| e.field.clone()).collect()
@@ -202,6 +219,7 @@ impl IntoResponse for ApiError {
             code: self.code.to_owned(),
             errors: self.errors.clone(),
             existing_id: self.existing_id,
+            window_closed_at: self.window_closed_at,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut res = (self.status, body).into_response();

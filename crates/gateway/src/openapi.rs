@@ -22,6 +22,8 @@ use utoipa::{
         (name = "contacts", description = "The contact directory, transcripts and read marks"),
         (name = "conversations", description = "The Communication tab and tenant-wide search"),
         (name = "attachments", description = "Image uploads and downloads"),
+        (name = "channels", description = "Channel accounts (WhatsApp numbers) and their dead letters"),
+        (name = "webhooks", description = "Provider webhooks (signed by the provider)"),
         (name = "platform", description = "Provisioning tenants (enabled by PARLEY_PLATFORM_TOKEN)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

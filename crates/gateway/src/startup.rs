@@ -168,11 +168,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let pool = db.pool.clone();
     let demo = config.demo;
+    let run_sim = config.simulator;
+    let sim_listen = config.simulator_listen;
     let state = AppState::new(pool.clone(), config, &secret);
-    let router = build_router(state);
+    let router = build_router(state.clone());
 
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    let workers = tokio_util::task::TaskTracker::new();
+    workers.spawn(crate::app::dispatcher(&state).run(shutdown.clone()));
+    let sim_url = if run_sim {
+        Some(start_simulator(&pool, sim_listen, addr, &workers, &shutdown).await?)
+    } else {
+        None
+    };
 
     tracing::info!(%addr, "listening");
     // The test harness and operators read this line.
@@ -185,16 +194,90 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "  try: curl -s http://{addr}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_AGENT}\",\"password\":\"{DEMO_PASSWORD}\"}}'"
         );
     }
+    if let Some(url) = &sim_url {
+        println!(
+            "  WhatsApp simulator: {url} (a contact writes: curl -s {url}/_sim/inbound -H 'content-type: application/json' -d '{{\"from\":\"+14155552671\",\"name\":\"Ana\",\"text\":\"hola\"}}')"
+        );
+    }
     let _ = std::io::stdout().flush();
 
     let served = serve(listener, router, shutdown.clone()).await;
     tracing::info!("shutting down");
+    shutdown.cancel();
+    workers.close();
+    workers.wait().await;
     pool.close().await;
     if let Some(cluster) = db.cluster {
         tokio::task::spawn_blocking(move || cluster.stop()).await?;
     }
     tracing::info!("stopped");
     served.context("serving HTTP")
+}
+
+/// Start the bundled WhatsApp simulator and bind the demo tenant's channel account to it
+/// (created on first run, re-pointed at the simulator's new port on later runs).
+async fn start_simulator(
+    pool: &PgPool,
+    listen: SocketAddr,
+    gateway: SocketAddr,
+    workers: &tokio_util::task::TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<String> {
+    let listener = bind(listen)
+        .await
+        .context("starting the WhatsApp simulator")?;
+    let sim_addr = listener.local_addr()?;
+    let cfg = whatsapp_sim::SimConfig::default();
+    let sim = whatsapp_sim::Simulator::new(cfg.clone());
+    workers.spawn(whatsapp_sim::serve(listener, sim.clone(), shutdown.clone()));
+    let base = format!("http://{sim_addr}/v21.0");
+    let mut tx = pool.begin().await?;
+    let tenant = accounts::tenant_of_email(&mut tx, DEMO_ADMIN)
+        .await?
+        .context("the simulator needs the demo tenant; set PARLEY_DEMO=1")?;
+    let existing = channel_connector::accounts::list(&mut tx, tenant)
+        .await?
+        .into_iter()
+        .find(|a| a.phone_number_id == cfg.phone_number_id);
+    let account = match existing {
+        Some(a) => channel_connector::accounts::update(
+            &mut tx,
+            tenant,
+            a.id,
+            &channel_connector::accounts::AccountPatch {
+                api_base_url: Some(base.clone()),
+                ..Default::default()
+            },
+        )
+        .await?
+        .context("demo channel account vanished")?,
+        None => {
+            channel_connector::accounts::create(
+                &mut tx,
+                tenant,
+                &channel_connector::accounts::NewAccount {
+                    name: "Demo WhatsApp (simulator)".to_owned(),
+                    phone_number_id: cfg.phone_number_id.clone(),
+                    waba_id: Some("WABA-SIM".to_owned()),
+                    display_phone_number: Some(cfg.display_phone_number.clone()),
+                    secrets: channel_connector::accounts::Secrets {
+                        access_token: cfg.access_token.clone(),
+                        app_secret: cfg.app_secret.clone(),
+                        verify_token: "sim-verify-token".to_owned(),
+                    },
+                    api_base_url: base.clone(),
+                    mark_read: false,
+                },
+            )
+            .await?
+        }
+    };
+    tx.commit().await?;
+    sim.set_webhook(
+        &format!("http://{gateway}/webhooks/whatsapp/{}", account.id),
+        &cfg.app_secret,
+    );
+    Ok(format!("http://{sim_addr}"))
 }
 
 /// `gateway migrate`: apply migrations and exit.

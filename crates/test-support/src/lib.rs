@@ -188,6 +188,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     /// The app's data directory (attachments), removed on drop.
     pub data_dir: std::path::PathBuf,
+    workers: std::sync::Mutex<CancellationToken>,
+    state: AppState,
 }
 
 impl Drop for TestApp {
@@ -258,7 +260,10 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
     let url = fresh_database_url().await?;
     let data_dir = std::env::temp_dir().join(format!("parley-app-{}", pg_cluster::random_hex(6)));
     let data_dir_s = data_dir.display().to_string();
-    let mut all: Vec<(&str, &str)> = vec![("PARLEY_DATA_DIR", data_dir_s.as_str())];
+    let mut all: Vec<(&str, &str)> = vec![
+        ("PARLEY_DATA_DIR", data_dir_s.as_str()),
+        ("PARLEY_OUTBOX_BACKOFF_MS", "50"),
+    ];
     all.extend_from_slice(overrides);
     let config = test_config(&url, &all)?;
     let db = PgPoolOptions::new()
@@ -269,9 +274,11 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
     let addr = listener.local_addr()?;
     let state = AppState::new(db.clone(), config, TEST_JWT_SECRET.as_bytes());
     let jwt = state.jwt.clone();
-    let router = gateway::build_router(state);
+    let router = gateway::build_router(state.clone());
     let shutdown = CancellationToken::new();
     tokio::spawn(gateway::serve(listener, router, shutdown.clone()));
+    let workers = shutdown.child_token();
+    tokio::spawn(gateway::app::dispatcher(&state).run(workers.clone()));
 
     let (tenant, users) = seed_tenant(&db, &jwt, "Test Tenant", "test").await?;
     let [admin, supervisor, agent] = users;
@@ -287,6 +294,8 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         jwt,
         shutdown,
         data_dir,
+        workers: std::sync::Mutex::new(workers),
+        state,
     })
 }
 
@@ -404,6 +413,99 @@ impl TestApp {
             Some(&serde_json::json!({"email": email, "password": password})),
         )
         .await
+    }
+}
+
+/// The bundled WhatsApp simulator bound to a channel account of the test tenant.
+pub struct Wa {
+    /// The simulator (real HTTP).
+    pub sim: whatsapp_sim::Simulator,
+    /// The channel account.
+    pub account_id: uuid::Uuid,
+    /// `http://127.0.0.1:<port>` of the simulator.
+    pub sim_base: String,
+    /// The account's app secret (to sign webhooks by hand).
+    pub app_secret: String,
+    /// The webhook path.
+    pub webhook_path: String,
+}
+
+impl TestApp {
+    /// Stop the outbox dispatcher (as if the gateway died before sending).
+    pub fn stop_dispatcher(&self) {
+        if let Ok(w) = self.workers.lock() {
+            w.cancel();
+        }
+    }
+
+    /// Start a new outbox dispatcher (as a restarted gateway does).
+    pub fn start_dispatcher(&self) {
+        let token = self.shutdown.child_token();
+        tokio::spawn(gateway::app::dispatcher(&self.state).run(token.clone()));
+        if let Ok(mut w) = self.workers.lock() {
+            *w = token;
+        }
+    }
+
+    /// Start a WhatsApp simulator and configure a channel account for it through the API.
+    pub async fn whatsapp(&self) -> Wa {
+        let cfg = whatsapp_sim::SimConfig::default();
+        let sim = whatsapp_sim::Simulator::new(cfg.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sim");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(whatsapp_sim::serve(
+            listener,
+            sim.clone(),
+            self.shutdown.clone(),
+        ));
+        let r = self
+            .post(
+                "/api/v1/channel-accounts",
+                &self.admin.token,
+                &serde_json::json!({
+                    "provider": "whatsapp",
+                    "name": "Test number",
+                    "phone_number_id": cfg.phone_number_id,
+                    "waba_id": "WABA-SIM",
+                    "display_phone_number": cfg.display_phone_number,
+                    "access_token": cfg.access_token,
+                    "app_secret": cfg.app_secret,
+                    "verify_token": "verify-me",
+                    "api_base_url": format!("http://{addr}/v21.0"),
+                }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let account_id: uuid::Uuid = r.json["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("id");
+        let webhook_path = format!("/webhooks/whatsapp/{account_id}");
+        sim.set_webhook(&self.url(&webhook_path), &cfg.app_secret);
+        Wa {
+            sim,
+            account_id,
+            sim_base: format!("http://{addr}"),
+            app_secret: cfg.app_secret,
+            webhook_path,
+        }
+    }
+
+    /// Wait (up to 10 s) until `check` holds, polling.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..200 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for: {what}");
     }
 }
 

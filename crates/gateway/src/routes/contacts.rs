@@ -52,13 +52,22 @@ pub struct IdentityOut {
     pub last_error: Option<Value>,
     /// When the contact last wrote from this address.
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// WhatsApp only: when the 24-hour window for free-form messages ends (or ended);
+    /// after it, only templates may be sent. Absent if the contact never wrote.
+    pub window_expires_at: Option<DateTime<Utc>>,
+    /// WhatsApp only: whether free-form messages may be sent now.
+    pub window_open: Option<bool>,
     /// Added.
     pub created_at: DateTime<Utc>,
 }
 
 impl From<Identity> for IdentityOut {
     fn from(i: Identity) -> Self {
+        let wa = i.channel == "whatsapp";
+        let expires = if wa { i.window_expires_at() } else { None };
         Self {
+            window_expires_at: expires,
+            window_open: wa.then(|| expires.is_some_and(|e| e > Utc::now())),
             id: i.id,
             channel: i.channel,
             address: i.address,

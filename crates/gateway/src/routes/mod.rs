@@ -6,11 +6,14 @@ use crate::app::AppState;
 
 pub mod attachments;
 pub mod auth;
+pub mod channel_accounts;
 pub mod contacts;
 pub mod health;
 pub mod messages;
+pub mod outbound;
 pub mod platform;
 pub mod users;
+pub mod webhooks;
 
 /// Everything under `/api/v1`.
 pub fn v1() -> OpenApiRouter<AppState> {
@@ -20,4 +23,6 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(contacts::router())
         .merge(messages::router())
         .merge(attachments::router())
+        .merge(outbound::router())
+        .merge(channel_accounts::router())
 }

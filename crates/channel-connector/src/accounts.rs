@@ -1,0 +1,265 @@
+//! Channel accounts: the tenant's side of a channel (a WhatsApp Business phone number),
+//! with its credentials. Secrets never leave this module except to the provider.
+
+use chrono::{DateTime, Utc};
+use parley_core::TenantId;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A channel account as anyone but the provider client may see it: no secrets.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Account {
+    /// Id (also in the webhook URL).
+    pub id: Uuid,
+    /// Owner.
+    pub tenant_id: Uuid,
+    /// `whatsapp`.
+    pub provider: String,
+    /// Display name.
+    pub name: String,
+    /// The Cloud API phone number id.
+    pub phone_number_id: String,
+    /// The WhatsApp Business Account id.
+    pub waba_id: Option<String>,
+    /// The number as shown to contacts.
+    pub display_phone_number: Option<String>,
+    /// Graph API base including the version, e.g. `https://graph.facebook.com/v21.0`.
+    pub api_base_url: String,
+    /// Mark inbound messages read at the provider when an agent reads them.
+    pub mark_read: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The credentials, for the provider client and webhook checks only.
+#[derive(Clone, sqlx::FromRow)]
+pub struct Secrets {
+    /// Bearer token for the Graph API.
+    pub access_token: String,
+    /// Key of the webhook HMAC.
+    pub app_secret: String,
+    /// The verification handshake's token.
+    pub verify_token: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(***)")
+    }
+}
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Display name.
+    pub name: String,
+    /// Phone number id.
+    pub phone_number_id: String,
+    /// WABA id.
+    pub waba_id: Option<String>,
+    /// Display number.
+    pub display_phone_number: Option<String>,
+    /// Credentials.
+    pub secrets: Secrets,
+    /// Graph API base.
+    pub api_base_url: String,
+    /// Mark-read setting.
+    pub mark_read: bool,
+}
+
+/// Changes; `None` keeps a field.
+#[derive(Debug, Clone, Default)]
+pub struct AccountPatch {
+    /// Name.
+    pub name: Option<String>,
+    /// WABA id.
+    pub waba_id: Option<String>,
+    /// Display number.
+    pub display_phone_number: Option<String>,
+    /// Token.
+    pub access_token: Option<String>,
+    /// App secret.
+    pub app_secret: Option<String>,
+    /// Verify token.
+    pub verify_token: Option<String>,
+    /// Base URL.
+    pub api_base_url: Option<String>,
+    /// Mark-read.
+    pub mark_read: Option<bool>,
+}
+
+macro_rules! account_columns {
+    () => {
+        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, created_at, updated_at"
+    };
+}
+
+/// Why an account could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The phone number id is already configured in this tenant.
+    #[error("phone_number_id is already configured")]
+    Duplicate,
+    /// Database failure.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn map_db(e: sqlx::Error) -> AccountError {
+    if let sqlx::Error::Database(db) = &e
+        && db.constraint() == Some("channel_accounts_phone_number_key")
+    {
+        return AccountError::Duplicate;
+    }
+    AccountError::Database(e)
+}
+
+/// Create a WhatsApp account.
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    new: &NewAccount,
+) -> Result<Account, AccountError> {
+    sqlx::query_as::<_, Account>(concat!(
+        "INSERT INTO channel_accounts (id, tenant_id, provider, name, phone_number_id, waba_id,
+            display_phone_number, access_token, app_secret, verify_token, api_base_url, mark_read)
+         VALUES ($1, $2, 'whatsapp', $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+        account_columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(tenant.0)
+    .bind(&new.name)
+    .bind(&new.phone_number_id)
+    .bind(&new.waba_id)
+    .bind(&new.display_phone_number)
+    .bind(&new.secrets.access_token)
+    .bind(&new.secrets.app_secret)
+    .bind(&new.secrets.verify_token)
+    .bind(&new.api_base_url)
+    .bind(new.mark_read)
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)
+}
+
+/// The tenant's accounts.
+pub async fn list(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<Account>, sqlx::Error> {
+    sqlx::query_as::<_, Account>(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM channel_accounts WHERE tenant_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(tenant.0)
+    .fetch_all(conn)
+    .await
+}
+
+/// One account of the tenant.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as::<_, Account>(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM channel_accounts WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant.0)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// An account and its secrets by id alone: for webhooks, where the URL names the account
+/// and the signature proves the caller.
+pub async fn for_webhook(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(Account, Secrets)>, sqlx::Error> {
+    let acc = sqlx::query_as::<_, Account>(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM channel_accounts WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(acc) = acc else { return Ok(None) };
+    let secrets = secrets(conn, TenantId(acc.tenant_id), id).await?;
+    Ok(secrets.map(|s| (acc, s)))
+}
+
+/// The account's secrets.
+pub async fn secrets(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<Option<Secrets>, sqlx::Error> {
+    sqlx::query_as::<_, Secrets>(
+        "SELECT access_token, app_secret, verify_token FROM channel_accounts
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Change an account.
+pub async fn update(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+    p: &AccountPatch,
+) -> Result<Option<Account>, AccountError> {
+    sqlx::query_as::<_, Account>(concat!(
+        "UPDATE channel_accounts SET
+            name = COALESCE($3, name), waba_id = COALESCE($4, waba_id),
+            display_phone_number = COALESCE($5, display_phone_number),
+            access_token = COALESCE($6, access_token), app_secret = COALESCE($7, app_secret),
+            verify_token = COALESCE($8, verify_token), api_base_url = COALESCE($9, api_base_url),
+            mark_read = COALESCE($10, mark_read), updated_at = now()
+         WHERE tenant_id = $1 AND id = $2 RETURNING ",
+        account_columns!()
+    ))
+    .bind(tenant.0)
+    .bind(id)
+    .bind(&p.name)
+    .bind(&p.waba_id)
+    .bind(&p.display_phone_number)
+    .bind(&p.access_token)
+    .bind(&p.app_secret)
+    .bind(&p.verify_token)
+    .bind(&p.api_base_url)
+    .bind(p.mark_read)
+    .fetch_optional(conn)
+    .await
+    .map_err(map_db)
+}
+
+/// The tenant's account a conversation with `contact` uses: the one its last WhatsApp
+/// message came through, else the tenant's first WhatsApp account.
+pub async fn for_contact(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: Uuid,
+) -> Result<Option<Account>, sqlx::Error> {
+    let last: Option<Uuid> = sqlx::query_scalar(
+        "SELECT channel_account_id FROM messages
+         WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp' AND channel_account_id IS NOT NULL
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(contact)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = last
+        && let Some(acc) = get(conn, tenant, id).await?
+    {
+        return Ok(Some(acc));
+    }
+    Ok(list(conn, tenant).await?.into_iter().next())
+}

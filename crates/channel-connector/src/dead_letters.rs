@@ -1,0 +1,58 @@
+//! Signed webhook bodies that could not be parsed: kept with the reason, for admins.
+
+use chrono::{DateTime, Utc};
+use parley_core::TenantId;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A kept body.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetter {
+    /// Id.
+    pub id: i64,
+    /// The channel account it arrived on.
+    pub channel_account_id: Uuid,
+    /// Why it could not be processed.
+    pub reason: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Keep a body.
+pub async fn record(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    account: Uuid,
+    reason: &str,
+    body: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO webhook_dead_letters (tenant_id, channel_account_id, reason, body)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(tenant.0)
+    .bind(account)
+    .bind(reason)
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The newest dead letters of a tenant.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    sqlx::query_as::<_, DeadLetter>(
+        "SELECT id, channel_account_id, reason, body, created_at FROM webhook_dead_letters
+         WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(tenant.0)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}

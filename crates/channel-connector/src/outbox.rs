@@ -1,0 +1,376 @@
+//! The transactional outbox and its dispatcher.
+//!
+//! An agent's send writes the message (status `queued`) and an outbox row in one
+//! transaction. The dispatcher claims due rows with `FOR UPDATE SKIP LOCKED` and a lease,
+//! commits, calls the provider outside any transaction, then records the outcome. A
+//! crashed worker's lease expires and the row is claimed again: delivery is at-least-once,
+//! the only duplicate window being a crash between the provider's acceptance and our
+//! commit, and every send carries our message id (`biz_opaque_callback_data`) so statuses
+//! still reconcile. Messages to one recipient leave in order: a row is claimable only
+//! when no earlier row for the same recipient is pending.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use conversation_store::attachments::BlobStore;
+use parley_core::TenantId;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, postgres::PgListener};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    accounts,
+    status::advance,
+    whatsapp::client::{self, SendOutcome},
+};
+
+/// The NOTIFY channel that wakes dispatchers.
+pub const CHANNEL: &str = "parley_outbox";
+
+/// Queue a provider request for message `message_id` (in the caller's transaction).
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    message_id: Uuid,
+    account: Uuid,
+    recipient: &str,
+    request: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (tenant_id, message_id, channel_account_id, recipient, request)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant.0)
+    .bind(message_id)
+    .bind(account)
+    .bind(recipient)
+    .bind(request)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How the dispatcher behaves.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// First retry delay; doubled per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Give up (mark failed) when a message is older than this and still failing.
+    pub max_age: Duration,
+    /// How long a claimed row is reserved; must exceed the provider timeout.
+    pub lease: Duration,
+    /// Provider call timeout.
+    pub provider_timeout: Duration,
+    /// Fallback poll when no notification arrives.
+    pub poll: Duration,
+    /// Rows claimed per round (sent concurrently; one per recipient).
+    pub batch: i64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            max_age: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(60),
+            provider_timeout: Duration::from_secs(20),
+            poll: Duration::from_secs(1),
+            batch: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Job {
+    id: i64,
+    tenant_id: Uuid,
+    message_id: Uuid,
+    channel_account_id: Uuid,
+    request: Value,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+}
+
+/// Delivers outbox rows to providers.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    db: PgPool,
+    http: reqwest::Client,
+    blobs: Arc<dyn BlobStore>,
+    cfg: DispatchConfig,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `db`, reading attachment bytes from `blobs`.
+    pub fn new(db: PgPool, blobs: Arc<dyn BlobStore>, cfg: DispatchConfig) -> Self {
+        let http = crate::http_client(cfg.provider_timeout);
+        Self {
+            db,
+            http,
+            blobs,
+            cfg,
+        }
+    }
+
+    /// Run until `shutdown`; woken by NOTIFY, with a slow poll as a fallback (a
+    /// notification can be lost while the listener reconnects).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = self.listen().await;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.round().await {
+                Ok(n) if n > 0 => {
+                    // More may be due; let other tasks run first.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox round failed"),
+            }
+            if listener.is_none() {
+                // Reconnect; the next round catches anything notified meanwhile.
+                listener = self.listen().await;
+            }
+            let wait = tokio::time::sleep(self.cfg.poll);
+            match listener.as_mut() {
+                Some(l) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = wait => {},
+                        n = l.recv() => if let Err(e) = n {
+                            tracing::warn!(error = %e, "outbox listener lost; polling until it reconnects");
+                            listener = None;
+                        },
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = wait => {},
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        match PgListener::connect_with(&self.db).await {
+            Ok(mut l) => match l.listen(CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox LISTEN failed; polling");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox listener unavailable; polling");
+                None
+            }
+        }
+    }
+
+    /// Claim and process one batch; returns how many rows were claimed.
+    pub async fn round(&self) -> Result<usize, sqlx::Error> {
+        let jobs = sqlx::query_as::<_, Job>(
+            "UPDATE outbox SET locked_until = now() + make_interval(secs => $1),
+                               attempts = attempts + 1, updated_at = now()
+             WHERE id IN (
+                 SELECT o.id FROM outbox o
+                 WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+                   AND (o.locked_until IS NULL OR o.locked_until < now())
+                   AND NOT EXISTS (
+                       SELECT 1 FROM outbox p
+                       WHERE p.state = 'pending' AND p.channel_account_id = o.channel_account_id
+                         AND p.recipient = o.recipient AND p.id < o.id)
+                 ORDER BY o.id
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, tenant_id, message_id, channel_account_id, request, attempts, created_at",
+        )
+        .bind(self.cfg.lease.as_secs_f64())
+        .bind(self.cfg.batch)
+        .fetch_all(&self.db)
+        .await?;
+        let n = jobs.len();
+        let mut set = tokio::task::JoinSet::new();
+        for job in jobs {
+            let me = self.clone();
+            set.spawn(async move {
+                let id = job.id;
+                if let Err(e) = me.process(job).await {
+                    tracing::warn!(outbox_id = id, error = %e, "recording an outbox result failed; the lease will expire and it is retried");
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    async fn process(&self, job: Job) -> Result<(), sqlx::Error> {
+        let tenant = TenantId(job.tenant_id);
+        let mut conn = self.db.acquire().await?;
+        let account = accounts::get(&mut conn, tenant, job.channel_account_id).await?;
+        let secrets = accounts::secrets(&mut conn, tenant, job.channel_account_id).await?;
+        drop(conn);
+        let (Some(account), Some(secrets)) = (account, secrets) else {
+            return self
+                .finish_failed(
+                    &job,
+                    &serde_json::json!({"title": "the channel account no longer exists"}),
+                )
+                .await;
+        };
+        let mut request = job.request.clone();
+        let outcome = match self
+            .prepare_media(&account, &secrets, tenant, &mut request)
+            .await
+        {
+            Err(outcome) => outcome,
+            Ok(()) => client::send(&self.http, &account, &secrets, &request).await,
+        };
+        match outcome {
+            SendOutcome::Accepted(wamid) => {
+                let mut tx = self.db.begin().await?;
+                advance(&mut tx, tenant, job.message_id, "sent", Some(&wamid), None).await?;
+                sqlx::query(
+                    "UPDATE outbox SET state = 'done', locked_until = NULL, last_error = NULL, updated_at = now()
+                     WHERE id = $1",
+                )
+                .bind(job.id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            SendOutcome::Retry(reason) => {
+                let age = Utc::now() - job.created_at;
+                if age.to_std().unwrap_or_default() > self.cfg.max_age {
+                    return self
+                        .finish_failed(
+                            &job,
+                            &serde_json::json!({"title": "gave up retrying", "details": reason}),
+                        )
+                        .await;
+                }
+                let delay = backoff(&self.cfg, job.attempts);
+                tracing::info!(outbox_id = job.id, attempt = job.attempts, delay_ms = delay.as_millis() as u64, %reason, "provider send will be retried");
+                sqlx::query(
+                    "UPDATE outbox SET locked_until = NULL, last_error = $2, updated_at = now(),
+                            next_attempt_at = now() + make_interval(secs => $3)
+                     WHERE id = $1",
+                )
+                .bind(job.id)
+                .bind(&reason)
+                .bind(delay.as_secs_f64())
+                .execute(&self.db)
+                .await?;
+                Ok(())
+            }
+            SendOutcome::Permanent(error) => self.finish_failed(&job, &error).await,
+        }
+    }
+
+    async fn finish_failed(&self, job: &Job, error: &Value) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        advance(
+            &mut tx,
+            TenantId(job.tenant_id),
+            job.message_id,
+            "failed",
+            None,
+            Some(error),
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE outbox SET state = 'failed', locked_until = NULL, last_error = $2, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(job.id)
+        .bind(error.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// For an image: upload the attachment and put the media id into the request.
+    async fn prepare_media(
+        &self,
+        account: &accounts::Account,
+        secrets: &accounts::Secrets,
+        tenant: TenantId,
+        request: &mut Value,
+    ) -> Result<(), SendOutcome> {
+        let Some(att) = request
+            .get("parley_attachment_id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Uuid>().ok())
+        else {
+            return Ok(());
+        };
+        if let Some(o) = request.as_object_mut() {
+            o.remove("parley_attachment_id");
+        }
+        let meta = {
+            let mut conn = self
+                .db
+                .acquire()
+                .await
+                .map_err(|e| SendOutcome::Retry(e.to_string()))?;
+            conversation_store::attachments::get(&mut conn, tenant, parley_core::AttachmentId(att))
+                .await
+                .map_err(|e| SendOutcome::Retry(e.to_string()))?
+        };
+        let Some(meta) = meta else {
+            return Err(SendOutcome::Permanent(
+                serde_json::json!({"title": "attachment not found"}),
+            ));
+        };
+        let bytes = self
+            .blobs
+            .get(&meta.sha256)
+            .await
+            .map_err(|e| SendOutcome::Retry(format!("attachment bytes: {e}")))?;
+        let name = meta.filename.clone().unwrap_or_else(|| "image".to_owned());
+        let media_id =
+            client::upload_media(&self.http, account, secrets, bytes, &meta.mime_type, &name)
+                .await?;
+        if let Some(image) = request.get_mut("image").and_then(Value::as_object_mut) {
+            image.insert("id".to_owned(), Value::String(media_id));
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff with jitter: base·2^(attempt-1), capped, ±20 %.
+pub fn backoff(cfg: &DispatchConfig, attempt: i32) -> Duration {
+    let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 20)).unwrap_or(0);
+    let raw = cfg.backoff_base.saturating_mul(2_u32.saturating_pow(exp));
+    let capped = raw.min(cfg.backoff_max);
+    let jitter = (Uuid::new_v4().as_u128() % 41) as f64 / 100.0 + 0.8;
+    capped.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cfg = DispatchConfig::default();
+        let b1 = backoff(&cfg, 1);
+        let b4 = backoff(&cfg, 4);
+        assert!(b1 >= Duration::from_millis(800) && b1 <= Duration::from_millis(1200));
+        assert!(b4 >= Duration::from_millis(6400) && b4 <= Duration::from_millis(9600));
+        assert!(backoff(&cfg, 40) <= Duration::from_secs(360));
+    }
+}

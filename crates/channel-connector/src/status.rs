@@ -1,0 +1,219 @@
+//! Delivery statuses: applied monotonically (read stays read when a late `delivered`
+//! arrives), reconciled by the provider's id or by our own id echoed back, and never an
+//! error for a message we don't know (another app on the same number).
+
+use parley_core::TenantId;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use conversation_store::events::{self, Audience};
+
+/// How far along a status is. `failed` is handled apart.
+pub fn rank(status: &str) -> i32 {
+    match status {
+        "queued" => 0,
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        "played" => 4,
+        _ => -1,
+    }
+}
+
+/// Whether a message at `current` may move to `new`.
+pub fn may_move(current: &str, new: &str) -> bool {
+    match new {
+        // A failure can only follow a message that has not been delivered.
+        "failed" => matches!(current, "queued" | "sent"),
+        _ => current != "failed" && rank(new) > rank(current),
+    }
+}
+
+/// Move message `id` to `new` if that is forward; set the provider id if it was not known.
+/// Returns whether anything changed (and then an event was appended).
+pub async fn advance(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    message_id: Uuid,
+    new: &str,
+    provider_message_id: Option<&str>,
+    error: Option<&Value>,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(String, Uuid)> = sqlx::query_as(
+        "SELECT status, contact_id FROM messages WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(tenant.0)
+    .bind(message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((current, contact_id)) = row else {
+        return Ok(false);
+    };
+    if let Some(pid) = provider_message_id {
+        sqlx::query(
+            "UPDATE messages SET provider_message_id = $3
+             WHERE tenant_id = $1 AND id = $2 AND provider_message_id IS NULL",
+        )
+        .bind(tenant.0)
+        .bind(message_id)
+        .bind(pid)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !may_move(&current, new) {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE messages SET status = $3, status_error = COALESCE($4, status_error)
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(message_id)
+    .bind(new)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    events::append(
+        conn,
+        tenant,
+        Audience::Tenant,
+        "message.status",
+        &json!({ "message_id": message_id, "contact_id": contact_id, "status": new, "error": error }),
+    )
+    .await
+    .map_err(|e| match e {
+        conversation_store::StoreError::Database(d) => d,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })?;
+    if new == "failed"
+        && let Some(err) = error
+    {
+        failure_effects(conn, tenant, message_id, contact_id, err).await?;
+    }
+    Ok(true)
+}
+
+/// What a provider error says about the contact's address: 131047 closes the 24-hour
+/// window; 131026 (undeliverable) marks the identity invalid.
+async fn failure_effects(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    message_id: Uuid,
+    contact_id: Uuid,
+    error: &Value,
+) -> Result<(), sqlx::Error> {
+    let code = error
+        .get("code")
+        .and_then(Value::as_i64)
+        .unwrap_or_default();
+    let recipient: Option<String> =
+        sqlx::query_scalar("SELECT recipient FROM outbox WHERE tenant_id = $1 AND message_id = $2")
+            .bind(tenant.0)
+            .bind(message_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(recipient) = recipient else {
+        return Ok(());
+    };
+    match code {
+        131047 => {
+            sqlx::query(
+                "UPDATE channel_identities SET window_closed_at = now()
+                 WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp' AND address = $3",
+            )
+            .bind(tenant.0)
+            .bind(contact_id)
+            .bind(&recipient)
+            .execute(&mut *conn)
+            .await?;
+        }
+        131026 => {
+            let id: Option<Uuid> = sqlx::query_scalar(
+                "UPDATE channel_identities SET status = 'invalid', last_error = $4
+                 WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp' AND address = $3
+                 RETURNING id",
+            )
+            .bind(tenant.0)
+            .bind(contact_id)
+            .bind(&recipient)
+            .bind(error)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(identity_id) = id {
+                events::append(
+                    conn,
+                    tenant,
+                    Audience::Tenant,
+                    "contact.identity_status",
+                    &json!({ "contact_id": contact_id, "identity_id": identity_id, "status": "invalid", "last_error": error }),
+                )
+                .await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Apply a status webhook. Finds the message by the provider's id on this account, or by
+/// our id echoed in `biz_opaque_callback_data` (a status can beat our own record of the
+/// send). Unknown messages are ignored.
+pub async fn apply(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    account: Uuid,
+    st: &crate::whatsapp::webhook::StatusUpdate,
+) -> Result<bool, sqlx::Error> {
+    let ours = st
+        .callback_data
+        .as_deref()
+        .and_then(|c| c.parse::<Uuid>().ok());
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM messages
+         WHERE tenant_id = $1 AND direction = 'outbound'
+           AND ((channel_account_id = $2 AND provider_message_id = $3) OR id = $4)
+         LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(account)
+    .bind(&st.provider_message_id)
+    .bind(ours)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else {
+        tracing::debug!(status = %st.status, "status for a message this tenant did not send");
+        return Ok(false);
+    };
+    if rank(&st.status) < 0 && st.status != "failed" {
+        return Ok(false);
+    }
+    advance(
+        conn,
+        tenant,
+        id,
+        &st.status,
+        Some(&st.provider_message_id),
+        st.error.as_ref(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_only_move_forward() {
+        assert!(may_move("queued", "sent"));
+        assert!(may_move("sent", "read"));
+        assert!(!may_move("read", "delivered"));
+        assert!(!may_move("read", "read"));
+        assert!(may_move("read", "played"));
+        assert!(may_move("sent", "failed"));
+        assert!(!may_move("delivered", "failed"));
+        assert!(!may_move("failed", "delivered"));
+        assert!(!may_move("sent", "bogus"));
+    }
+}

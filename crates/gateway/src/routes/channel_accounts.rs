@@ -1,0 +1,328 @@
+//! Channel accounts (admin). Secrets are write-only: accepted, never returned or logged.
+
+use axum::{extract::State, http::StatusCode};
+use channel_connector::accounts::{self, Account, AccountError, AccountPatch, NewAccount, Secrets};
+use chrono::{DateTime, Utc};
+use parley_core::{Principal, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    auth::RequireRole as _,
+    error::{ApiError, CommonErrors},
+    extract::{ApiJson, ApiPath},
+    validate::Checks,
+};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_account, list_accounts))
+        .routes(routes!(get_account, patch_account))
+        .routes(routes!(list_dead_letters))
+}
+
+/// A channel account (no secrets).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountOut {
+    /// Id; the webhook URL is `/webhooks/whatsapp/{id}`.
+    pub id: Uuid,
+    /// `whatsapp`.
+    pub provider: String,
+    /// Name.
+    pub name: String,
+    /// Cloud API phone number id.
+    pub phone_number_id: String,
+    /// WhatsApp Business Account id.
+    pub waba_id: Option<String>,
+    /// The number contacts see.
+    pub display_phone_number: Option<String>,
+    /// Graph API base URL with version.
+    pub api_base_url: String,
+    /// Mark inbound messages read at the provider when an agent reads them.
+    pub mark_read: bool,
+    /// Where to point the provider's webhook (relative to this server).
+    pub webhook_path: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Account> for AccountOut {
+    fn from(a: Account) -> Self {
+        Self {
+            webhook_path: format!("/webhooks/whatsapp/{}", a.id),
+            id: a.id,
+            provider: a.provider,
+            name: a.name,
+            phone_number_id: a.phone_number_id,
+            waba_id: a.waba_id,
+            display_phone_number: a.display_phone_number,
+            api_base_url: a.api_base_url,
+            mark_read: a.mark_read,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+/// A new account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountIn {
+    /// `whatsapp`.
+    pub provider: String,
+    /// Name.
+    pub name: String,
+    /// Cloud API phone number id.
+    pub phone_number_id: String,
+    /// WhatsApp Business Account id.
+    pub waba_id: Option<String>,
+    /// The number contacts see.
+    pub display_phone_number: Option<String>,
+    /// Graph API token (write-only).
+    pub access_token: String,
+    /// App secret for webhook signatures (write-only).
+    pub app_secret: String,
+    /// Verify token of the webhook handshake (write-only).
+    pub verify_token: String,
+    /// Graph API base with version (default `https://graph.facebook.com/v21.0`).
+    pub api_base_url: Option<String>,
+    /// Mark inbound messages read at the provider (default false).
+    #[serde(default)]
+    pub mark_read: bool,
+}
+
+/// Changes; absent fields stay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchAccountIn {
+    /// Name.
+    pub name: Option<String>,
+    /// WABA id.
+    pub waba_id: Option<String>,
+    /// Display number.
+    pub display_phone_number: Option<String>,
+    /// New token (write-only).
+    pub access_token: Option<String>,
+    /// New app secret (write-only).
+    pub app_secret: Option<String>,
+    /// New verify token (write-only).
+    pub verify_token: Option<String>,
+    /// New base URL.
+    pub api_base_url: Option<String>,
+    /// Mark-read setting.
+    pub mark_read: Option<bool>,
+}
+
+/// An account id in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AccountPath {
+    /// The channel account's id.
+    pub account_id: Uuid,
+}
+
+/// A webhook body that was signed but could not be processed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterOut {
+    /// Id.
+    pub id: i64,
+    /// Why.
+    pub reason: String,
+    /// The raw body (lossy UTF-8).
+    pub body: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+fn check_url(c: &mut Checks, field: &str, url: &str) {
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 500 {
+        c.fail(field, "must be an http(s) URL");
+    }
+}
+
+fn check_secret(c: &mut Checks, field: &str, s: &str) {
+    if s.trim().is_empty() || s.len() > 4096 {
+        c.fail(field, "must be 1 to 4096 characters");
+    }
+}
+
+fn map_err(e: AccountError) -> ApiError {
+    match e {
+        AccountError::Duplicate => ApiError::conflict(
+            "phone_number_id",
+            "this phone number id is already configured",
+        ),
+        AccountError::Database(d) => d.into(),
+    }
+}
+
+/// Add a channel account (admin).
+#[utoipa::path(post, path = "/channel-accounts", tag = "channels", security(("bearer" = [])),
+    request_body = CreateAccountIn,
+    responses(
+        (status = 201, description = "Created", body = AccountOut),
+        (status = 403, description = "Not an admin", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The phone number id is already configured", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn create_account(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(input): ApiJson<CreateAccountIn>,
+) -> Result<(StatusCode, axum::Json<AccountOut>), ApiError> {
+    principal.require(Role::Admin)?;
+    let mut c = Checks::default();
+    if input.provider != "whatsapp" {
+        c.fail("provider", "only `whatsapp` is supported");
+    }
+    let name = c.text("name", &input.name, 100);
+    let pnid = c.text("phone_number_id", &input.phone_number_id, 64);
+    check_secret(&mut c, "access_token", &input.access_token);
+    check_secret(&mut c, "app_secret", &input.app_secret);
+    check_secret(&mut c, "verify_token", &input.verify_token);
+    let base = input
+        .api_base_url
+        .unwrap_or_else(|| "https://graph.facebook.com/v21.0".to_owned());
+    check_url(&mut c, "api_base_url", &base);
+    c.finish()?;
+    let mut conn = state.db.acquire().await?;
+    let acc = accounts::create(
+        &mut conn,
+        principal.tenant_id,
+        &NewAccount {
+            name,
+            phone_number_id: pnid,
+            waba_id: input.waba_id,
+            display_phone_number: input.display_phone_number,
+            secrets: Secrets {
+                access_token: input.access_token,
+                app_secret: input.app_secret,
+                verify_token: input.verify_token,
+            },
+            api_base_url: base.trim_end_matches('/').to_owned(),
+            mark_read: input.mark_read,
+        },
+    )
+    .await
+    .map_err(map_err)?;
+    Ok((StatusCode::CREATED, axum::Json(acc.into())))
+}
+
+/// The tenant's channel accounts (admin).
+#[utoipa::path(get, path = "/channel-accounts", tag = "channels", security(("bearer" = [])),
+    responses((status = 200, description = "Accounts", body = Vec<AccountOut>), CommonErrors))]
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<axum::Json<Vec<AccountOut>>, ApiError> {
+    principal.require(Role::Admin)?;
+    let mut conn = state.db.acquire().await?;
+    let list = accounts::list(&mut conn, principal.tenant_id).await?;
+    Ok(axum::Json(list.into_iter().map(AccountOut::from).collect()))
+}
+
+/// One channel account (admin).
+#[utoipa::path(get, path = "/channel-accounts/{account_id}", tag = "channels", security(("bearer" = [])),
+    params(AccountPath),
+    responses(
+        (status = 200, description = "The account", body = AccountOut),
+        (status = 404, description = "No such account in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn get_account(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<AccountPath>,
+) -> Result<axum::Json<AccountOut>, ApiError> {
+    principal.require(Role::Admin)?;
+    let mut conn = state.db.acquire().await?;
+    let acc = accounts::get(&mut conn, principal.tenant_id, p.account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel account"))?;
+    Ok(axum::Json(acc.into()))
+}
+
+/// Change a channel account, e.g. rotate its token (admin).
+#[utoipa::path(patch, path = "/channel-accounts/{account_id}", tag = "channels", security(("bearer" = [])),
+    params(AccountPath),
+    request_body = PatchAccountIn,
+    responses(
+        (status = 200, description = "The account", body = AccountOut),
+        (status = 404, description = "No such account in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn patch_account(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<AccountPath>,
+    ApiJson(input): ApiJson<PatchAccountIn>,
+) -> Result<axum::Json<AccountOut>, ApiError> {
+    principal.require(Role::Admin)?;
+    let mut c = Checks::default();
+    let name = input.name.as_deref().map(|n| c.text("name", n, 100));
+    for (field, v) in [
+        ("access_token", &input.access_token),
+        ("app_secret", &input.app_secret),
+        ("verify_token", &input.verify_token),
+    ] {
+        if let Some(v) = v {
+            check_secret(&mut c, field, v);
+        }
+    }
+    if let Some(u) = &input.api_base_url {
+        check_url(&mut c, "api_base_url", u);
+    }
+    c.finish()?;
+    let mut conn = state.db.acquire().await?;
+    let acc = accounts::update(
+        &mut conn,
+        principal.tenant_id,
+        p.account_id,
+        &AccountPatch {
+            name,
+            waba_id: input.waba_id,
+            display_phone_number: input.display_phone_number,
+            access_token: input.access_token,
+            app_secret: input.app_secret,
+            verify_token: input.verify_token,
+            api_base_url: input
+                .api_base_url
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            mark_read: input.mark_read,
+        },
+    )
+    .await
+    .map_err(map_err)?
+    .ok_or_else(|| ApiError::not_found("channel account"))?;
+    Ok(axum::Json(acc.into()))
+}
+
+/// Signed webhook bodies that could not be parsed, newest first (admin).
+#[utoipa::path(get, path = "/channel-accounts/{account_id}/dead-letters", tag = "channels",
+    security(("bearer" = [])),
+    params(AccountPath),
+    responses((status = 200, description = "Dead letters", body = Vec<DeadLetterOut>), CommonErrors))]
+pub async fn list_dead_letters(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<AccountPath>,
+) -> Result<axum::Json<Vec<DeadLetterOut>>, ApiError> {
+    principal.require(Role::Admin)?;
+    let mut conn = state.db.acquire().await?;
+    let list = channel_connector::dead_letters::list(&mut conn, principal.tenant_id, 100).await?;
+    Ok(axum::Json(
+        list.into_iter()
+            .filter(|d| d.channel_account_id == p.account_id)
+            .map(|d| DeadLetterOut {
+                id: d.id,
+                reason: d.reason,
+                body: String::from_utf8_lossy(&d.body).into_owned(),
+                created_at: d.created_at,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,314 @@
+//! Agent sends: `POST /api/v1/contacts/{id}/messages` with `Idempotency-Key`. The message
+//! (status `queued`) and its outbox row commit together; the dispatcher delivers.
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use channel_connector::{accounts, outbox, whatsapp::request};
+use chrono::{DateTime, Duration, Utc};
+use conversation_store::{
+    contacts,
+    idempotency::{self, Claim},
+    messages::{self, Direction, NewMessage},
+};
+use parley_core::{AttachmentId, ContactId, InteractionId, MessageId, Principal, channel::Channel};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    error::{ApiError, CommonErrors},
+    extract::{ApiJson, ApiPath},
+    routes::{contacts::ContactPath, messages::MessageOut},
+    validate::Checks,
+};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(send_message))
+}
+
+/// A reaction to one of the contact's messages.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionIn {
+    /// The message reacted to.
+    pub message_id: Uuid,
+    /// One emoji; empty removes the reaction.
+    pub emoji: String,
+}
+
+/// An agent's message. Exactly one of `text`, `attachment_id` or `reaction`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendIn {
+    /// `whatsapp`.
+    #[schema(value_type = String, example = "whatsapp")]
+    pub channel: Channel,
+    /// Text, at most 4,096 characters.
+    pub text: Option<String>,
+    /// An uploaded image to send.
+    pub attachment_id: Option<Uuid>,
+    /// The image's caption.
+    pub caption: Option<String>,
+    /// Reply to this message (shown quoted on the contact's phone).
+    pub reply_to: Option<Uuid>,
+    /// A reaction instead of a message.
+    pub reaction: Option<ReactionIn>,
+    /// Which of the contact's WhatsApp addresses (default: the one they last wrote from).
+    pub identity_id: Option<Uuid>,
+}
+
+/// WhatsApp's customer-service window.
+const WINDOW_HOURS: i64 = 24;
+
+#[derive(sqlx::FromRow)]
+struct Target {
+    id: Uuid,
+    address: String,
+    last_inbound_at: Option<DateTime<Utc>>,
+    window_closed_at: Option<DateTime<Utc>>,
+}
+
+/// When the window closes(d): `None` if it was never open.
+fn window_end(t: &Target) -> Option<DateTime<Utc>> {
+    let last = t.last_inbound_at?;
+    let natural = last + Duration::hours(WINDOW_HOURS);
+    match t.window_closed_at {
+        Some(closed) if closed >= last => Some(closed.min(natural)),
+        _ => Some(natural),
+    }
+}
+
+/// Send a message to the contact over WhatsApp. Refused up front (422
+/// `whatsapp_window_closed`) outside the 24-hour window. Repeat the same
+/// `Idempotency-Key` to retry safely.
+#[utoipa::path(post, path = "/contacts/{contact_id}/messages", tag = "contacts", security(("bearer" = [])),
+    params(ContactPath, ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request act once")),
+    request_body = SendIn,
+    responses(
+        (status = 202, description = "Queued for delivery", body = MessageOut),
+        (status = 404, description = "No such contact in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn send_message(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(path): ApiPath<ContactPath>,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<SendIn>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let mut c = Checks::default();
+    if input.channel != Channel::Whatsapp {
+        c.fail("channel", "only whatsapp can be sent today");
+    }
+    let chosen = [
+        input.text.is_some(),
+        input.attachment_id.is_some(),
+        input.reaction.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if chosen != 1 {
+        c.fail(
+            "text",
+            "give exactly one of text, attachment_id or reaction",
+        );
+    }
+    if let Some(t) = &input.text {
+        if t.trim().is_empty() {
+            c.fail("text", "must not be blank");
+        } else if t.chars().count() > messages::MAX_BODY_CHARS {
+            c.fail("text", "must be at most 4096 characters");
+        }
+    }
+    if input
+        .caption
+        .as_ref()
+        .is_some_and(|cap| cap.chars().count() > 1024)
+    {
+        c.fail("caption", "must be at most 1024 characters");
+    }
+    if let Some(r) = &input.reaction
+        && r.emoji.chars().count() > 10
+    {
+        c.fail("reaction.emoji", "must be one emoji");
+    }
+    c.finish()?;
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_header", "Idempotency-Key must be ASCII"))?;
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+    let hash = hex::encode(Sha256::digest(
+        format!(
+            "{}:{}",
+            path.contact_id,
+            serde_json::to_string(&input).unwrap_or_default()
+        )
+        .as_bytes(),
+    ));
+    let tenant = principal.tenant_id;
+    let contact = ContactId(path.contact_id);
+    let mut tx = state.db.begin().await?;
+    if let Some(k) = &key {
+        match idempotency::claim(&mut tx, tenant, principal.user_id, k, &hash).await? {
+            Claim::Fresh => {}
+            Claim::Replay { status, body } => {
+                let status = StatusCode::from_u16(u16::try_from(status).unwrap_or(202))
+                    .unwrap_or(StatusCode::ACCEPTED);
+                return Ok((status, axum::Json(body)));
+            }
+            Claim::Mismatch => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was already used for a different request",
+                ));
+            }
+        }
+    }
+    if !contacts::contact_exists(&mut tx, tenant, contact).await? {
+        return Err(ApiError::not_found("contact"));
+    }
+    let target = sqlx::query_as::<_, Target>(
+        "SELECT id, address, last_inbound_at, window_closed_at FROM channel_identities
+         WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp'
+           AND ($3::uuid IS NULL OR id = $3)
+         ORDER BY last_inbound_at DESC NULLS LAST, created_at LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(input.identity_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| {
+        ApiError::invalid_field(
+            "identity_id",
+            "the contact has no WhatsApp address; add one first",
+        )
+    })?;
+    let end = window_end(&target);
+    if end.is_none_or(|e| e <= Utc::now()) {
+        return Err(ApiError::window_closed(end));
+    }
+    let account = accounts::for_contact(&mut tx, tenant, contact.0)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid_field("channel", "the tenant has no WhatsApp channel account")
+        })?;
+    let provider_id_of =
+        |m: Option<messages::Message>, field: &'static str| -> Result<String, ApiError> {
+            m.filter(|m| m.contact_id == contact.0)
+                .and_then(|m| m.provider_message_id)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(field, "is not a delivered message of this contact")
+                })
+        };
+    let reply_ctx = match input.reply_to {
+        Some(r) => Some(provider_id_of(
+            messages::get(&mut tx, tenant, MessageId(r)).await?,
+            "reply_to",
+        )?),
+        None => None,
+    };
+    let open_interaction: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp'
+           AND state <> 'done'",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    let (kind, body, content, attachment_ids, payload) = if let Some(text) = &input.text {
+        (
+            "text",
+            Some(text.clone()),
+            request::text(text),
+            vec![],
+            serde_json::json!({}),
+        )
+    } else if let Some(att) = input.attachment_id {
+        let mut content = request::image(input.caption.as_deref());
+        content["parley_attachment_id"] = serde_json::json!(att);
+        (
+            "image",
+            None,
+            content,
+            vec![AttachmentId(att)],
+            serde_json::json!({ "caption": input.caption }),
+        )
+    } else if let Some(r) = &input.reaction {
+        let target = provider_id_of(
+            messages::get(&mut tx, tenant, MessageId(r.message_id)).await?,
+            "reaction.message_id",
+        )?;
+        (
+            "reaction",
+            (!r.emoji.is_empty()).then(|| r.emoji.clone()),
+            request::reaction(&target, &r.emoji),
+            vec![],
+            serde_json::json!({ "message_id": r.message_id, "emoji": r.emoji }),
+        )
+    } else {
+        return Err(ApiError::invalid_field(
+            "text",
+            "give exactly one of text, attachment_id or reaction",
+        ));
+    };
+    let message = messages::insert(
+        &mut tx,
+        tenant,
+        &NewMessage {
+            contact_id: contact,
+            interaction_id: open_interaction.map(InteractionId),
+            channel: Channel::Whatsapp,
+            direction: Direction::Outbound,
+            sender_user_id: Some(principal.user_id),
+            kind: kind.to_owned(),
+            body,
+            payload,
+            channel_account_id: Some(account.id),
+            provider_message_id: None,
+            reply_to_id: input.reply_to.map(MessageId),
+            status: "queued".to_owned(),
+            attachment_ids,
+        },
+    )
+    .await?
+    .ok_or_else(|| ApiError::internal(&conversation_store::StoreError::NotFound("message")))?;
+    let req = request::envelope(
+        &target.address,
+        &message.id.to_string(),
+        reply_ctx.as_deref(),
+        content,
+    );
+    outbox::enqueue(
+        &mut tx,
+        tenant,
+        message.id,
+        account.id,
+        &target.address,
+        &req,
+    )
+    .await?;
+    let out = serde_json::to_value(MessageOut::from(message)).unwrap_or_default();
+    if let Some(k) = &key {
+        idempotency::finish(&mut tx, tenant, principal.user_id, k, 202, &out).await?;
+    }
+    tx.commit().await?;
+    let _ = target.id;
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}

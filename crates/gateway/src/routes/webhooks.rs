@@ -1,0 +1,215 @@
+//! Provider webhooks: `GET` answers the verification handshake, `POST` is checked against
+//! the signature over the raw bytes, parsed, and committed before the 200.
+
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use channel_connector::{
+    accounts, dead_letters, signature, status,
+    whatsapp::webhook::{self, InboundMessage},
+};
+use conversation_store::{
+    StoreError, contacts,
+    ingest::{Inbound, ingest_inbound},
+};
+use parley_core::{ContactId, TenantId, channel::Channel};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{app::AppState, error::ApiError, extract::ApiPath};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(verify_whatsapp, receive_whatsapp))
+        // Meta sends up to 3 MB.
+        .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+}
+
+/// The account in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct WebhookPath {
+    /// The channel account's id.
+    pub channel_account_id: Uuid,
+}
+
+/// The verification handshake's query.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct VerifyQuery {
+    /// Always `subscribe`.
+    #[serde(rename = "hub.mode")]
+    #[param(rename = "hub.mode")]
+    pub mode: Option<String>,
+    /// The verify token configured for the account.
+    #[serde(rename = "hub.verify_token")]
+    #[param(rename = "hub.verify_token")]
+    pub verify_token: Option<String>,
+    /// Echoed back on success.
+    #[serde(rename = "hub.challenge")]
+    #[param(rename = "hub.challenge")]
+    pub challenge: Option<String>,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Meta's subscription handshake: echo `hub.challenge` when the verify token matches.
+#[utoipa::path(get, path = "/webhooks/whatsapp/{channel_account_id}", tag = "webhooks",
+    params(WebhookPath, VerifyQuery),
+    responses(
+        (status = 200, description = "The challenge, as plain text", body = String, content_type = "text/plain"),
+        (status = 403, description = "Wrong verify token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such channel account", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn verify_whatsapp(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<WebhookPath>,
+    Query(q): Query<VerifyQuery>,
+) -> Result<Response, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let (_, secrets) = accounts::for_webhook(&mut conn, path.channel_account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel account"))?;
+    let token_ok = q
+        .verify_token
+        .as_deref()
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), secrets.verify_token.as_bytes()));
+    match (q.mode.as_deref(), token_ok, q.challenge) {
+        (Some("subscribe"), true, Some(challenge)) => {
+            Ok(([("content-type", "text/plain")], challenge).into_response())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "verification_failed",
+            "hub.mode must be subscribe and hub.verify_token must match the account's verify token",
+        )),
+    }
+}
+
+/// Inbound messages and delivery statuses from the WhatsApp Cloud API. Signed with
+/// `X-Hub-Signature-256`; answered 200 only after everything is committed. A signed body
+/// that cannot be parsed is kept as a dead letter and still answered 200 (the provider
+/// would retry it forever).
+#[utoipa::path(post, path = "/webhooks/whatsapp/{channel_account_id}", tag = "webhooks",
+    params(WebhookPath),
+    request_body(content = Object, content_type = "application/json", description = "A Cloud API webhook envelope"),
+    responses(
+        (status = 200, description = "Stored"),
+        (status = 401, description = "Missing or wrong signature; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such channel account", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable; the provider retries", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn receive_whatsapp(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<WebhookPath>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "webhook bodies are limited to 4 MB",
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text())
+        }
+    })?;
+    let mut conn = state.db.acquire().await?;
+    let (account, secrets) = accounts::for_webhook(&mut conn, path.channel_account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel account"))?;
+    drop(conn);
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = signature::verify(secrets.app_secret.as_bytes(), &body, sig) {
+        tracing::warn!(account = %account.id, reason = %e, "webhook refused");
+        return Err(ApiError::unauthorized("invalid_signature", e.to_string()));
+    }
+    let tenant = TenantId(account.tenant_id);
+    let envelope = match webhook::parse(&body) {
+        Ok(env) => env,
+        Err(e) => {
+            let mut conn = state.db.acquire().await?;
+            dead_letters::record(&mut conn, tenant, account.id, &e.0, &body).await?;
+            tracing::warn!(account = %account.id, reason = %e, "signed webhook kept as a dead letter");
+            return Ok(StatusCode::OK);
+        }
+    };
+    for err in &envelope.errors {
+        tracing::warn!(account = %account.id, error = %err, "provider reported an error");
+    }
+    let mut tx = state.db.begin().await?;
+    for m in &envelope.messages {
+        ingest_one(&mut tx, tenant, account.id, m).await?;
+    }
+    for st in &envelope.statuses {
+        status::apply(&mut tx, tenant, account.id, st).await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::OK)
+}
+
+async fn ingest_one(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    account: Uuid,
+    m: &InboundMessage,
+) -> Result<(), ApiError> {
+    // Prefer the business-scoped id when we know it (stable per business); otherwise the
+    // phone number. The other one is added to the same contact.
+    let mut primary = m.phone.clone();
+    let mut secondary = m.bsuid.clone();
+    if let Some(b) = &m.bsuid
+        && (m.phone.is_none()
+            || contacts::find_identity(conn, tenant, Channel::Whatsapp, b)
+                .await?
+                .is_some())
+    {
+        primary = Some(b.clone());
+        secondary = m.phone.clone();
+    }
+    let Some(address) = primary else {
+        return Ok(());
+    };
+    let got = ingest_inbound(
+        conn,
+        tenant,
+        &Inbound {
+            channel: Channel::Whatsapp,
+            channel_account_id: Some(account),
+            address,
+            profile_name: m.profile_name.clone(),
+            provider_message_id: Some(m.provider_message_id.clone()),
+            kind: m.kind.clone(),
+            body: m.body.clone(),
+            payload: m.payload.clone(),
+            attachment_ids: Vec::new(),
+            reply_to_provider_id: m.reply_to.clone(),
+        },
+    )
+    .await?;
+    if let Some(other) = secondary {
+        match contacts::add_identity(
+            conn,
+            tenant,
+            ContactId(got.contact_id.0),
+            Channel::Whatsapp,
+            &other,
+        )
+        .await
+        {
+            Ok(_) | Err(StoreError::IdentityTaken { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

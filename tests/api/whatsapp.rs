@@ -1,0 +1,765 @@
+//! The WhatsApp Cloud API channel: webhooks in (every message type, statuses, signatures,
+//! dead letters), sends out through the outbox, the 24-hour window.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use test_support::{TestApp, Wa, read_reply, spawn_app};
+
+async fn post_signed(
+    app: &TestApp,
+    wa: &Wa,
+    body: &[u8],
+    signature: Option<String>,
+) -> test_support::Reply {
+    let mut req = app
+        .client
+        .post(app.url(&wa.webhook_path))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        req = req.header("x-hub-signature-256", s);
+    }
+    read_reply(req.send().await.expect("send")).await
+}
+
+fn sign(wa: &Wa, body: &[u8]) -> String {
+    channel_connector::signature::sign(wa.app_secret.as_bytes(), body)
+}
+
+fn envelope(entries: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": entries.into_iter().map(|v| json!({
+            "id": "WABA-SIM",
+            "changes": [{"field": "messages", "value": v}]
+        })).collect::<Vec<_>>()
+    }))
+    .expect("json")
+}
+
+fn value(from: &str, name: &str, messages: Vec<Value>) -> Value {
+    json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": "100000000000001"},
+        "contacts": [{"profile": {"name": name}, "wa_id": from}],
+        "messages": messages
+    })
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&app.db)
+        .await
+        .expect("count")
+}
+
+async fn transcript(app: &TestApp, contact: &str) -> Vec<Value> {
+    let r = app
+        .get(
+            &format!("/api/v1/contacts/{contact}/messages?limit=200"),
+            &app.agent.token,
+        )
+        .await;
+    r.json["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn contact_of(app: &TestApp, phone: &str) -> String {
+    let r = app
+        .get(
+            &format!("/api/v1/contacts?q={}", phone.trim_start_matches('+')),
+            &app.agent.token,
+        )
+        .await;
+    r.json["items"][0]["id"]
+        .as_str()
+        .expect("contact")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn verification_handshake_echoes_the_challenge_only_for_the_right_token() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let ok = app
+        .client
+        .get(app.url(&format!(
+            "{}?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444",
+            wa.webhook_path
+        )))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.text().await.expect("body"), "1158201444");
+    let bad = app
+        .client
+        .get(app.url(&format!(
+            "{}?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+            wa.webhook_path
+        )))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), StatusCode::FORBIDDEN);
+    let r = app
+        .call(
+            Method::GET,
+            "/webhooks/whatsapp/01900000-0000-7000-8000-000000000000?hub.mode=subscribe",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn unsigned_or_wrongly_signed_webhooks_are_401_and_store_nothing() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let body = envelope(vec![value(
+        "14155552671",
+        "Ana",
+        vec![
+            json!({"from": "14155552671", "id": "wamid.S1", "timestamp": "1", "type": "text", "text": {"body": "hi"}}),
+        ],
+    )]);
+    let r = post_signed(&app, &wa, &body, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "invalid_signature");
+    let r = post_signed(
+        &app,
+        &wa,
+        &body,
+        Some(channel_connector::signature::sign(b"wrong-secret", &body)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Signed over different bytes (re-serialised JSON) fails too.
+    let reser = serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&body).expect("json"))
+        .expect("json");
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &reser))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 0);
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 1);
+}
+
+#[tokio::test]
+async fn every_message_type_in_one_batch_is_stored_and_duplicates_once() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let from = "14155552671";
+    let m = |id: &str, typ: &str, obj: Value| {
+        let mut v = json!({"from": from, "id": id, "timestamp": "1732000000", "type": typ});
+        v[typ] = obj;
+        v
+    };
+    let first = vec![
+        m("wamid.T1", "text", json!({"body": "Hello, I need help 👋"})),
+        m(
+            "wamid.T2",
+            "image",
+            json!({"id": "MEDIA1", "mime_type": "image/jpeg", "sha256": "abc", "caption": "my receipt"}),
+        ),
+        m(
+            "wamid.T3",
+            "audio",
+            json!({"id": "MEDIA2", "mime_type": "audio/ogg; codecs=opus", "voice": true}),
+        ),
+        m(
+            "wamid.T4",
+            "video",
+            json!({"id": "MEDIA3", "mime_type": "video/mp4"}),
+        ),
+        m(
+            "wamid.T5",
+            "document",
+            json!({"id": "MEDIA4", "mime_type": "application/pdf", "filename": "invoice.pdf", "caption": "invoice"}),
+        ),
+        m(
+            "wamid.T6",
+            "sticker",
+            json!({"id": "MEDIA5", "mime_type": "image/webp", "animated": false}),
+        ),
+        m(
+            "wamid.T7",
+            "location",
+            json!({"latitude": 51.5072, "longitude": -0.1276, "name": "Office", "address": "1 Main St"}),
+        ),
+        m(
+            "wamid.T8",
+            "contacts",
+            json!([{"name": {"formatted_name": "John Doe", "first_name": "John"}, "phones": [{"phone": "+1 555 0100", "type": "CELL"}]}]),
+        ),
+    ];
+    let mut second = vec![
+        json!({"from": from, "id": "wamid.T9", "timestamp": "1732000001", "type": "interactive",
+               "context": {"from": "15550001111", "id": "wamid.OUT1"},
+               "interactive": {"type": "button_reply", "button_reply": {"id": "yes-btn", "title": "Yes"}}}),
+        json!({"from": from, "id": "wamid.T10", "timestamp": "1732000002", "type": "interactive",
+               "interactive": {"type": "list_reply", "list_reply": {"id": "opt-2", "title": "Billing", "description": "Bills"}}}),
+        json!({"from": from, "id": "wamid.T11", "timestamp": "1732000003", "type": "button",
+               "context": {"from": "15550001111", "id": "wamid.OUT2"},
+               "button": {"payload": "CONFIRM_YES", "text": "Yes, confirm"}}),
+        json!({"from": from, "id": "wamid.T12", "timestamp": "1732000004", "type": "reaction",
+               "reaction": {"message_id": "wamid.T1", "emoji": "❤️"}}),
+        json!({"from": from, "id": "wamid.T13", "timestamp": "1732000005", "type": "reaction",
+               "reaction": {"message_id": "wamid.T1"}}),
+        json!({"from": from, "id": "wamid.T14", "timestamp": "1732000006", "type": "text",
+               "context": {"from": from, "id": "wamid.T1"}, "text": {"body": "replying to myself"}}),
+        json!({"from": from, "id": "wamid.T15", "timestamp": "1732000007", "type": "unsupported",
+               "errors": [{"code": 131051, "title": "Message type unknown", "message": "Message type unknown",
+                           "error_data": {"details": "Message type is currently not supported."}}],
+               "unsupported": {"type": "poll_creation"}}),
+        json!({"from": from, "id": "wamid.T16", "timestamp": "1732000008", "type": "brand_new_type",
+               "brand_new_type": {"anything": [1, 2, 3]}}),
+    ];
+    // The same message delivered again inside the batch.
+    second.push(second[0].clone());
+    let body = envelope(vec![
+        value(from, "Ana Silva", first),
+        value(from, "Ana Silva", second),
+    ]);
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // And the whole request again (a provider retry).
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let contact = contact_of(&app, from).await;
+    let c = app
+        .get(&format!("/api/v1/contacts/{contact}"), &app.agent.token)
+        .await;
+    assert_eq!(c.json["name"], "Ana Silva");
+    let items = transcript(&app, &contact).await;
+    let kinds: Vec<&str> = items
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "text",
+            "image",
+            "audio",
+            "video",
+            "document",
+            "sticker",
+            "location",
+            "contacts",
+            "button_reply",
+            "list_reply",
+            "button",
+            "reaction",
+            "reaction",
+            "text",
+            "unsupported",
+            "brand_new_type"
+        ]
+    );
+    let by_id = |pid: &str| {
+        items
+            .iter()
+            .find(|m| m["provider_message_id"] == pid)
+            .cloned()
+            .expect(pid)
+    };
+    assert_eq!(by_id("wamid.T2")["text"], "my receipt");
+    assert_eq!(by_id("wamid.T2")["payload"]["media"]["id"], "MEDIA1");
+    assert_eq!(
+        by_id("wamid.T7")["payload"]["location"]["latitude"],
+        51.5072
+    );
+    assert_eq!(by_id("wamid.T8")["text"], "John Doe");
+    assert_eq!(by_id("wamid.T9")["payload"]["reply_id"], "yes-btn");
+    assert_eq!(by_id("wamid.T11")["payload"]["payload"], "CONFIRM_YES");
+    assert_eq!(by_id("wamid.T12")["payload"]["emoji"], "❤️");
+    assert_eq!(by_id("wamid.T13")["payload"]["removed"], true);
+    let t1 = by_id("wamid.T1")["id"].clone();
+    assert_eq!(
+        by_id("wamid.T12")["reply_to_id"],
+        t1,
+        "a reaction points at its message"
+    );
+    assert_eq!(
+        by_id("wamid.T14")["reply_to_id"],
+        t1,
+        "context.id links the reply"
+    );
+    assert_eq!(by_id("wamid.T15")["payload"]["errors"][0]["code"], 131051);
+    assert_eq!(
+        by_id("wamid.T16")["payload"]["raw"]["brand_new_type"]["anything"],
+        json!([1, 2, 3])
+    );
+    // One interaction, queued, holding all of them.
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 1);
+    let ident = &c.json["identities"][0];
+    assert_eq!(ident["address"], "+14155552671");
+    assert_eq!(ident["window_open"], true);
+}
+
+#[tokio::test]
+async fn a_contact_known_only_by_business_scoped_id_is_a_contact_too() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let body = envelope(vec![json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": "100000000000001"},
+        "contacts": [{"profile": {"name": "Username User", "username": "@uu"}, "user_id": "US.13491208655302741918"}],
+        "messages": [{"from_user_id": "US.13491208655302741918", "id": "wamid.B1", "timestamp": "1", "type": "text", "text": {"body": "no phone here"}}]
+    })]);
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .get("/api/v1/contacts?q=US.1349", &app.agent.token)
+        .await;
+    assert_eq!(r.json["items"][0]["name"], "Username User");
+    assert_eq!(
+        r.json["items"][0]["identities"][0]["address"],
+        "US.13491208655302741918"
+    );
+    // Later the same person writes with both ids: one contact, two identities.
+    let body = envelope(vec![json!({
+        "contacts": [{"profile": {"name": "Username User"}, "wa_id": "14155552671", "user_id": "US.13491208655302741918"}],
+        "messages": [{"from": "14155552671", "from_user_id": "US.13491208655302741918", "id": "wamid.B2", "timestamp": "2", "type": "text", "text": {"body": "now with phone"}}]
+    })]);
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(count(&app, "SELECT count(*) FROM contacts").await, 1);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM channel_identities").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_signed_body_that_cannot_be_parsed_is_kept_as_a_dead_letter_and_answered_200() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    for body in [&b"this is not json"[..], br#"{"object":"page","entry":[]}"#] {
+        let r = post_signed(&app, &wa, body, Some(sign(&wa, body))).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let r = app
+        .get(
+            &format!("/api/v1/channel-accounts/{}/dead-letters", wa.account_id),
+            &app.admin.token,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let list = r.json.as_array().expect("list");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["body"], "this is not json");
+    assert!(
+        list[1]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not JSON")
+    );
+    let r = app
+        .get(
+            &format!("/api/v1/channel-accounts/{}/dead-letters", wa.account_id),
+            &app.agent.token,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn channel_account_secrets_are_write_only() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let r = app
+        .get(
+            &format!("/api/v1/channel-accounts/{}", wa.account_id),
+            &app.admin.token,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.text.clone();
+    for secret in ["sim-access-token", "sim-app-secret", "verify-me"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    assert!(r.json.get("access_token").is_none());
+    assert_eq!(r.json["webhook_path"], wa.webhook_path);
+    let r = app.get("/api/v1/channel-accounts", &app.agent.token).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let (_, [b_admin, _, _]) = app.other_tenant().await;
+    let r = app
+        .get(
+            &format!("/api/v1/channel-accounts/{}", wa.account_id),
+            &b_admin.token,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+async fn wait_status(app: &TestApp, contact: &str, message_id: &str, want: &str) {
+    app.eventually(&format!("message {message_id} to be {want}"), || async {
+        transcript(app, contact)
+            .await
+            .iter()
+            .any(|m| m["id"] == message_id && m["status"] == want)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_agent_reply_reaches_the_provider_and_statuses_come_back() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let (pid, status) = wa
+        .sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "where is my order?"}}),
+        )
+        .await
+        .expect("inbound");
+    assert_eq!(status, 200);
+    let contact = contact_of(&app, "14155552671").await;
+    let inbound_id = transcript(&app, &contact).await[0]["id"].clone();
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/contacts/{contact}/messages")))
+        .bearer_auth(&app.agent.token)
+        .header("idempotency-key", "reply-1")
+        .json(&json!({"channel": "whatsapp", "text": "It ships today 📦", "reply_to": inbound_id}))
+        .send()
+        .await
+        .expect("send");
+    let r = read_reply(res).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["status"], "queued");
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &contact, &id, "read").await;
+    let sent = wa.sim.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["to"], "14155552671");
+    assert_eq!(sent[0]["type"], "text");
+    assert_eq!(sent[0]["text"]["body"], "It ships today 📦");
+    assert_eq!(sent[0]["context"]["message_id"], pid);
+    assert_eq!(sent[0]["biz_opaque_callback_data"], id);
+    let msgs = transcript(&app, &contact).await;
+    let out = msgs
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("outbound");
+    assert!(
+        out["provider_message_id"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("wamid.")
+    );
+    assert_eq!(out["sender"]["user_id"], app.agent.id.to_string());
+    // Event log has the status moves.
+    let statuses = count(&app, &format!("SELECT count(*) FROM events WHERE kind = 'message.status' AND payload->>'message_id' = '{id}'")).await;
+    assert_eq!(statuses, 3, "sent, delivered, read");
+}
+
+#[tokio::test]
+async fn a_retried_send_with_the_same_idempotency_key_sends_once() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    let send = |key: &'static str, text: &'static str| {
+        let app = &app;
+        let contact = contact.clone();
+        async move {
+            let res = app
+                .client
+                .post(app.url(&format!("/api/v1/contacts/{contact}/messages")))
+                .bearer_auth(&app.agent.token)
+                .header("idempotency-key", key)
+                .json(&json!({"channel": "whatsapp", "text": text}))
+                .send()
+                .await
+                .expect("send");
+            read_reply(res).await
+        }
+    };
+    let (a, b) = tokio::join!(send("k-1", "once"), send("k-1", "once"));
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
+    assert_eq!(b.status, StatusCode::ACCEPTED, "{}", b.text);
+    assert_eq!(a.json["id"], b.json["id"]);
+    let c = send("k-1", "once").await;
+    assert_eq!(c.json["id"], a.json["id"]);
+    let d = send("k-1", "something else").await;
+    assert_eq!(d.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(d.code(), "idempotency_key_reused");
+    let id = a.json["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &contact, &id, "read").await;
+    assert_eq!(wa.sim.sent().len(), 1);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM messages WHERE direction = 'outbound'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_outbox_retries_through_provider_errors_and_delivers_once() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    wa.sim.fail_next([
+        whatsapp_sim::Failure {
+            status: 500,
+            code: None,
+            hang_ms: 0,
+        },
+        whatsapp_sim::Failure {
+            status: 429,
+            code: Some(130429),
+            hang_ms: 0,
+        },
+    ]);
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "after the outage"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &contact, &id, "read").await;
+    assert_eq!(wa.sim.sent().len(), 1, "accepted exactly once");
+    let attempts = count(
+        &app,
+        &format!("SELECT attempts::bigint FROM outbox WHERE message_id = '{id}'"),
+    )
+    .await;
+    assert_eq!(attempts, 3);
+}
+
+#[tokio::test]
+async fn a_permanent_provider_error_fails_the_message_with_the_providers_words() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    wa.sim.fail_next([whatsapp_sim::Failure {
+        status: 400,
+        code: Some(131009),
+        hang_ms: 0,
+    }]);
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "bad"}),
+        )
+        .await;
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &contact, &id, "failed").await;
+    let m = transcript(&app, &contact)
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("m");
+    assert_eq!(m["status_error"]["code"], 131009);
+    assert_eq!(m["status_error"]["message"], "Simulated failure");
+}
+
+#[tokio::test]
+async fn a_send_queued_while_the_gateway_is_down_goes_out_after_restart() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    app.stop_dispatcher();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "queued"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    // A worker that claimed it and died mid-send: the lease is taken, then expires.
+    sqlx::query("UPDATE outbox SET attempts = 1, locked_until = now() - interval '1 second' WHERE message_id = $1::uuid")
+        .bind(&id)
+        .execute(&app.db)
+        .await
+        .expect("simulate crash");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(wa.sim.sent().is_empty());
+    app.start_dispatcher();
+    wait_status(&app, &contact, &id, "read").await;
+    assert_eq!(wa.sim.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn outside_the_24_hour_window_free_form_is_refused_up_front() {
+    let app = spawn_app().await;
+    let _wa = app.whatsapp().await;
+    let c = app
+        .post("/api/v1/contacts", &app.agent.token, &json!({"name": "Cold", "identities": [{"channel": "whatsapp", "address": "+33612345678"}]}))
+        .await;
+    let contact = c.json["id"].as_str().expect("id").to_owned();
+    assert_eq!(c.json["identities"][0]["window_open"], false);
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "hello?"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.code(), "whatsapp_window_closed");
+    assert!(
+        r.json["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("template")
+    );
+    // The contact wrote 25 hours ago: closed, and the answer says when it closed.
+    sqlx::query("UPDATE channel_identities SET last_inbound_at = now() - interval '25 hours'")
+        .execute(&app.db)
+        .await
+        .expect("age");
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "hello?"}),
+        )
+        .await;
+    assert_eq!(r.code(), "whatsapp_window_closed");
+    assert!(r.json["window_closed_at"].is_string());
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, 0);
+}
+
+#[tokio::test]
+async fn provider_errors_131047_and_131026_update_the_identity() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    for n in ["+14155552671", "+33612345678"] {
+        wa.sim
+            .contact_sends(n, "X", json!({"type": "text", "text": {"body": "hi"}}))
+            .await
+            .expect("inbound");
+    }
+    wa.sim.set_window_closed("+14155552671");
+    wa.sim.set_no_whatsapp("+33612345678");
+    let a = contact_of(&app, "14155552671").await;
+    let b = contact_of(&app, "33612345678").await;
+    let ra = app
+        .post(
+            &format!("/api/v1/contacts/{a}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "x"}),
+        )
+        .await;
+    let rb = app
+        .post(
+            &format!("/api/v1/contacts/{b}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "x"}),
+        )
+        .await;
+    wait_status(&app, &a, ra.json["id"].as_str().expect("id"), "failed").await;
+    wait_status(&app, &b, rb.json["id"].as_str().expect("id"), "failed").await;
+    let ca = app
+        .get(&format!("/api/v1/contacts/{a}"), &app.agent.token)
+        .await;
+    assert_eq!(ca.json["identities"][0]["window_open"], false);
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{a}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "again"}),
+        )
+        .await;
+    assert_eq!(r.code(), "whatsapp_window_closed");
+    let cb = app
+        .get(&format!("/api/v1/contacts/{b}"), &app.agent.token)
+        .await;
+    assert_eq!(cb.json["identities"][0]["status"], "invalid");
+    assert_eq!(cb.json["identities"][0]["last_error"]["code"], 131026);
+}
+
+#[tokio::test]
+async fn statuses_never_move_backwards_and_unknown_ones_are_harmless() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "x"}),
+        )
+        .await;
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &contact, &id, "read").await;
+    let wamid = transcript(&app, &contact)
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("m")["provider_message_id"]
+        .clone();
+    let st = |status: &str, pid: Value| json!({"statuses": [{"id": pid, "status": status, "timestamp": "9", "recipient_id": "14155552671"}]});
+    for body in [
+        st("delivered", wamid.clone()),
+        st("sent", wamid.clone()),
+        st("delivered", json!("wamid.SOMEONE_ELSES")),
+        json!({"statuses": [{"id": "wamid.NEVER", "status": "read", "timestamp": "9", "recipient_id": "1", "biz_opaque_callback_data": "not-a-uuid"}]}),
+    ] {
+        let env = wa.sim.envelope(body);
+        let status = wa.sim.post_webhook(&env).await.expect("post");
+        assert_eq!(status, 200);
+    }
+    let m = transcript(&app, &contact)
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("m");
+    assert_eq!(m["status"], "read");
+}
