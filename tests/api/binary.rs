@@ -15,6 +15,7 @@ use serde_json::json;
 struct Gateway {
     child: Child,
     base: String,
+    sim: Option<String>,
 }
 
 fn gateway_command(data_dir: &Path) -> Command {
@@ -38,15 +39,28 @@ fn start(data_dir: &Path) -> Gateway {
         .expect("spawn gateway");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
+    let (sim_tx, sim_rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(url) = line.strip_prefix("Parley is listening on ") {
                 let _ = tx.send(url.trim().to_owned());
             }
+            if let Some(rest) = line.trim().strip_prefix("WhatsApp simulator: ") {
+                let _ = sim_tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
         }
     });
     match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(base) => Gateway { child, base },
+        Ok(base) => Gateway {
+            child,
+            base,
+            sim: sim_rx.recv_timeout(Duration::from_secs(5)).ok(),
+        },
         Err(_) => {
             let _ = child.kill();
             panic!("the gateway did not start listening within 120 s");
@@ -107,7 +121,7 @@ fn pg_cluster_suffix() -> String {
 #[tokio::test]
 async fn the_binary_runs_the_demo_on_its_own_postgres_and_keeps_data_across_restarts() {
     let dir = temp_data_dir();
-    let client = reqwest::Client::new();
+    let client = test_support::http();
 
     // First start: initdb, migrate, seed, listen.
     let mut gw = start(&dir);
@@ -212,5 +226,80 @@ fn missing_postgres_binaries_stop_start_up_saying_what_to_install() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_demo_chats_end_to_end_through_the_bundled_whatsapp_simulator() {
+    let dir = temp_data_dir();
+    let client = test_support::http();
+    let mut gw = start(&dir);
+    let sim = gw
+        .sim
+        .clone()
+        .expect("the demo prints the simulator's address");
+
+    // A simulated contact writes on WhatsApp.
+    let res: serde_json::Value = client
+        .post(format!("{sim}/_sim/inbound"))
+        .json(&json!({"from": "+14155552671", "name": "Ana Demo", "text": "hola from the demo"}))
+        .send()
+        .await
+        .expect("inbound")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(res["gateway_status"], 200, "{res}");
+
+    // The agent sees the conversation and replies.
+    let (_, body) = login(&client, &gw.base, "agent@demo.local", "parley-demo").await;
+    let token = body["access_token"].as_str().expect("token").to_owned();
+    let convs: serde_json::Value = client
+        .get(format!("{}/api/v1/conversations", gw.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("conversations")
+        .json()
+        .await
+        .expect("json");
+    let conv = &convs["items"][0];
+    assert_eq!(conv["contact_name"], "Ana Demo");
+    assert_eq!(conv["last_message"]["text"], "hola from the demo");
+    assert_eq!(conv["unread_count"], 1);
+    let contact = conv["contact_id"].as_str().expect("contact");
+    let res = client
+        .post(format!("{}/api/v1/contacts/{contact}/messages", gw.base))
+        .bearer_auth(&token)
+        .header("idempotency-key", "demo-reply-1")
+        .json(&json!({"channel": "whatsapp", "text": "¡Hola Ana! How can I help?"}))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+
+    // The reply reaches the simulator (the provider), and its statuses come back.
+    let mut delivered = false;
+    for _ in 0..100 {
+        let sent: serde_json::Value = client
+            .get(format!("{sim}/_sim/sent"))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        if sent.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|m| m["text"]["body"] == "¡Hola Ana! How can I help?")
+        }) {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "the agent's reply never reached the simulator");
+    signal(&gw.child, "-TERM");
+    assert!(wait_exit(&mut gw.child).success());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -24,18 +24,24 @@ pub enum ConnectorError {
     Database(#[from] sqlx::Error),
 }
 
-/// An HTTP client for provider APIs: TLS through rustls with the platform's roots,
-/// bounded timeouts.
-pub fn http_client(timeout: std::time::Duration) -> reqwest::Client {
+/// Install the process-wide TLS crypto provider (ring) that HTTP clients use. Call before
+/// building any `reqwest::Client`; idempotent.
+pub fn install_tls() {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     PROVIDER.call_once(|| {
         // Several TLS users share the process; whichever installs first wins.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// An HTTP client for provider APIs: TLS through rustls with the platform's roots,
+/// bounded timeouts.
+pub fn http_client(timeout: std::time::Duration) -> reqwest::Client {
+    install_tls();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(std::time::Duration::from_secs(5))
         .user_agent(concat!("parley/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .unwrap_or_default()
 }

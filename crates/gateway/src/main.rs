@@ -78,6 +78,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_format);
+    channel_connector::install_tls();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

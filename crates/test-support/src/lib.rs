@@ -243,6 +243,11 @@ fn password_hash() -> &'static str {
     })
 }
 
+/// An HTTP client for tests (with the TLS provider installed).
+pub fn http() -> reqwest::Client {
+    channel_connector::http_client(std::time::Duration::from_secs(30))
+}
+
 /// Start a gateway with the default test settings.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
@@ -286,7 +291,7 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         base: format!("http://{addr}"),
         addr,
         db,
-        client: reqwest::Client::new(),
+        client: http(),
         tenant,
         admin,
         agent,

@@ -103,10 +103,7 @@ impl Simulator {
                 cfg: Some(cfg),
                 ..Inner::default()
             })),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
+            http: channel_connector::http_client(Duration::from_secs(10)),
             base_url: Arc::new(Mutex::new(String::new())),
         }
     }
