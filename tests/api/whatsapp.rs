@@ -763,3 +763,102 @@ async fn statuses_never_move_backwards_and_unknown_ones_are_harmless() {
         .expect("m");
     assert_eq!(m["status"], "read");
 }
+
+/// A 1×1 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];
+
+#[tokio::test]
+async fn inbound_media_is_fetched_into_attachment_storage_after_the_200() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let media_id = wa.sim.add_media(PNG.to_vec(), "image/png");
+    let (_, status) = wa
+        .sim
+        .contact_sends("+14155552671", "Ana", json!({"type": "image", "image": {"id": media_id, "mime_type": "image/png", "caption": "photo of the damage"}}))
+        .await
+        .expect("inbound");
+    assert_eq!(status, 200);
+    let contact = contact_of(&app, "14155552671").await;
+    app.eventually("the image to be fetched", || async {
+        transcript(&app, &contact).await[0]["attachments"][0].is_object()
+    })
+    .await;
+    let attachment = transcript(&app, &contact).await[0]["attachments"][0].clone();
+    assert_eq!(attachment["mime_type"], "image/png");
+    assert_eq!(attachment["width"], 1);
+    let res = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/attachments/{}",
+            attachment["id"].as_str().expect("id")
+        )))
+        .bearer_auth(&app.agent.token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(res.bytes().await.expect("bytes").as_ref(), PNG);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM events WHERE kind = 'message.updated'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_agent_sends_an_uploaded_image_by_media_id() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "send me the form"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    let part = reqwest::multipart::Part::bytes(PNG.to_vec())
+        .file_name("form.png")
+        .mime_str("image/png")
+        .expect("mime");
+    let res = app
+        .client
+        .post(app.url("/api/v1/attachments"))
+        .bearer_auth(&app.agent.token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload");
+    let up = read_reply(res).await;
+    let att = up.json["id"].as_str().expect("id").to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "attachment_id": att, "caption": "here it is"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &contact, &id, "read").await;
+    let sent = wa.sim.sent();
+    assert_eq!(sent[0]["type"], "image");
+    assert_eq!(sent[0]["image"]["caption"], "here it is");
+    assert!(
+        sent[0]["image"]["id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "sent by media id: {}",
+        sent[0]
+    );
+    assert!(sent[0].get("parley_attachment_id").is_none());
+}

@@ -8,10 +8,12 @@
 
 pub mod accounts;
 pub mod dead_letters;
+pub mod media;
 pub mod outbox;
 pub mod signature;
 pub mod status;
 pub mod whatsapp;
+pub mod worker;
 
 /// A connector failure.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use conversation_store::attachments::BlobStore;
 use parley_core::TenantId;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, postgres::PgListener};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -120,63 +120,11 @@ impl Dispatcher {
         }
     }
 
-    /// Run until `shutdown`; woken by NOTIFY, with a slow poll as a fallback (a
-    /// notification can be lost while the listener reconnects).
+    /// Run until `shutdown`; woken by NOTIFY, with a slow poll as a fallback.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = self.listen().await;
-        loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            match self.round().await {
-                Ok(n) if n > 0 => {
-                    // More may be due; let other tasks run first.
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "outbox round failed"),
-            }
-            if listener.is_none() {
-                // Reconnect; the next round catches anything notified meanwhile.
-                listener = self.listen().await;
-            }
-            let wait = tokio::time::sleep(self.cfg.poll);
-            match listener.as_mut() {
-                Some(l) => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = wait => {},
-                        n = l.recv() => if let Err(e) = n {
-                            tracing::warn!(error = %e, "outbox listener lost; polling until it reconnects");
-                            listener = None;
-                        },
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = wait => {},
-                    }
-                }
-            }
-        }
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        match PgListener::connect_with(&self.db).await {
-            Ok(mut l) => match l.listen(CHANNEL).await {
-                Ok(()) => Some(l),
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox LISTEN failed; polling");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::debug!(error = %e, "outbox listener unavailable; polling");
-                None
-            }
-        }
+        let db = self.db.clone();
+        let poll = self.cfg.poll;
+        crate::worker::run(db, CHANNEL, poll, shutdown, || self.round()).await;
     }
 
     /// Claim and process one batch; returns how many rows were claimed.

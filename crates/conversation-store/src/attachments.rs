@@ -153,7 +153,7 @@ macro_rules! attachment_columns {
     };
 }
 
-/// Record an attachment whose bytes are already in the blob store.
+/// Record an uploaded image whose bytes are already in the blob store.
 pub async fn insert(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -163,6 +163,41 @@ pub async fn insert(
     filename: Option<&str>,
     uploaded_by: Option<UserId>,
 ) -> Result<Attachment, StoreError> {
+    let file = StoredFile {
+        mime_type: info.mime_type,
+        width: Some(info.width),
+        height: Some(info.height),
+        sha256,
+        size,
+        filename,
+    };
+    insert_file(conn, tenant, &file, uploaded_by).await
+}
+
+/// A file already in the blob store, of any type (e.g. media fetched from a provider).
+#[derive(Debug, Clone)]
+pub struct StoredFile<'a> {
+    /// Content type.
+    pub mime_type: &'a str,
+    /// Pixels, for images.
+    pub width: Option<i32>,
+    /// Pixels, for images.
+    pub height: Option<i32>,
+    /// Hex SHA-256 (the blob's address).
+    pub sha256: &'a str,
+    /// Bytes.
+    pub size: usize,
+    /// Original name.
+    pub filename: Option<&'a str>,
+}
+
+/// Record any stored file as an attachment.
+pub async fn insert_file(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    file: &StoredFile<'_>,
+    uploaded_by: Option<UserId>,
+) -> Result<Attachment, StoreError> {
     Ok(sqlx::query_as::<_, Attachment>(concat!(
         "INSERT INTO attachments (id, tenant_id, sha256, mime_type, size, width, height, filename, uploaded_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
@@ -170,12 +205,12 @@ pub async fn insert(
     ))
     .bind(AttachmentId::new().0)
     .bind(tenant.0)
-    .bind(sha256)
-    .bind(info.mime_type)
-    .bind(i64::try_from(size).unwrap_or(i64::MAX))
-    .bind(info.width)
-    .bind(info.height)
-    .bind(filename)
+    .bind(file.sha256)
+    .bind(file.mime_type)
+    .bind(i64::try_from(file.size).unwrap_or(i64::MAX))
+    .bind(file.width)
+    .bind(file.height)
+    .bind(file.filename)
     .bind(uploaded_by.map(|u| u.0))
     .fetch_one(conn)
     .await?)
@@ -236,4 +271,41 @@ mod tests {
             Err(UploadError::UnsupportedType)
         );
     }
+}
+
+/// Attach a stored attachment to a message (after the fact, e.g. once provider media is
+/// fetched) and tell desktops with a `message.updated` event.
+pub async fn link_to_message(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    message_id: Uuid,
+    attachment: &Attachment,
+) -> Result<(), StoreError> {
+    let contact: Option<Uuid> =
+        sqlx::query_scalar("SELECT contact_id FROM messages WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0)
+            .bind(message_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(contact) = contact else {
+        return Err(StoreError::NotFound("message"));
+    };
+    sqlx::query(
+        "INSERT INTO message_attachments (message_id, attachment_id, tenant_id, position)
+         VALUES ($1, $2, $3, (SELECT count(*)::int FROM message_attachments WHERE message_id = $1))",
+    )
+    .bind(message_id)
+    .bind(attachment.id)
+    .bind(tenant.0)
+    .execute(&mut *conn)
+    .await?;
+    crate::events::append(
+        conn,
+        tenant,
+        crate::events::Audience::Tenant,
+        "message.updated",
+        &serde_json::json!({ "message_id": message_id, "contact_id": contact, "attachment": attachment }),
+    )
+    .await?;
+    Ok(())
 }

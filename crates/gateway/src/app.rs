@@ -172,6 +172,15 @@ pub fn dispatcher(state: &AppState) -> channel_connector::outbox::Dispatcher {
     )
 }
 
+/// The inbound media fetcher for this state.
+pub fn media_fetcher(state: &AppState) -> channel_connector::media::MediaFetcher {
+    channel_connector::media::MediaFetcher::new(
+        state.db.clone(),
+        state.blobs.clone(),
+        state.config.outbox_backoff,
+    )
+}
+
 /// Serve `router` on an already-bound listener until `shutdown` is cancelled, then finish
 /// in-flight requests.
 pub async fn serve(

@@ -177,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(watch_signals(shutdown.clone()));
     let workers = tokio_util::task::TaskTracker::new();
     workers.spawn(crate::app::dispatcher(&state).run(shutdown.clone()));
+    workers.spawn(crate::app::media_fetcher(&state).run(shutdown.clone()));
     let sim_url = if run_sim {
         Some(start_simulator(&pool, sim_listen, addr, &workers, &shutdown).await?)
     } else {

@@ -284,6 +284,7 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
     tokio::spawn(gateway::serve(listener, router, shutdown.clone()));
     let workers = shutdown.child_token();
     tokio::spawn(gateway::app::dispatcher(&state).run(workers.clone()));
+    tokio::spawn(gateway::app::media_fetcher(&state).run(shutdown.clone()));
 
     let (tenant, users) = seed_tenant(&db, &jwt, "Test Tenant", "test").await?;
     let [admin, supervisor, agent] = users;

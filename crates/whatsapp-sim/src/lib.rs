@@ -148,6 +148,18 @@ impl Simulator {
         self.lock().window_closed.insert(digits(number));
     }
 
+    /// Hold media the contact is about to send; returns its media id.
+    pub fn add_media(&self, bytes: Vec<u8>, mime: &str) -> String {
+        let id = format!(
+            "{}",
+            8_000_000_000_000_u64 + u64::from(uuid::Uuid::new_v4().as_fields().0)
+        );
+        self.lock()
+            .media
+            .insert(id.clone(), (bytes, mime.to_owned()));
+        id
+    }
+
     /// HTTP statuses the gateway answered to our webhooks.
     pub fn webhook_results(&self) -> Vec<u16> {
         self.lock().webhook_results.clone()

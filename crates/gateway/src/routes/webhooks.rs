@@ -197,6 +197,19 @@ async fn ingest_one(
         },
     )
     .await?;
+    if let (Some(stored), Some((media_id, mime))) = (&got.message, &m.media) {
+        let filename = m.payload["media"]["filename"].as_str();
+        channel_connector::media::enqueue(
+            conn,
+            tenant,
+            stored.id,
+            account,
+            media_id,
+            mime.as_deref(),
+            filename,
+        )
+        .await?;
+    }
     if let Some(other) = secondary {
         match contacts::add_identity(
             conn,
