@@ -233,6 +233,43 @@ pub async fn get(
     .await?)
 }
 
+/// Attach a stored attachment to a message (after the fact, e.g. once provider media is
+/// fetched) and tell desktops with a `message.updated` event.
+pub async fn link_to_message(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    message_id: Uuid,
+    attachment: &Attachment,
+) -> Result<(), StoreError> {
+    let contact: Option<Uuid> =
+        sqlx::query_scalar("SELECT contact_id FROM messages WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0)
+            .bind(message_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(contact) = contact else {
+        return Err(StoreError::NotFound("message"));
+    };
+    sqlx::query(
+        "INSERT INTO message_attachments (message_id, attachment_id, tenant_id, position)
+         VALUES ($1, $2, $3, (SELECT count(*)::int FROM message_attachments WHERE message_id = $1))",
+    )
+    .bind(message_id)
+    .bind(attachment.id)
+    .bind(tenant.0)
+    .execute(&mut *conn)
+    .await?;
+    crate::events::append(
+        conn,
+        tenant,
+        crate::events::Audience::Tenant,
+        "message.updated",
+        &serde_json::json!({ "message_id": message_id, "contact_id": contact, "attachment": attachment }),
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,41 +308,4 @@ mod tests {
             Err(UploadError::UnsupportedType)
         );
     }
-}
-
-/// Attach a stored attachment to a message (after the fact, e.g. once provider media is
-/// fetched) and tell desktops with a `message.updated` event.
-pub async fn link_to_message(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    message_id: Uuid,
-    attachment: &Attachment,
-) -> Result<(), StoreError> {
-    let contact: Option<Uuid> =
-        sqlx::query_scalar("SELECT contact_id FROM messages WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.0)
-            .bind(message_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some(contact) = contact else {
-        return Err(StoreError::NotFound("message"));
-    };
-    sqlx::query(
-        "INSERT INTO message_attachments (message_id, attachment_id, tenant_id, position)
-         VALUES ($1, $2, $3, (SELECT count(*)::int FROM message_attachments WHERE message_id = $1))",
-    )
-    .bind(message_id)
-    .bind(attachment.id)
-    .bind(tenant.0)
-    .execute(&mut *conn)
-    .await?;
-    crate::events::append(
-        conn,
-        tenant,
-        crate::events::Audience::Tenant,
-        "message.updated",
-        &serde_json::json!({ "message_id": message_id, "contact_id": contact, "attachment": attachment }),
-    )
-    .await?;
-    Ok(())
 }
