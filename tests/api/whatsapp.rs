@@ -862,3 +862,271 @@ async fn an_agent_sends_an_uploaded_image_by_media_id() {
     );
     assert!(sent[0].get("parley_attachment_id").is_none());
 }
+
+async fn identity(app: &TestApp, contact: &str) -> Value {
+    app.get(&format!("/api/v1/contacts/{contact}"), &app.agent.token)
+        .await
+        .json["identities"][0]
+        .clone()
+}
+
+#[tokio::test]
+async fn connect_yes_connects_with_consent_and_no_declines() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    for (n, answer) in [
+        ("+14155552671", "PARLEY_CONNECT_YES"),
+        ("+33612345678", "PARLEY_CONNECT_NO"),
+    ] {
+        let c = app
+            .post(
+                "/api/v1/contacts",
+                &app.agent.token,
+                &json!({"name": n, "identities": [{"channel": "whatsapp", "address": n}]}),
+            )
+            .await;
+        let contact = c.json["id"].as_str().expect("id").to_owned();
+        let ident = c.json["identities"][0]["id"]
+            .as_str()
+            .expect("identity")
+            .to_owned();
+        // Outside any window: Connect still goes out, as a template.
+        let r = app
+            .post(
+                &format!("/api/v1/contacts/{contact}/identities/{ident}/connect"),
+                &app.agent.token,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        assert_eq!(r.json["identity"]["status"], "connect_requested");
+        let msg_id = r.json["message"]["id"]
+            .as_str()
+            .expect("message")
+            .to_owned();
+        wait_status(&app, &contact, &msg_id, "read").await;
+        let sent = wa.sim.sent();
+        let t = sent.last().expect("sent");
+        assert_eq!(t["type"], "template");
+        assert_eq!(t["template"]["name"], "parley_connect_optin");
+        assert_eq!(
+            t["template"]["components"][0]["parameters"][0]["payload"],
+            "PARLEY_CONNECT_YES"
+        );
+        assert_eq!(
+            t["template"]["components"][1]["parameters"][0]["payload"],
+            "PARLEY_CONNECT_NO"
+        );
+        let wamid = transcript(&app, &contact)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == msg_id.as_str())
+            .expect("m")["provider_message_id"]
+            .clone();
+        // The contact taps a quick reply.
+        let label = if answer.ends_with("YES") { "Yes" } else { "No" };
+        wa.sim
+            .contact_sends(n, "Contact", json!({"type": "button", "context": {"from": "15550001111", "id": wamid}, "button": {"payload": answer, "text": label}}))
+            .await
+            .expect("answer");
+        let i = identity(&app, &contact).await;
+        if label == "Yes" {
+            assert_eq!(i["status"], "connected");
+            assert_eq!(i["consent"]["answer_payload"], "PARLEY_CONNECT_YES");
+            assert_eq!(i["consent"]["request_message_id"], msg_id);
+            assert!(i["consent"]["answered_at"].is_string());
+            assert_eq!(i["window_open"], true, "answering opens the window");
+        } else {
+            assert_eq!(i["status"], "declined");
+        }
+    }
+    assert!(
+        count(
+            &app,
+            "SELECT count(*) FROM events WHERE kind = 'contact.identity_status'"
+        )
+        .await
+            >= 4
+    );
+}
+
+#[tokio::test]
+async fn validate_judges_from_evidence() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    // Wrote recently: connected.
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    let a = contact_of(&app, "14155552671").await;
+    let ai = identity(&app, &a).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{a}/identities/{ai}/validate"),
+            &app.agent.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "connected");
+    assert!(r.json["evidence"]["last_inbound_at"].is_string());
+    assert_eq!(r.json["identity"]["status"], "connected");
+
+    // Never heard of: unverified, with advice.
+    let c = app
+        .post("/api/v1/contacts", &app.agent.token, &json!({"name": "New", "identities": [{"channel": "whatsapp", "address": "+33612345678"}]}))
+        .await;
+    let b = c.json["id"].as_str().expect("id").to_owned();
+    let bi = c.json["identities"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{b}/identities/{bi}/validate"),
+            &app.agent.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.json["status"], "unverified");
+    assert!(
+        r.json["advice"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("template")
+    );
+
+    // Not on WhatsApp: the Connect template fails with 131026 → invalid, and Validate says why.
+    wa.sim.set_no_whatsapp("+33612345678");
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{b}/identities/{bi}/connect"),
+            &app.agent.token,
+            &json!({}),
+        )
+        .await;
+    let msg = r.json["message"]["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &b, &msg, "failed").await;
+    assert_eq!(identity(&app, &b).await["status"], "invalid");
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{b}/identities/{bi}/validate"),
+            &app.agent.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.json["status"], "invalid");
+    assert_eq!(r.json["evidence"]["last_send_error"]["code"], 131026);
+    assert_eq!(r.json["identity"]["last_error"]["code"], 131026);
+}
+
+#[tokio::test]
+async fn an_agent_starts_a_whatsapp_interaction_with_a_contact() {
+    let app = spawn_app().await;
+    let _wa = app.whatsapp().await;
+    let c = app
+        .post("/api/v1/contacts", &app.agent.token, &json!({"name": "Out", "identities": [{"channel": "whatsapp", "address": "+14155552671"}]}))
+        .await;
+    let contact = c.json["id"].as_str().expect("id").to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/interactions"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["state"], "active");
+    assert_eq!(r.json["agent_id"], app.agent.id.to_string());
+    let again = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/interactions"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json["id"], r.json["id"]);
+    let none = app
+        .post(
+            "/api/v1/contacts",
+            &app.agent.token,
+            &json!({"name": "No WA"}),
+        )
+        .await;
+    let nid = none.json["id"].as_str().expect("id");
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{nid}/interactions"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn interactive_reply_buttons_go_out_and_the_tap_comes_back() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "I want to cancel"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "Are you sure?", "buttons": [{"id": "cancel-yes", "title": "Yes, cancel"}, {"id": "cancel-no", "title": "Keep it"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &contact, &id, "read").await;
+    let sent = wa.sim.sent();
+    assert_eq!(sent[0]["type"], "interactive");
+    assert_eq!(
+        sent[0]["interactive"]["action"]["buttons"][1]["reply"]["id"],
+        "cancel-no"
+    );
+    let wamid = transcript(&app, &contact)
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("m")["provider_message_id"]
+        .clone();
+    wa.sim
+        .contact_sends("+14155552671", "Ana", json!({"type": "interactive", "context": {"from": "15550001111", "id": wamid},
+            "interactive": {"type": "button_reply", "button_reply": {"id": "cancel-no", "title": "Keep it"}}}))
+        .await
+        .expect("tap");
+    let last = transcript(&app, &contact).await.pop().expect("last");
+    assert_eq!(last["kind"], "button_reply");
+    assert_eq!(last["payload"]["reply_id"], "cancel-no");
+    assert_eq!(last["reply_to_id"], id);
+    let r = app
+        .post(&format!("/api/v1/contacts/{contact}/messages"), &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "x", "buttons": [{"id": "a", "title": "a title that is far too long"}, {"id": "a", "title": "b"}]}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> = r.json["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(fields, vec!["buttons[0].title", "buttons[1].id"]);
+}

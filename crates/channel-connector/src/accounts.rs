@@ -27,6 +27,12 @@ pub struct Account {
     pub api_base_url: String,
     /// Mark inbound messages read at the provider when an agent reads them.
     pub mark_read: bool,
+    /// The approved template Connect sends (quick replies "Yes" / "No").
+    pub optin_template_name: String,
+    /// Its language code.
+    pub optin_template_language: String,
+    /// How recent evidence must be for Validate to call an address reachable.
+    pub evidence_days: i32,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Changed.
@@ -88,11 +94,17 @@ pub struct AccountPatch {
     pub api_base_url: Option<String>,
     /// Mark-read.
     pub mark_read: Option<bool>,
+    /// Opt-in template name.
+    pub optin_template_name: Option<String>,
+    /// Opt-in template language.
+    pub optin_template_language: Option<String>,
+    /// Evidence period in days.
+    pub evidence_days: Option<i32>,
 }
 
 macro_rules! account_columns {
     () => {
-        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, created_at, updated_at"
+        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, optin_template_name, optin_template_language, evidence_days, created_at, updated_at"
     };
 }
 
@@ -221,7 +233,10 @@ pub async fn update(
             display_phone_number = COALESCE($5, display_phone_number),
             access_token = COALESCE($6, access_token), app_secret = COALESCE($7, app_secret),
             verify_token = COALESCE($8, verify_token), api_base_url = COALESCE($9, api_base_url),
-            mark_read = COALESCE($10, mark_read), updated_at = now()
+            mark_read = COALESCE($10, mark_read),
+            optin_template_name = COALESCE($11, optin_template_name),
+            optin_template_language = COALESCE($12, optin_template_language),
+            evidence_days = COALESCE($13, evidence_days), updated_at = now()
          WHERE tenant_id = $1 AND id = $2 RETURNING ",
         account_columns!()
     ))
@@ -235,6 +250,9 @@ pub async fn update(
     .bind(&p.verify_token)
     .bind(&p.api_base_url)
     .bind(p.mark_read)
+    .bind(&p.optin_template_name)
+    .bind(&p.optin_template_language)
+    .bind(p.evidence_days)
     .fetch_optional(conn)
     .await
     .map_err(map_db)

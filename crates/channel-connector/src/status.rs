@@ -2,7 +2,7 @@
 //! arrives), reconciled by the provider's id or by our own id echoed back, and never an
 //! error for a message we don't know (another app on the same number).
 
-use parley_core::TenantId;
+use parley_core::{TenantId, channel::Channel};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -116,40 +116,43 @@ async fn failure_effects(
     let Some(recipient) = recipient else {
         return Ok(());
     };
+    let to_sqlx = |e: conversation_store::StoreError| match e {
+        conversation_store::StoreError::Database(d) => d,
+        other => sqlx::Error::Protocol(other.to_string()),
+    };
+    let contact = parley_core::ContactId(contact_id);
     match code {
         131047 => {
-            sqlx::query(
-                "UPDATE channel_identities SET window_closed_at = now()
-                 WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp' AND address = $3",
+            conversation_store::contacts::close_window(
+                conn,
+                tenant,
+                contact,
+                Channel::Whatsapp,
+                &recipient,
             )
-            .bind(tenant.0)
-            .bind(contact_id)
-            .bind(&recipient)
-            .execute(&mut *conn)
-            .await?;
+            .await
+            .map_err(to_sqlx)?;
         }
         131026 => {
-            let id: Option<Uuid> = sqlx::query_scalar(
-                "UPDATE channel_identities SET status = 'invalid', last_error = $4
-                 WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp' AND address = $3
-                 RETURNING id",
+            let identity = conversation_store::contacts::find_identity(
+                conn,
+                tenant,
+                Channel::Whatsapp,
+                &recipient,
             )
-            .bind(tenant.0)
-            .bind(contact_id)
-            .bind(&recipient)
-            .bind(error)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(identity_id) = id {
-                events::append(
+            .await
+            .map_err(to_sqlx)?;
+            if let Some(identity) = identity.filter(|i| i.contact_id == contact_id) {
+                conversation_store::contacts::set_identity_status(
                     conn,
                     tenant,
-                    Audience::Tenant,
-                    "contact.identity_status",
-                    &json!({ "contact_id": contact_id, "identity_id": identity_id, "status": "invalid", "last_error": error }),
+                    parley_core::IdentityId(identity.id),
+                    "invalid",
+                    Some(error),
+                    None,
                 )
                 .await
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                .map_err(to_sqlx)?;
             }
         }
         _ => {}

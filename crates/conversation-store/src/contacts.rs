@@ -28,6 +28,9 @@ pub struct Identity {
     pub last_inbound_at: Option<DateTime<Utc>>,
     /// When the provider said the window is closed (error 131047), if it did.
     pub window_closed_at: Option<DateTime<Utc>>,
+    /// WhatsApp Connect: when it was requested, and the contact's answer (the message that
+    /// gave it, kept as evidence).
+    pub consent: Option<Value>,
     /// Added.
     pub created_at: DateTime<Utc>,
 }
@@ -55,6 +58,7 @@ struct IdentityRow {
     last_error: Option<Value>,
     last_inbound_at: Option<DateTime<Utc>>,
     window_closed_at: Option<DateTime<Utc>>,
+    consent: Option<Value>,
     created_at: DateTime<Utc>,
 }
 
@@ -69,6 +73,7 @@ impl From<IdentityRow> for Identity {
             last_error: r.last_error,
             last_inbound_at: r.last_inbound_at,
             window_closed_at: r.window_closed_at,
+            consent: r.consent,
             created_at: r.created_at,
         }
     }
@@ -110,7 +115,7 @@ macro_rules! contact_columns {
 }
 macro_rules! identity_columns {
     () => {
-        "id, contact_id, channel, address, status, last_error, last_inbound_at, window_closed_at, created_at"
+        "id, contact_id, channel, address, status, last_error, last_inbound_at, window_closed_at, consent, created_at"
     };
 }
 
@@ -157,6 +162,7 @@ fn clone_row(r: &IdentityRow) -> IdentityRow {
         last_error: r.last_error.clone(),
         last_inbound_at: r.last_inbound_at,
         window_closed_at: r.window_closed_at,
+        consent: r.consent.clone(),
         created_at: r.created_at,
     }
 }
@@ -392,4 +398,83 @@ pub async fn remove_identity(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Change an identity's reachability state (WhatsApp Connect / Validate / provider
+/// errors), keeping the provider's error or the consent evidence, and tell desktops with a
+/// `contact.identity_status` event. Returns the identity, or `None` if it doesn't exist.
+pub async fn set_identity_status(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    identity: IdentityId,
+    status: &str,
+    last_error: Option<&Value>,
+    consent: Option<&Value>,
+) -> Result<Option<Identity>, StoreError> {
+    let row = sqlx::query_as::<_, IdentityRow>(concat!(
+        "UPDATE channel_identities SET status = $3,
+            last_error = CASE WHEN $3 = 'invalid' THEN $4 ELSE NULL END,
+            consent = COALESCE($5, consent)
+         WHERE tenant_id = $1 AND id = $2 RETURNING ",
+        identity_columns!()
+    ))
+    .bind(tenant.0)
+    .bind(identity.0)
+    .bind(status)
+    .bind(last_error)
+    .bind(consent)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::from_db)?;
+    let Some(row) = row else { return Ok(None) };
+    let identity: Identity = row.into();
+    crate::events::append(
+        conn,
+        tenant,
+        crate::events::Audience::Tenant,
+        "contact.identity_status",
+        &serde_json::json!({
+            "contact_id": identity.contact_id, "identity_id": identity.id,
+            "status": identity.status, "last_error": identity.last_error,
+        }),
+    )
+    .await?;
+    Ok(Some(identity))
+}
+
+/// The consent evidence recorded on an identity, if any.
+pub async fn identity_consent(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    identity: IdentityId,
+) -> Result<Option<Value>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<Value>>(
+        "SELECT consent FROM channel_identities WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(identity.0)
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
+/// The provider says the 24-hour window is closed for this address (error 131047).
+pub async fn close_window(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channel: Channel,
+    address: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE channel_identities SET window_closed_at = now()
+         WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3 AND address = $4",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(channel.as_str())
+    .bind(address)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -511,6 +511,30 @@ async fn media_download(
     }
 }
 
+async fn message_templates(
+    State(sim): State<Simulator>,
+    Path((_version, _waba)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&sim, &headers) {
+        return unauthorized();
+    }
+    Json(json!({
+        "data": [{
+            "name": "parley_connect_optin", "language": "en", "status": "APPROVED",
+            "category": "UTILITY", "id": "1000000000000001",
+            "components": [
+                {"type": "BODY", "text": "Can we continue this conversation on WhatsApp?"},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "QUICK_REPLY", "text": "Yes"}, {"type": "QUICK_REPLY", "text": "No"}
+                ]}
+            ]
+        }],
+        "paging": {"cursors": {"before": "MAA", "after": "MAA"}}
+    }))
+    .into_response()
+}
+
 /// `POST /_sim/inbound`: the contact writes.
 #[derive(Debug, Deserialize)]
 struct InboundReq {
@@ -574,6 +598,10 @@ pub fn router(sim: Simulator) -> Router {
         .route("/{version}/{phone_number_id}/messages", post(send_message))
         .route("/{version}/{phone_number_id}/media", post(upload_media))
         .route("/{version}/{media_id}", get(media_info))
+        .route(
+            "/{version}/{waba_id}/message_templates",
+            get(message_templates),
+        )
         .route("/_media/{media_id}", get(media_download))
         .route("/_sim/inbound", post(control_inbound))
         .route("/_sim/sent", get(control_sent))

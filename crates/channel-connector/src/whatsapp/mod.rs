@@ -49,6 +49,38 @@ pub mod request {
         json!({ "type": "reaction", "reaction": { "message_id": provider_message_id, "emoji": emoji } })
     }
 
+    /// The quick-reply payloads of the Connect opt-in template.
+    pub const CONNECT_YES: &str = "PARLEY_CONNECT_YES";
+    /// See [`CONNECT_YES`].
+    pub const CONNECT_NO: &str = "PARLEY_CONNECT_NO";
+
+    /// A template message; `quick_reply_payloads` set each quick-reply button's payload
+    /// by index.
+    pub fn template(name: &str, language: &str, quick_reply_payloads: &[&str]) -> Value {
+        let components: Vec<Value> = quick_reply_payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                json!({"type": "button", "sub_type": "quick_reply", "index": i.to_string(),
+                       "parameters": [{"type": "payload", "payload": p}]})
+            })
+            .collect();
+        json!({ "type": "template", "template": {
+            "name": name, "language": { "code": language }, "components": components
+        }})
+    }
+
+    /// Interactive reply buttons (at most three).
+    pub fn buttons(body: &str, buttons: &[(String, String)]) -> Value {
+        let buttons: Vec<Value> = buttons
+            .iter()
+            .map(|(id, title)| json!({"type": "reply", "reply": {"id": id, "title": title}}))
+            .collect();
+        json!({ "type": "interactive", "interactive": {
+            "type": "button", "body": { "text": body }, "action": { "buttons": buttons }
+        }})
+    }
+
     /// An image by media id; the dispatcher uploads the attachment and fills the id.
     pub fn image(caption: Option<&str>) -> Value {
         let mut image = json!({});

@@ -43,6 +43,12 @@ pub struct AccountOut {
     pub api_base_url: String,
     /// Mark inbound messages read at the provider when an agent reads them.
     pub mark_read: bool,
+    /// The approved template Connect sends (quick replies "Yes" / "No").
+    pub optin_template_name: String,
+    /// Its language code.
+    pub optin_template_language: String,
+    /// How recent (days) evidence must be for Validate to call an address reachable.
+    pub evidence_days: i32,
     /// Where to point the provider's webhook (relative to this server).
     pub webhook_path: String,
     /// Created.
@@ -63,6 +69,9 @@ impl From<Account> for AccountOut {
             display_phone_number: a.display_phone_number,
             api_base_url: a.api_base_url,
             mark_read: a.mark_read,
+            optin_template_name: a.optin_template_name,
+            optin_template_language: a.optin_template_language,
+            evidence_days: a.evidence_days,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }
@@ -116,6 +125,12 @@ pub struct PatchAccountIn {
     pub api_base_url: Option<String>,
     /// Mark-read setting.
     pub mark_read: Option<bool>,
+    /// The Connect opt-in template's name.
+    pub optin_template_name: Option<String>,
+    /// Its language code.
+    pub optin_template_language: Option<String>,
+    /// Validate's evidence period in days (1 to 365).
+    pub evidence_days: Option<i32>,
 }
 
 /// An account id in the path.
@@ -276,6 +291,17 @@ pub async fn patch_account(
     if let Some(u) = &input.api_base_url {
         check_url(&mut c, "api_base_url", u);
     }
+    let optin_template_name = input
+        .optin_template_name
+        .as_deref()
+        .map(|n| c.text("optin_template_name", n, 512));
+    let optin_template_language = input
+        .optin_template_language
+        .as_deref()
+        .map(|n| c.text("optin_template_language", n, 16));
+    if input.evidence_days.is_some_and(|d| !(1..=365).contains(&d)) {
+        c.fail("evidence_days", "must be between 1 and 365");
+    }
     c.finish()?;
     let mut conn = state.db.acquire().await?;
     let acc = accounts::update(
@@ -293,6 +319,9 @@ pub async fn patch_account(
                 .api_base_url
                 .map(|u| u.trim_end_matches('/').to_owned()),
             mark_read: input.mark_read,
+            optin_template_name,
+            optin_template_language,
+            evidence_days: input.evidence_days,
         },
     )
     .await

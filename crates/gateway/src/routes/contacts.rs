@@ -57,6 +57,10 @@ pub struct IdentityOut {
     pub window_expires_at: Option<DateTime<Utc>>,
     /// WhatsApp only: whether free-form messages may be sent now.
     pub window_open: Option<bool>,
+    /// WhatsApp Connect evidence: when it was requested and by whom, and the contact's
+    /// answer with the message that gave it.
+    #[schema(value_type = Option<Object>)]
+    pub consent: Option<Value>,
     /// Added.
     pub created_at: DateTime<Utc>,
 }
@@ -68,6 +72,7 @@ impl From<Identity> for IdentityOut {
         Self {
             window_expires_at: expires,
             window_open: wa.then(|| expires.is_some_and(|e| e > Utc::now())),
+            consent: i.consent,
             id: i.id,
             channel: i.channel,
             address: i.address,

@@ -7,6 +7,7 @@ use crate::app::AppState;
 pub mod attachments;
 pub mod auth;
 pub mod channel_accounts;
+pub mod connect;
 pub mod contacts;
 pub mod health;
 pub mod messages;
@@ -25,4 +26,5 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(attachments::router())
         .merge(outbound::router())
         .merge(channel_accounts::router())
+        .merge(connect::router())
 }

@@ -42,6 +42,16 @@ pub struct ReactionIn {
     pub emoji: String,
 }
 
+/// A reply button under a text.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonIn {
+    /// Comes back as the contact's `button_reply` `reply_id` (1-256 characters).
+    pub id: String,
+    /// The label (1-20 characters).
+    pub title: String,
+}
+
 /// An agent's message. Exactly one of `text`, `attachment_id` or `reaction`.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +71,8 @@ pub struct SendIn {
     pub reaction: Option<ReactionIn>,
     /// Which of the contact's WhatsApp addresses (default: the one they last wrote from).
     pub identity_id: Option<Uuid>,
+    /// Up to three reply buttons under `text` (an interactive message).
+    pub buttons: Option<Vec<ButtonIn>>,
 }
 
 /// WhatsApp's customer-service window.
@@ -125,6 +137,33 @@ pub async fn send_message(
             c.fail("text", "must not be blank");
         } else if t.chars().count() > messages::MAX_BODY_CHARS {
             c.fail("text", "must be at most 4096 characters");
+        }
+    }
+    if let Some(buttons) = &input.buttons {
+        if input.text.is_none() {
+            c.fail("buttons", "buttons go under a text");
+        }
+        if buttons.is_empty() || buttons.len() > 3 {
+            c.fail("buttons", "give 1 to 3 buttons");
+        }
+        if input
+            .text
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > 1024)
+        {
+            c.fail("text", "must be at most 1024 characters with buttons");
+        }
+        for (i, b) in buttons.iter().enumerate() {
+            let t = b.title.trim().chars().count();
+            if t == 0 || t > 20 {
+                c.fail(&format!("buttons[{i}].title"), "must be 1 to 20 characters");
+            }
+            if b.id.is_empty() || b.id.len() > 256 {
+                c.fail(&format!("buttons[{i}].id"), "must be 1 to 256 characters");
+            }
+            if buttons[..i].iter().any(|o| o.id == b.id) {
+                c.fail(&format!("buttons[{i}].id"), "must be unique");
+            }
         }
     }
     if input
@@ -223,85 +262,70 @@ pub async fn send_message(
         )?),
         None => None,
     };
-    let open_interaction: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp'
-           AND state <> 'done'",
-    )
-    .bind(tenant.0)
-    .bind(contact.0)
-    .fetch_optional(&mut *tx)
-    .await?;
-
-    let (kind, body, content, attachment_ids, payload) = if let Some(text) = &input.text {
-        (
-            "text",
-            Some(text.clone()),
-            request::text(text),
-            vec![],
-            serde_json::json!({}),
-        )
-    } else if let Some(att) = input.attachment_id {
-        let mut content = request::image(input.caption.as_deref());
-        content["parley_attachment_id"] = serde_json::json!(att);
-        (
-            "image",
-            None,
-            content,
-            vec![AttachmentId(att)],
-            serde_json::json!({ "caption": input.caption }),
-        )
-    } else if let Some(r) = &input.reaction {
-        let target = provider_id_of(
-            messages::get(&mut tx, tenant, MessageId(r.message_id)).await?,
-            "reaction.message_id",
-        )?;
-        (
-            "reaction",
-            (!r.emoji.is_empty()).then(|| r.emoji.clone()),
-            request::reaction(&target, &r.emoji),
-            vec![],
-            serde_json::json!({ "message_id": r.message_id, "emoji": r.emoji }),
-        )
-    } else {
-        return Err(ApiError::invalid_field(
-            "text",
-            "give exactly one of text, attachment_id or reaction",
-        ));
-    };
-    let message = messages::insert(
+    let (kind, body, content, attachment_ids, payload) =
+        if let (Some(text), Some(buttons)) = (&input.text, &input.buttons) {
+            let pairs: Vec<(String, String)> = buttons
+                .iter()
+                .map(|b| (b.id.clone(), b.title.trim().to_owned()))
+                .collect();
+            (
+                "interactive",
+                Some(text.clone()),
+                request::buttons(text, &pairs),
+                vec![],
+                serde_json::json!({ "buttons": buttons }),
+            )
+        } else if let Some(text) = &input.text {
+            (
+                "text",
+                Some(text.clone()),
+                request::text(text),
+                vec![],
+                serde_json::json!({}),
+            )
+        } else if let Some(att) = input.attachment_id {
+            let mut content = request::image(input.caption.as_deref());
+            content["parley_attachment_id"] = serde_json::json!(att);
+            (
+                "image",
+                None,
+                content,
+                vec![AttachmentId(att)],
+                serde_json::json!({ "caption": input.caption }),
+            )
+        } else if let Some(r) = &input.reaction {
+            let target = provider_id_of(
+                messages::get(&mut tx, tenant, MessageId(r.message_id)).await?,
+                "reaction.message_id",
+            )?;
+            (
+                "reaction",
+                (!r.emoji.is_empty()).then(|| r.emoji.clone()),
+                request::reaction(&target, &r.emoji),
+                vec![],
+                serde_json::json!({ "message_id": r.message_id, "emoji": r.emoji }),
+            )
+        } else {
+            return Err(ApiError::invalid_field(
+                "text",
+                "give exactly one of text, attachment_id or reaction",
+            ));
+        };
+    let message = queue(
         &mut tx,
-        tenant,
-        &NewMessage {
-            contact_id: contact,
-            interaction_id: open_interaction.map(InteractionId),
-            channel: Channel::Whatsapp,
-            direction: Direction::Outbound,
-            sender_user_id: Some(principal.user_id),
-            kind: kind.to_owned(),
+        principal,
+        contact,
+        &account,
+        &target.address,
+        Queued {
+            kind,
             body,
             payload,
-            channel_account_id: Some(account.id),
-            provider_message_id: None,
-            reply_to_id: input.reply_to.map(MessageId),
-            status: "queued".to_owned(),
+            content,
             attachment_ids,
+            reply_to: input.reply_to.map(MessageId),
+            reply_ctx: reply_ctx.as_deref(),
         },
-    )
-    .await?
-    .ok_or_else(|| ApiError::internal(&conversation_store::StoreError::NotFound("message")))?;
-    let req = request::envelope(
-        &target.address,
-        &message.id.to_string(),
-        reply_ctx.as_deref(),
-        content,
-    );
-    outbox::enqueue(
-        &mut tx,
-        tenant,
-        message.id,
-        account.id,
-        &target.address,
-        &req,
     )
     .await?;
     let out = serde_json::to_value(MessageOut::from(message)).unwrap_or_default();
@@ -311,4 +335,67 @@ pub async fn send_message(
     tx.commit().await?;
     let _ = target.id;
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// What to queue.
+pub(crate) struct Queued<'a> {
+    /// Parley's kind.
+    pub kind: &'a str,
+    /// Text to show and search.
+    pub body: Option<String>,
+    /// Structured content for the transcript.
+    pub payload: Value,
+    /// The Cloud API content (`type` and its object).
+    pub content: Value,
+    /// Attachments.
+    pub attachment_ids: Vec<AttachmentId>,
+    /// Our message it replies to.
+    pub reply_to: Option<MessageId>,
+    /// The provider id it replies to.
+    pub reply_ctx: Option<&'a str>,
+}
+
+/// Store an outbound WhatsApp message (`queued`) and its outbox row, in the caller's
+/// transaction. The message joins the contact's open WhatsApp interaction, if any.
+pub(crate) async fn queue(
+    tx: &mut sqlx::PgConnection,
+    principal: Principal,
+    contact: ContactId,
+    account: &accounts::Account,
+    address: &str,
+    q: Queued<'_>,
+) -> Result<messages::Message, ApiError> {
+    let tenant = principal.tenant_id;
+    let open_interaction: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp'
+           AND state <> 'done'",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let message = messages::insert(
+        tx,
+        tenant,
+        &NewMessage {
+            contact_id: contact,
+            interaction_id: open_interaction.map(InteractionId),
+            channel: Channel::Whatsapp,
+            direction: Direction::Outbound,
+            sender_user_id: Some(principal.user_id),
+            kind: q.kind.to_owned(),
+            body: q.body,
+            payload: q.payload,
+            channel_account_id: Some(account.id),
+            provider_message_id: None,
+            reply_to_id: q.reply_to,
+            status: "queued".to_owned(),
+            attachment_ids: q.attachment_ids,
+        },
+    )
+    .await?
+    .ok_or_else(|| ApiError::internal(&conversation_store::StoreError::NotFound("message")))?;
+    let req = request::envelope(address, &message.id.to_string(), q.reply_ctx, q.content);
+    outbox::enqueue(tx, tenant, message.id, account.id, address, &req).await?;
+    Ok(message)
 }

@@ -180,6 +180,7 @@ async fn ingest_one(
     let Some(address) = primary else {
         return Ok(());
     };
+    let address_used = address.clone();
     let got = ingest_inbound(
         conn,
         tenant,
@@ -197,6 +198,9 @@ async fn ingest_one(
         },
     )
     .await?;
+    if let Some(stored) = &got.message {
+        crate::routes::connect::apply_connect_answer(conn, tenant, &address_used, stored).await?;
+    }
     if let (Some(stored), Some((media_id, mime))) = (&got.message, &m.media) {
         let filename = m.payload["media"]["filename"].as_str();
         channel_connector::media::enqueue(

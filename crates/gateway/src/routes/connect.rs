@@ -1,0 +1,414 @@
+//! The agent desktop's WhatsApp channel actions: Connect (ask for opt-in with a
+//! template), Validate (is the number reachable now, and why), and creating an outbound
+//! WhatsApp interaction.
+
+use axum::{extract::State, http::StatusCode};
+use channel_connector::{accounts, whatsapp::request};
+use chrono::{DateTime, Duration, Utc};
+use conversation_store::{
+    contacts::{self, Identity},
+    interactions,
+    messages::Message,
+};
+use parley_core::{ContactId, IdentityId, InteractionId, Principal, TenantId, channel::Channel};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    error::{ApiError, CommonErrors},
+    extract::{ApiJson, ApiPath},
+    routes::{
+        contacts::{ContactPath, IdentityOut, InteractionOut},
+        messages::MessageOut,
+        outbound::{Queued, queue},
+    },
+};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(connect_identity))
+        .routes(routes!(validate_identity))
+        .routes(routes!(create_interaction))
+}
+
+/// A contact's identity in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct IdentityActionPath {
+    /// The contact's id.
+    pub contact_id: Uuid,
+    /// The identity's id.
+    pub identity_id: Uuid,
+}
+
+/// What Connect did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectOut {
+    /// The identity, now `connect_requested`.
+    pub identity: IdentityOut,
+    /// The opt-in request message (a template with "Yes" / "No" quick replies).
+    pub message: MessageOut,
+}
+
+/// Validate's verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidateOut {
+    /// The identity with its new status.
+    pub identity: IdentityOut,
+    /// `connected` (recent evidence), `invalid` (the last send was undeliverable) or
+    /// `unverified` (no evidence either way).
+    pub status: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The evidence: the latest inbound message, delivered/read status, or error.
+    #[schema(value_type = Object)]
+    pub evidence: Value,
+    /// What to do next, when there is something to do.
+    pub advice: Option<String>,
+}
+
+/// A new interaction the agent starts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInteractionIn {
+    /// `whatsapp`.
+    #[schema(value_type = String, example = "whatsapp")]
+    pub channel: Channel,
+}
+
+async fn whatsapp_identity(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    contact: Uuid,
+    identity: Uuid,
+) -> Result<Identity, ApiError> {
+    let c = contacts::get_contact(conn, tenant, ContactId(contact))
+        .await?
+        .ok_or_else(|| ApiError::not_found("contact"))?;
+    let ident = c
+        .identities
+        .into_iter()
+        .find(|i| i.id == identity)
+        .ok_or_else(|| ApiError::not_found("identity"))?;
+    if ident.channel != "whatsapp" {
+        return Err(ApiError::invalid_field(
+            "identity_id",
+            "is not a WhatsApp address",
+        ));
+    }
+    Ok(ident)
+}
+
+/// Ask the contact to connect on WhatsApp: sends the account's opt-in template with
+/// "Yes" / "No" quick replies (allowed outside the 24-hour window) and sets the identity
+/// `connect_requested`. The contact's answer sets it `connected` (with the consent kept as
+/// evidence) or `declined`.
+#[utoipa::path(post, path = "/contacts/{contact_id}/identities/{identity_id}/connect", tag = "contacts",
+    security(("bearer" = [])),
+    params(IdentityActionPath),
+    responses(
+        (status = 202, description = "The request is queued", body = ConnectOut),
+        (status = 404, description = "No such contact or identity", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn connect_identity(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<IdentityActionPath>,
+) -> Result<(StatusCode, axum::Json<ConnectOut>), ApiError> {
+    let tenant = principal.tenant_id;
+    let mut tx = state.db.begin().await?;
+    let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
+    let account = accounts::for_contact(&mut tx, tenant, p.contact_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid_field("channel", "the tenant has no WhatsApp channel account")
+        })?;
+    let content = request::template(
+        &account.optin_template_name,
+        &account.optin_template_language,
+        &[request::CONNECT_YES, request::CONNECT_NO],
+    );
+    let message: Message = queue(
+        &mut tx,
+        principal,
+        ContactId(p.contact_id),
+        &account,
+        &ident.address,
+        Queued {
+            kind: "template",
+            body: Some(format!("Connect request ({})", account.optin_template_name)),
+            payload: json!({ "template": account.optin_template_name, "purpose": "connect" }),
+            content,
+            attachment_ids: vec![],
+            reply_to: None,
+            reply_ctx: None,
+        },
+    )
+    .await?;
+    let consent = json!({ "requested_at": Utc::now(), "requested_by": principal.user_id, "request_message_id": message.id });
+    let ident = contacts::set_identity_status(
+        &mut tx,
+        tenant,
+        IdentityId(ident.id),
+        "connect_requested",
+        None,
+        Some(&consent),
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("identity"))?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(ConnectOut {
+            identity: ident.into(),
+            message: message.into(),
+        }),
+    ))
+}
+
+const YES: &[&str] = &["yes", "y", "sí", "si", "oui", "ja", "sim", "да", "نعم"];
+const NO: &[&str] = &["no", "n", "non", "nein", "não", "nao", "нет", "لا"];
+
+/// If the contact was asked to connect, their answer (the template's quick reply, or a
+/// plain yes/no) connects or declines the identity. Called in the webhook's transaction.
+pub(crate) async fn apply_connect_answer(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    address: &str,
+    message: &Message,
+) -> Result<(), ApiError> {
+    let Some(ident) = contacts::find_identity(conn, tenant, Channel::Whatsapp, address).await?
+    else {
+        return Ok(());
+    };
+    if ident.status != "connect_requested" {
+        return Ok(());
+    }
+    let payload = message
+        .payload
+        .get("payload")
+        .and_then(Value::as_str)
+        .or_else(|| message.payload.get("reply_id").and_then(Value::as_str));
+    let text = message
+        .body
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase();
+    let text = text.trim_end_matches(['.', '!']);
+    let answer = if payload == Some(request::CONNECT_YES) || YES.contains(&text) {
+        "connected"
+    } else if payload == Some(request::CONNECT_NO) || NO.contains(&text) {
+        "declined"
+    } else {
+        return Ok(());
+    };
+    let mut consent = contacts::identity_consent(conn, tenant, IdentityId(ident.id))
+        .await?
+        .unwrap_or_else(|| json!({}));
+    if let Some(o) = consent.as_object_mut() {
+        o.insert("answer".into(), json!(answer));
+        o.insert("answered_at".into(), json!(Utc::now()));
+        o.insert("answer_message_id".into(), json!(message.id));
+        o.insert("answer_text".into(), json!(message.body));
+        o.insert("answer_payload".into(), json!(payload));
+    }
+    contacts::set_identity_status(
+        conn,
+        tenant,
+        IdentityId(ident.id),
+        answer,
+        None,
+        Some(&consent),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct LastSend {
+    status: String,
+    status_error: Option<Value>,
+    created_at: DateTime<Utc>,
+}
+
+/// Is this number reachable on WhatsApp now? The Cloud API has no number check, so this
+/// judges from evidence: a message from the contact or a delivered/read status within the
+/// account's evidence period → `connected`; the last send failed with 131026 →
+/// `invalid`; otherwise `unverified`, with advice to send a template.
+#[utoipa::path(post, path = "/contacts/{contact_id}/identities/{identity_id}/validate", tag = "contacts",
+    security(("bearer" = [])),
+    params(IdentityActionPath),
+    responses(
+        (status = 200, description = "The verdict", body = ValidateOut),
+        (status = 404, description = "No such contact or identity", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn validate_identity(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<IdentityActionPath>,
+) -> Result<axum::Json<ValidateOut>, ApiError> {
+    let tenant = principal.tenant_id;
+    let mut tx = state.db.begin().await?;
+    let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
+    let days = accounts::for_contact(&mut tx, tenant, p.contact_id)
+        .await?
+        .map_or(30, |a| a.evidence_days);
+    let since = Utc::now() - Duration::days(i64::from(days));
+    let last_send = sqlx::query_as::<_, LastSend>(
+        "SELECT m.status, m.status_error, m.created_at FROM messages m JOIN outbox o ON o.message_id = m.id
+         WHERE m.tenant_id = $1 AND m.contact_id = $2 AND o.recipient = $3
+         ORDER BY m.created_at DESC LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(p.contact_id)
+    .bind(&ident.address)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let recent_inbound = ident.last_inbound_at.filter(|t| *t >= since);
+    let recent_delivery = last_send.as_ref().filter(|s| {
+        matches!(s.status.as_str(), "delivered" | "read" | "played") && s.created_at >= since
+    });
+    let undeliverable = last_send.as_ref().filter(|s| {
+        s.status == "failed"
+            && s.status_error
+                .as_ref()
+                .and_then(|e| e.get("code"))
+                .and_then(Value::as_i64)
+                == Some(131026)
+    });
+    let (status, reason, evidence, advice) = if let Some(at) = recent_inbound {
+        (
+            "connected",
+            format!("the contact wrote from this number at {at}"),
+            json!({"last_inbound_at": at}),
+            None,
+        )
+    } else if let Some(s) = recent_delivery {
+        (
+            "connected",
+            format!(
+                "a message to this number was {} at {}",
+                s.status, s.created_at
+            ),
+            json!({"last_send_status": s.status, "sent_at": s.created_at}),
+            None,
+        )
+    } else if let Some(s) = undeliverable {
+        (
+            "invalid",
+            "the last message to this number was undeliverable (131026): it is probably not on WhatsApp".to_owned(),
+            json!({"last_send_error": s.status_error, "sent_at": s.created_at}),
+            Some("check the number with the contact, or use another channel".to_owned()),
+        )
+    } else {
+        (
+            "unverified",
+            format!("no message from or delivered to this number in the last {days} days"),
+            json!({}),
+            Some(
+                "send the Connect template; a delivered or answered template proves the number"
+                    .to_owned(),
+            ),
+        )
+    };
+    // Validate never overrides the contact's own answer to Connect.
+    let keep =
+        matches!(ident.status.as_str(), "declined" | "connect_requested") && status != "invalid";
+    let ident = if keep || ident.status == status {
+        ident
+    } else {
+        contacts::set_identity_status(
+            &mut tx,
+            tenant,
+            IdentityId(ident.id),
+            status,
+            undeliverable.and_then(|s| s.status_error.as_ref()),
+            None,
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("identity"))?
+    };
+    tx.commit().await?;
+    Ok(axum::Json(ValidateOut {
+        identity: ident.into(),
+        status: status.to_owned(),
+        reason,
+        evidence,
+        advice,
+    }))
+}
+
+/// Start a WhatsApp interaction with the contact (Create WhatsApp Interaction): it is
+/// active and assigned to the caller. Answers the open one if there already is one.
+#[utoipa::path(post, path = "/contacts/{contact_id}/interactions", tag = "contacts",
+    security(("bearer" = [])),
+    params(ContactPath),
+    request_body = CreateInteractionIn,
+    responses(
+        (status = 201, description = "Created", body = InteractionOut),
+        (status = 200, description = "An interaction was already open on this channel", body = InteractionOut),
+        (status = 404, description = "No such contact", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn create_interaction(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<ContactPath>,
+    ApiJson(input): ApiJson<CreateInteractionIn>,
+) -> Result<(StatusCode, axum::Json<InteractionOut>), ApiError> {
+    if input.channel != Channel::Whatsapp {
+        return Err(ApiError::invalid_field(
+            "channel",
+            "only whatsapp interactions can be started today",
+        ));
+    }
+    let tenant = principal.tenant_id;
+    let mut tx = state.db.begin().await?;
+    let contact = contacts::get_contact(&mut tx, tenant, ContactId(p.contact_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("contact"))?;
+    let ident = contact
+        .identities
+        .iter()
+        .filter(|i| i.channel == "whatsapp" && i.status != "invalid" && i.status != "declined")
+        .max_by_key(|i| i.last_inbound_at)
+        .ok_or_else(|| {
+            ApiError::invalid_field("channel", "the contact has no usable WhatsApp address")
+        })?;
+    let (interaction, created) = interactions::open_or_create(
+        &mut tx,
+        tenant,
+        ContactId(p.contact_id),
+        Channel::Whatsapp,
+        Some(IdentityId(ident.id)),
+    )
+    .await?;
+    let interaction = if created {
+        interactions::set_state(
+            &mut tx,
+            tenant,
+            InteractionId(interaction.id),
+            "active",
+            Some(principal.user_id.0),
+            None,
+            None,
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("interaction"))?
+    } else {
+        interaction
+    };
+    tx.commit().await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(interaction.into())))
+}
