@@ -1130,3 +1130,86 @@ async fn interactive_reply_buttons_go_out_and_the_tap_comes_back() {
         .collect();
     assert_eq!(fields, vec!["buttons[0].title", "buttons[1].id"]);
 }
+
+#[tokio::test]
+async fn reading_a_conversation_sends_read_receipts_when_the_account_wants_them() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let (pid, _) = wa
+        .sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    let mid = transcript(&app, &contact).await[0]["id"].clone();
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/read"),
+            &app.agent.token,
+            &json!({"up_to_message_id": mid}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(wa.sim.read_receipts().is_empty(), "off by default");
+    let r = app
+        .patch(
+            &format!("/api/v1/channel-accounts/{}", wa.account_id),
+            &app.admin.token,
+            &json!({"mark_read": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/read"),
+            &app.agent.token,
+            &json!({"up_to_message_id": mid}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    app.eventually("a read receipt at the provider", || async {
+        wa.sim.read_receipts() == vec![pid.clone()]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gigantic_and_deeply_nested_webhooks_get_their_documented_answers() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let big = vec![b' '; 5 * 1024 * 1024];
+    let r = post_signed(&app, &wa, &big, Some(sign(&wa, &big))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
+    let r = post_signed(&app, &wa, &deep, Some(sign(&wa, &deep))).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "signed but unparseable: kept, answered 200"
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM webhook_dead_letters").await,
+        1
+    );
+    // A truncated body.
+    let body = envelope(vec![value(
+        "14155552671",
+        "A",
+        vec![
+            json!({"from": "14155552671", "id": "wamid.TR", "type": "text", "text": {"body": "x"}}),
+        ],
+    )]);
+    let cut = &body[..body.len() / 2];
+    let r = post_signed(&app, &wa, cut, Some(sign(&wa, cut))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM webhook_dead_letters").await,
+        2
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 0);
+}

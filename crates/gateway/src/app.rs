@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Where attachment bytes live.
     pub blobs: Arc<dyn BlobStore>,
+    /// HTTP client for best-effort provider calls made by handlers (read receipts).
+    pub provider_http: reqwest::Client,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
         let jwt = Arc::new(JwtKeys::new(jwt_secret, config.access_token_ttl));
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(config.attachments_dir()));
         Self {
+            provider_http: channel_connector::http_client(Duration::from_secs(10)),
             db,
             jwt,
             blobs,

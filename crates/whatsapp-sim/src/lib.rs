@@ -85,6 +85,7 @@ struct Inner {
     no_whatsapp: HashSet<String>,
     window_closed: HashSet<String>,
     webhook_results: Vec<u16>,
+    read_receipts: Vec<String>,
 }
 
 /// The simulator's shared state; clone freely.
@@ -158,6 +159,11 @@ impl Simulator {
             .media
             .insert(id.clone(), (bytes, mime.to_owned()));
         id
+    }
+
+    /// Provider message ids the business marked read.
+    pub fn read_receipts(&self) -> Vec<String> {
+        self.lock().read_receipts.clone()
     }
 
     /// HTTP statuses the gateway answered to our webhooks.
@@ -337,6 +343,15 @@ async fn send_message(
             Some(code) => graph_error(status, code, "Simulated failure", "scripted by the test"),
             None => (status, "simulated outage").into_response(),
         };
+    }
+    if req.get("status").and_then(Value::as_str) == Some("read") {
+        sim.lock().read_receipts.push(
+            req.get("message_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        return Json(json!({"success": true})).into_response();
     }
     if req.get("messaging_product").and_then(Value::as_str) != Some("whatsapp") {
         return graph_error(
@@ -535,6 +550,37 @@ async fn message_templates(
     .into_response()
 }
 
+/// The legacy On-Premises contacts check (`POST /v1/contacts`), still offered by some
+/// providers: which inputs are WhatsApp users.
+async fn contacts_check(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&sim, &headers) {
+        return unauthorized();
+    }
+    let no_wa = sim.lock().no_whatsapp.clone();
+    let contacts: Vec<Value> = body
+        .get("contacts")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|input| {
+                    let d = digits(input);
+                    if no_wa.contains(&d) {
+                        json!({"input": input, "status": "invalid"})
+                    } else {
+                        json!({"input": input, "status": "valid", "wa_id": d})
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({ "contacts": contacts })).into_response()
+}
+
 /// `POST /_sim/inbound`: the contact writes.
 #[derive(Debug, Deserialize)]
 struct InboundReq {
@@ -603,6 +649,7 @@ pub fn router(sim: Simulator) -> Router {
             get(message_templates),
         )
         .route("/_media/{media_id}", get(media_download))
+        .route("/v1/contacts", post(contacts_check))
         .route("/_sim/inbound", post(control_inbound))
         .route("/_sim/sent", get(control_sent))
         .route("/_sim/fail", post(control_fail))

@@ -89,6 +89,41 @@ pub async fn send(
     }
 }
 
+/// Mark an inbound message read at the provider (blue ticks). Best effort: the outcome
+/// is only logged.
+pub async fn mark_read(
+    http: &reqwest::Client,
+    account: &Account,
+    secrets: &Secrets,
+    provider_message_id: &str,
+) -> bool {
+    let url = format!(
+        "{}/{}/messages",
+        account.api_base_url.trim_end_matches('/'),
+        account.phone_number_id
+    );
+    let body = serde_json::json!({
+        "messaging_product": "whatsapp", "status": "read", "message_id": provider_message_id
+    });
+    match http
+        .post(&url)
+        .bearer_auth(&secrets.access_token)
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => true,
+        Ok(r) => {
+            tracing::info!(status = %r.status(), "mark-read refused by the provider");
+            false
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "mark-read not delivered");
+            false
+        }
+    }
+}
+
 /// Upload bytes to `{base}/{phone_number_id}/media`; the media id, or the outcome to use.
 pub async fn upload_media(
     http: &reqwest::Client,

@@ -672,9 +672,60 @@ pub async fn mark_read(
         principal.user_id,
     )
     .await?;
+    let receipt = read_receipt_target(&mut tx, &principal, input.up_to_message_id).await?;
     tx.commit().await?;
+    // Blue ticks at the provider, when the account asks for them: best effort, after the
+    // commit, never inside the transaction.
+    if let Some((account, secrets, wamid)) = receipt {
+        let http = state.provider_http.clone();
+        tokio::spawn(async move {
+            channel_connector::whatsapp::client::mark_read(&http, &account, &secrets, &wamid).await;
+        });
+    }
     Ok(axum::Json(UnreadOut {
         contact_id: path.contact_id,
         unread_count: unread,
     }))
+}
+
+async fn read_receipt_target(
+    conn: &mut sqlx::PgConnection,
+    p: &Principal,
+    up_to: Uuid,
+) -> Result<
+    Option<(
+        channel_connector::accounts::Account,
+        channel_connector::accounts::Secrets,
+        String,
+    )>,
+    ApiError,
+> {
+    let Some(m) = messages::get(conn, p.tenant_id, MessageId(up_to)).await? else {
+        return Ok(None);
+    };
+    let (Some(account_id), Some(wamid)) = (
+        sqlx::query_scalar::<_, Option<Uuid>>(
+            "SELECT channel_account_id FROM messages WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(p.tenant_id.0)
+        .bind(m.id)
+        .fetch_one(&mut *conn)
+        .await?,
+        m.provider_message_id
+            .filter(|_| m.direction == "inbound" && m.channel == "whatsapp"),
+    ) else {
+        return Ok(None);
+    };
+    let Some(account) = channel_connector::accounts::get(conn, p.tenant_id, account_id).await?
+    else {
+        return Ok(None);
+    };
+    if !account.mark_read {
+        return Ok(None);
+    }
+    let Some(secrets) = channel_connector::accounts::secrets(conn, p.tenant_id, account_id).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((account, secrets, wamid)))
 }
