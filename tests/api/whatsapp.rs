@@ -1213,3 +1213,98 @@ async fn gigantic_and_deeply_nested_webhooks_get_their_documented_answers() {
     );
     assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 0);
 }
+
+#[tokio::test]
+async fn two_dispatchers_on_one_database_send_each_message_once_and_in_order() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    // A second replica's dispatcher on the same database.
+    app.start_second_dispatcher();
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    wa.sim
+        .contact_sends(
+            "+33612345678",
+            "Bo",
+            json!({"type": "text", "text": {"body": "hi"}}),
+        )
+        .await
+        .expect("inbound");
+    let a = contact_of(&app, "14155552671").await;
+    let b = contact_of(&app, "33612345678").await;
+    let mut ids = Vec::new();
+    for i in 0..15 {
+        for c in [&a, &b] {
+            let r = app
+                .post(
+                    &format!("/api/v1/contacts/{c}/messages"),
+                    &app.agent.token,
+                    &json!({"channel": "whatsapp", "text": format!("n{i}")}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::ACCEPTED);
+            ids.push(r.json["id"].as_str().expect("id").to_owned());
+        }
+    }
+    app.eventually("all 30 accepted", || async { wa.sim.sent().len() >= 30 })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sent = wa.sim.sent();
+    assert_eq!(sent.len(), 30, "no message sent twice");
+    let mut callbacks: Vec<&str> = sent
+        .iter()
+        .filter_map(|m| m["biz_opaque_callback_data"].as_str())
+        .collect();
+    callbacks.sort_unstable();
+    callbacks.dedup();
+    assert_eq!(callbacks.len(), 30);
+    for to in ["14155552671", "33612345678"] {
+        let order: Vec<&str> = sent
+            .iter()
+            .filter(|m| m["to"] == to)
+            .filter_map(|m| m["text"]["body"].as_str())
+            .collect();
+        let want: Vec<String> = (0..15).map(|i| format!("n{i}")).collect();
+        assert_eq!(order, want, "messages to {to} left in order");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_reacts_to_a_contacts_message() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let (pid, _) = wa
+        .sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "thanks!"}}),
+        )
+        .await
+        .expect("inbound");
+    let contact = contact_of(&app, "14155552671").await;
+    let mid = transcript(&app, &contact).await[0]["id"].clone();
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "reaction": {"message_id": mid, "emoji": "👍"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["kind"], "reaction");
+    app.eventually("the reaction to reach the provider", || async {
+        !wa.sim.sent().is_empty()
+    })
+    .await;
+    let sent = &wa.sim.sent()[0];
+    assert_eq!(sent["type"], "reaction");
+    assert_eq!(sent["reaction"]["message_id"], pid);
+    assert_eq!(sent["reaction"]["emoji"], "👍");
+}

@@ -453,6 +453,12 @@ impl TestApp {
         }
     }
 
+    /// Start another outbox dispatcher beside the running one, as a second gateway
+    /// replica on the same database would.
+    pub fn start_second_dispatcher(&self) {
+        tokio::spawn(gateway::app::dispatcher(&self.state).run(self.shutdown.child_token()));
+    }
+
     /// Start a WhatsApp simulator and configure a channel account for it through the API.
     pub async fn whatsapp(&self) -> Wa {
         let cfg = whatsapp_sim::SimConfig::default();
