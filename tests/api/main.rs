@@ -8,6 +8,7 @@ mod auth;
 mod binary;
 mod contacts;
 mod deploy;
+mod events;
 mod input;
 mod openapi;
 mod ops;

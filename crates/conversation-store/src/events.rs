@@ -82,3 +82,94 @@ pub async fn list_after(
     .fetch_all(conn)
     .await?)
 }
+
+/// The NOTIFY channel that says new positions were assigned (payload: ids only).
+pub const READY_CHANNEL: &str = "parley_events_ready";
+/// The NOTIFY channel every append signals.
+pub const APPEND_CHANNEL: &str = "parley_events";
+
+/// Give positions to every event whose transaction can no longer be overtaken: all
+/// transactions with a smaller xid have finished. One sequencer at a time across replicas
+/// (a transaction-scoped advisory lock). Returns how many events were sequenced.
+pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7315001)")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "WITH base AS (SELECT COALESCE(max(position), 0) AS p FROM events),
+              ready AS (
+                SELECT id, row_number() OVER (ORDER BY xid, id) AS rn FROM (
+                    SELECT id, xid FROM events
+                    WHERE position IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
+                    ORDER BY xid, id LIMIT 5000) r)
+         UPDATE events e SET position = base.p + ready.rn
+         FROM ready, base WHERE e.id = ready.id",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if done > 0 {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(READY_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// A sequenced event as a stream delivers it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct StreamEvent {
+    /// The stream position: strictly increasing; resume with `after=<id>`.
+    #[sqlx(rename = "position")]
+    pub id: i64,
+    /// Kind, e.g. `message.created`.
+    pub kind: String,
+    /// What happened.
+    pub payload: Value,
+    /// When it was recorded.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Sequenced events after `after` that `user` (with `is_supervisor`) may see, oldest
+/// first.
+pub async fn stream_after(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    is_supervisor: bool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StreamEvent>, StoreError> {
+    Ok(sqlx::query_as::<_, StreamEvent>(
+        "SELECT position, kind, payload, created_at FROM events
+         WHERE tenant_id = $1 AND position > $2
+           AND (audience = 'tenant'
+                OR (audience = 'supervisors' AND $4)
+                OR (audience = 'user' AND user_id = $3))
+         ORDER BY position LIMIT $5",
+    )
+    .bind(tenant.0)
+    .bind(after)
+    .bind(user.0)
+    .bind(is_supervisor)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The newest position of the tenant (where a client without a cursor starts).
+pub async fn head(conn: &mut PgConnection, tenant: TenantId) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT max(position) FROM events WHERE tenant_id = $1",
+    )
+    .bind(tenant.0)
+    .fetch_one(conn)
+    .await?
+    .unwrap_or(0))
+}

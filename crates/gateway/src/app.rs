@@ -37,6 +37,11 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     /// HTTP client for best-effort provider calls made by handlers (read receipts).
     pub provider_http: reqwest::Client,
+    /// Wakes event-stream sockets.
+    pub events: crate::events::EventHub,
+    /// Cancelled at shutdown; WebSocket tasks and workers watch it (axum's graceful
+    /// shutdown does not wait for upgraded sockets).
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -46,6 +51,8 @@ impl AppState {
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(config.attachments_dir()));
         Self {
             provider_http: channel_connector::http_client(Duration::from_secs(10)),
+            events: crate::events::EventHub::default(),
+            shutdown: CancellationToken::new(),
             db,
             jwt,
             blobs,
@@ -173,6 +180,21 @@ pub fn dispatcher(state: &AppState) -> channel_connector::outbox::Dispatcher {
             ..Default::default()
         },
     )
+}
+
+/// Start the background work of one gateway process: the outbox dispatcher, the media
+/// fetcher, the event sequencer and the event hub. All stop when `state.shutdown` is
+/// cancelled.
+pub fn spawn_workers(state: &AppState, tracker: &tokio_util::task::TaskTracker) {
+    let stop = state.shutdown.clone();
+    tracker.spawn(dispatcher(state).run(stop.clone()));
+    tracker.spawn(media_fetcher(state).run(stop.clone()));
+    tracker.spawn(crate::events::run_sequencer(state.db.clone(), stop.clone()));
+    tracker.spawn(crate::events::run_hub(
+        state.db.clone(),
+        state.events.clone(),
+        stop,
+    ));
 }
 
 /// The inbound media fetcher for this state.

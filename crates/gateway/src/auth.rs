@@ -156,30 +156,36 @@ impl FromRequestParts<AppState> for Principal {
                     "the Authorization header must be `Bearer <access token>`",
                 )
             })?;
-        let claimed = state.jwt.verify(token).map_err(|e| match e {
-            TokenError::Expired => ApiError::unauthorized(
-                "token_expired",
-                "the access token has expired; log in again",
-            ),
-            TokenError::Invalid => {
-                ApiError::unauthorized("invalid_token", "the access token is not valid")
-            }
-        })?;
-        let mut conn = state.db.acquire().await?;
-        let user =
-            conversation_store::accounts::get_user(&mut conn, claimed.tenant_id, claimed.user_id)
-                .await?;
-        match user {
-            Some(u) if u.active => Ok(Principal {
-                user_id: u.id,
-                tenant_id: u.tenant_id,
-                role: u.role,
-            }),
-            _ => Err(ApiError::unauthorized(
-                "invalid_token",
-                "the access token's user no longer exists or is deactivated",
-            )),
+        authenticate(state, token).await
+    }
+}
+
+/// Verify an access token and load its user: the role comes from the database, and a
+/// deactivated or deleted user is refused.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let claimed = state.jwt.verify(token).map_err(|e| match e {
+        TokenError::Expired => ApiError::unauthorized(
+            "token_expired",
+            "the access token has expired; log in again",
+        ),
+        TokenError::Invalid => {
+            ApiError::unauthorized("invalid_token", "the access token is not valid")
         }
+    })?;
+    let mut conn = state.db.acquire().await?;
+    let user =
+        conversation_store::accounts::get_user(&mut conn, claimed.tenant_id, claimed.user_id)
+            .await?;
+    match user {
+        Some(u) if u.active => Ok(Principal {
+            user_id: u.id,
+            tenant_id: u.tenant_id,
+            role: u.role,
+        }),
+        _ => Err(ApiError::unauthorized(
+            "invalid_token",
+            "the access token's user no longer exists or is deactivated",
+        )),
     }
 }
 

@@ -173,11 +173,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(pool.clone(), config, &secret);
     let router = build_router(state.clone());
 
-    let shutdown = CancellationToken::new();
+    let shutdown = state.shutdown.clone();
     tokio::spawn(watch_signals(shutdown.clone()));
     let workers = tokio_util::task::TaskTracker::new();
-    workers.spawn(crate::app::dispatcher(&state).run(shutdown.clone()));
-    workers.spawn(crate::app::media_fetcher(&state).run(shutdown.clone()));
+    crate::app::spawn_workers(&state, &workers);
     let sim_url = if run_sim {
         Some(start_simulator(&pool, sim_listen, addr, &workers, &shutdown).await?)
     } else {

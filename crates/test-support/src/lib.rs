@@ -280,11 +280,20 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
     let state = AppState::new(db.clone(), config, TEST_JWT_SECRET.as_bytes());
     let jwt = state.jwt.clone();
     let router = gateway::build_router(state.clone());
-    let shutdown = CancellationToken::new();
+    let shutdown = state.shutdown.clone();
     tokio::spawn(gateway::serve(listener, router, shutdown.clone()));
     let workers = shutdown.child_token();
     tokio::spawn(gateway::app::dispatcher(&state).run(workers.clone()));
     tokio::spawn(gateway::app::media_fetcher(&state).run(shutdown.clone()));
+    tokio::spawn(gateway::events::run_sequencer(
+        state.db.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(gateway::events::run_hub(
+        state.db.clone(),
+        state.events.clone(),
+        shutdown.clone(),
+    ));
 
     let (tenant, users) = seed_tenant(&db, &jwt, "Test Tenant", "test").await?;
     let [admin, supervisor, agent] = users;

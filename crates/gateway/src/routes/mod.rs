@@ -27,4 +27,5 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(outbound::router())
         .merge(channel_accounts::router())
         .merge(connect::router())
+        .routes(utoipa_axum::routes!(crate::events::events_ws))
 }

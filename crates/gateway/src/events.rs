@@ -1,0 +1,255 @@
+//! The agent event stream: `GET /api/v1/events` (WebSocket).
+//!
+//! Events are rows written in the same transaction as the change they describe. A
+//! sequencer gives them stream positions in a commit-safe order (see the
+//! `event_positions` migration); one listener per process hears "new positions" and wakes
+//! every socket, which then reads its next page from the database by cursor. So a socket
+//! never holds a pooled connection while idle, a slow client cannot grow memory (it pulls
+//! pages of bounded size), a lost notification only delays delivery until the next ping
+//! tick, and a client that reconnects with `?after=<last id>` gets every later event
+//! exactly once, in order.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        Query, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket},
+    },
+    http::HeaderMap,
+    response::Response,
+};
+use conversation_store::events;
+use futures_util::{SinkExt as _, StreamExt as _};
+use parley_core::{Principal, Role};
+use serde::Deserialize;
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use utoipa::IntoParams;
+
+use crate::{app::AppState, error::ApiError};
+
+/// Close code: the client was too slow to keep up; reconnect with `after`.
+pub const CLOSE_RESUME: u16 = 4001;
+/// Events per page read from the database.
+const PAGE: i64 = 200;
+/// How long one send may take before the client counts as too slow.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ping interval (keeps proxies from closing idle sockets; also a resync tick).
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// Wakes sockets when new positions exist.
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    tx: watch::Sender<u64>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self {
+            tx: watch::channel(0).0,
+        }
+    }
+}
+
+impl EventHub {
+    fn bump(&self) {
+        self.tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
+/// Listen for "new positions" and wake every socket of this process. After a listener
+/// reconnect, wake everyone anyway: a notification may have been lost meanwhile.
+pub async fn run_hub(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
+    loop {
+        let listener = async {
+            let mut l = PgListener::connect_with(&db).await?;
+            l.listen(events::READY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        }
+        .await;
+        let mut l = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "event listener unavailable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        hub.bump();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = l.recv() => match n {
+                    Ok(_) => hub.bump(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event listener lost; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Assign stream positions whenever events are appended (one sequencer at a time across
+/// replicas; the others find the lock taken and wait for the next wake-up).
+pub async fn run_sequencer(db: PgPool, shutdown: CancellationToken) {
+    let pool = db.clone();
+    channel_connector::worker::run(
+        db,
+        events::APPEND_CHANNEL,
+        Duration::from_millis(500),
+        shutdown,
+        || {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.acquire().await?;
+                match events::sequence(&mut conn).await {
+                    Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+                    Err(conversation_store::StoreError::Database(e)) => Err(e),
+                    Err(e) => Err(sqlx::Error::Protocol(e.to_string())),
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Where to start and how to authenticate.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// The last event id the client saw; omitted: only events from now on.
+    pub after: Option<i64>,
+    /// The access token, for browsers (which cannot set headers on a WebSocket).
+    pub access_token: Option<String>,
+}
+
+/// The agent event stream (WebSocket). Authenticate with `Authorization: Bearer` or
+/// `?access_token=`. Each text frame is `{id, kind, payload, created_at}`; reconnect with
+/// `?after=<last id>` to get every later event exactly once, in order. Close code 4001
+/// means the client fell behind: reconnect with `after`.
+#[utoipa::path(get, path = "/events", tag = "events", security(("bearer" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::Problem, content_type = "application/problem+json"),
+        crate::error::CommonErrors,
+    ))]
+pub async fn events_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or(q.access_token)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing_token",
+                "send `Authorization: Bearer <token>` or `?access_token=`",
+            )
+        })?;
+    let principal = crate::auth::authenticate(&state, token.trim()).await?;
+    if q.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::invalid_field(
+            "after",
+            "must be an event id (0 or more)",
+        ));
+    }
+    let start = match q.after {
+        Some(a) => a,
+        None => {
+            let mut conn = state.db.acquire().await?;
+            events::head(&mut conn, principal.tenant_id).await?
+        }
+    };
+    Ok(ws.on_upgrade(move |socket| serve_socket(state, principal, start, socket)))
+}
+
+async fn serve_socket(state: AppState, principal: Principal, start: i64, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    let mut wake = state.events.subscribe();
+    let shutdown = state.shutdown.clone();
+    let mut cursor = start;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let is_supervisor = principal.has_role(Role::Supervisor);
+    'outer: loop {
+        // Drain everything after the cursor, page by page.
+        loop {
+            let page = async {
+                let mut conn = state.db.acquire().await?;
+                events::stream_after(
+                    &mut conn,
+                    principal.tenant_id,
+                    principal.user_id,
+                    is_supervisor,
+                    cursor,
+                    PAGE,
+                )
+                .await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))
+            }
+            .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event page failed; retrying on the next tick");
+                    break;
+                }
+            };
+            if page.is_empty() {
+                break;
+            }
+            for e in page {
+                let text = serde_json::to_string(&e).unwrap_or_default();
+                match tokio::time::timeout(
+                    SEND_TIMEOUT,
+                    tx.send(Message::Text(Utf8Bytes::from(text))),
+                )
+                .await
+                {
+                    Ok(Ok(())) => cursor = e.id,
+                    Ok(Err(_)) => break 'outer,
+                    Err(_) => {
+                        let _ = tx
+                            .send(Message::Close(Some(CloseFrame {
+                                code: CLOSE_RESUME,
+                                reason: Utf8Bytes::from_static("too slow; reconnect with after"),
+                            })))
+                            .await;
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = tx.send(Message::Close(Some(CloseFrame { code: 1001, reason: Utf8Bytes::from_static("server shutting down; reconnect with after") }))).await;
+                break;
+            }
+            changed = wake.changed() => if changed.is_err() { break },
+            _ = ping.tick() => {
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = rx.next() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

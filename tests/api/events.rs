@@ -1,0 +1,225 @@
+//! The agent event stream over a real WebSocket.
+
+use std::time::Duration;
+
+use conversation_store::events::{self, Audience};
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use test_support::{In, TestApp, spawn_app};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp, token: &str, after: Option<i64>) -> Ws {
+    let mut url = format!("ws://{}/api/v1/events?access_token={token}", app.addr);
+    if let Some(a) = after {
+        url.push_str(&format!("&after={a}"));
+    }
+    let (ws, _) = connect_async(url).await.expect("websocket");
+    ws
+}
+
+async fn next_event(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("json"),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no event: {other:?}"),
+        }
+    }
+}
+
+async fn nothing_within(ws: &mut Ws, ms: u64) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(ms), ws.next()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(Message::Text(t)))) => {
+                eprintln!("unexpected event: {t}");
+                return false;
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return true,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_agent_receives_a_new_message_live_and_another_tenant_receives_nothing() {
+    let app = spawn_app().await;
+    let (b_tenant, [_, _, b_agent]) = app.other_tenant().await;
+    let mut a = connect(&app, &app.agent.token, None).await;
+    let mut b = connect(&app, &b_agent.token, None).await;
+    let got = app.inbound("+14155552671", "is anyone there?").await;
+    let e = next_event(&mut a).await;
+    assert_eq!(e["kind"], "message.created");
+    assert_eq!(e["payload"]["message"]["body"], "is anyone there?");
+    assert_eq!(
+        e["payload"]["message"]["contact_id"],
+        got.contact_id.to_string()
+    );
+    let e2 = next_event(&mut a).await;
+    assert_eq!(e2["kind"], "conversation.unread");
+    assert!(e2["id"].as_i64() > e["id"].as_i64());
+    assert!(
+        nothing_within(&mut b, 700).await,
+        "tenant B saw tenant A's event"
+    );
+    // And B's own traffic reaches B.
+    app.inbound_in(
+        b_tenant,
+        In {
+            channel: parley_core::channel::Channel::Whatsapp,
+            address: "+33612345678",
+            name: None,
+            body: "b",
+            provider_id: None,
+        },
+    )
+    .await;
+    assert_eq!(next_event(&mut b).await["kind"], "message.created");
+}
+
+#[tokio::test]
+async fn a_client_that_reconnects_with_after_gets_every_later_event_once_in_order() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, &app.agent.token, Some(0)).await;
+    app.inbound("+14155552671", "one").await;
+    let first = next_event(&mut ws).await;
+    let second = next_event(&mut ws).await;
+    let last_seen = second["id"].as_i64().expect("id");
+    drop(ws);
+    for t in ["two", "three", "four"] {
+        app.inbound("+14155552671", t).await;
+    }
+    let mut ws = connect(&app, &app.agent.token, Some(last_seen)).await;
+    let mut ids = vec![first["id"].as_i64().expect("id"), last_seen];
+    let mut bodies = Vec::new();
+    for _ in 0..6 {
+        let e = next_event(&mut ws).await;
+        ids.push(e["id"].as_i64().expect("id"));
+        if e["kind"] == "message.created" {
+            bodies.push(
+                e["payload"]["message"]["body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+    }
+    assert!(
+        nothing_within(&mut ws, 500).await,
+        "an event was delivered twice"
+    );
+    assert_eq!(bodies, vec!["two", "three", "four"]);
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids strictly increase: {ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn events_committed_out_of_id_order_are_delivered_in_order_and_never_skipped() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, &app.agent.token, None).await;
+    // Transaction A writes first (lower id, lower xid) but commits last.
+    let mut a = app.db.begin().await.expect("a");
+    events::append(
+        &mut a,
+        app.tenant,
+        Audience::Tenant,
+        "test.a",
+        &json!({"n": "a"}),
+    )
+    .await
+    .expect("a");
+    let mut b = app.db.begin().await.expect("b");
+    events::append(
+        &mut b,
+        app.tenant,
+        Audience::Tenant,
+        "test.b",
+        &json!({"n": "b"}),
+    )
+    .await
+    .expect("b");
+    b.commit().await.expect("commit b");
+    // A naive reader paging by id would hand out B now and skip A for ever.
+    assert!(
+        nothing_within(&mut ws, 1500).await,
+        "B was delivered while A could still commit before it"
+    );
+    a.commit().await.expect("commit a");
+    let ea = next_event(&mut ws).await;
+    let eb = next_event(&mut ws).await;
+    assert_eq!(
+        (ea["kind"].as_str(), eb["kind"].as_str()),
+        (Some("test.a"), Some("test.b"))
+    );
+    // A client resuming after A gets B and only B.
+    let mut again = connect(&app, &app.agent.token, ea["id"].as_i64()).await;
+    assert_eq!(next_event(&mut again).await["kind"], "test.b");
+    assert!(nothing_within(&mut again, 500).await);
+}
+
+#[tokio::test]
+async fn audiences_are_respected() {
+    let app = spawn_app().await;
+    let mut agent = connect(&app, &app.agent.token, None).await;
+    let mut sup = connect(&app, &app.supervisor.token, None).await;
+    let mut tx = app.db.begin().await.expect("tx");
+    events::append(
+        &mut tx,
+        app.tenant,
+        Audience::Supervisors,
+        "agent.state",
+        &json!({"who": "x"}),
+    )
+    .await
+    .expect("e");
+    events::append(
+        &mut tx,
+        app.tenant,
+        Audience::User(app.agent.id),
+        "interaction.offered",
+        &json!({"to": "agent"}),
+    )
+    .await
+    .expect("e");
+    tx.commit().await.expect("commit");
+    assert_eq!(next_event(&mut sup).await["kind"], "agent.state");
+    assert_eq!(next_event(&mut agent).await["kind"], "interaction.offered");
+    assert!(
+        nothing_within(&mut agent, 500).await,
+        "an agent saw a supervisors' event"
+    );
+    assert!(
+        nothing_within(&mut sup, 300).await,
+        "a supervisor saw another user's event"
+    );
+}
+
+#[tokio::test]
+async fn the_stream_needs_a_valid_token() {
+    let app = spawn_app().await;
+    for url in [
+        format!("ws://{}/api/v1/events", app.addr),
+        format!("ws://{}/api/v1/events?access_token=forged", app.addr),
+    ] {
+        match connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+    // The header works as well as the query parameter.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/api/v1/events", app.addr),
+    )
+    .expect("req");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.agent.token)
+            .parse()
+            .expect("header"),
+    );
+    assert!(connect_async(req).await.is_ok());
+}
