@@ -96,9 +96,32 @@ pub async fn ingest_inbound(
     .bind(identity_id.0)
     .execute(&mut *conn)
     .await?;
-    let (interaction, interaction_created) =
+    let (mut interaction, interaction_created) =
         interactions::open_or_create(conn, tenant, contact_id, inbound.channel, Some(identity_id))
             .await?;
+    // Async chat: a message on an ended (not done) interaction resumes it with its agent.
+    if interaction.state == "ended"
+        && let Some(resumed) = interactions::set_state(
+            conn,
+            tenant,
+            parley_core::InteractionId(interaction.id),
+            "active",
+            None,
+            None,
+            None,
+        )
+        .await?
+    {
+        crate::events::append(
+            conn,
+            tenant,
+            crate::events::Audience::Tenant,
+            "interaction.resumed",
+            &serde_json::json!({ "interaction": resumed }),
+        )
+        .await?;
+        interaction = resumed;
+    }
     let reply_to_id = match &inbound.reply_to_provider_id {
         Some(pid) => sqlx::query_scalar::<_, Uuid>(
             "SELECT id FROM messages WHERE tenant_id = $1 AND provider_message_id = $2

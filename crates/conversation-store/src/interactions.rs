@@ -105,6 +105,10 @@ pub async fn open_or_create(
     .await
     .map_err(StoreError::from_db)?;
     if let Some(i) = created {
+        // Wake the router (delivered when the caller's transaction commits).
+        sqlx::query("SELECT pg_notify('parley_route', '')")
+            .execute(&mut *conn)
+            .await?;
         return Ok((i, true));
     }
     let existing = sqlx::query_as::<_, Interaction>(concat!(

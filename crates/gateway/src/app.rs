@@ -193,8 +193,34 @@ pub fn spawn_workers(state: &AppState, tracker: &tokio_util::task::TaskTracker) 
     tracker.spawn(crate::events::run_hub(
         state.db.clone(),
         state.events.clone(),
-        stop,
+        stop.clone(),
     ));
+    tracker.spawn(run_router(state.clone(), stop));
+}
+
+/// Route queued interactions and expire unanswered offers, woken by NOTIFY
+/// `parley_route`, polling twice a second for offer timeouts.
+pub async fn run_router(state: AppState, shutdown: CancellationToken) {
+    let timeout = state.config.offer_timeout.as_secs_f64();
+    let pool = state.db.clone();
+    channel_connector::worker::run(
+        state.db.clone(),
+        interaction_router::ROUTE_CHANNEL,
+        Duration::from_millis(500),
+        shutdown,
+        || {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.acquire().await?;
+                match interaction_router::route_round(&mut conn, timeout).await {
+                    Ok(n) => Ok(n),
+                    Err(interaction_router::RouterError::Database(e)) => Err(e),
+                    Err(e) => Err(sqlx::Error::Protocol(e.to_string())),
+                }
+            }
+        },
+    )
+    .await;
 }
 
 /// The inbound media fetcher for this state.

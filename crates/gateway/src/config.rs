@@ -26,6 +26,7 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_LOGIN_WINDOW_SECS",
     "PARLEY_OUTBOX_BACKOFF_MS",
     "PARLEY_SIMULATOR",
+    "PARLEY_OFFER_TIMEOUT_SECS",
     "PARLEY_SIMULATOR_LISTEN",
 ];
 
@@ -120,6 +121,9 @@ pub struct Config {
     pub simulator: bool,
     /// `PARLEY_SIMULATOR_LISTEN` (default `127.0.0.1:0`): the simulator's address.
     pub simulator_listen: SocketAddr,
+    /// `PARLEY_OFFER_TIMEOUT_SECS` (default 30): how long an agent has to accept an offer
+    /// before it goes to the next agent and the agent becomes Not Responding.
+    pub offer_timeout: Duration,
 }
 
 impl Config {
@@ -266,6 +270,13 @@ impl Config {
                 v.parse::<SocketAddr>()
                     .map_err(|_| "is not a socket address; use host:port".into())
             })?,
+            offer_timeout: Duration::from_secs(number(
+                &get,
+                "PARLEY_OFFER_TIMEOUT_SECS",
+                30,
+                1,
+                3600,
+            )?),
         })
     }
 }

@@ -24,6 +24,7 @@ use utoipa::{
         (name = "attachments", description = "Image uploads and downloads"),
         (name = "channels", description = "Channel accounts (WhatsApp numbers) and their dead letters"),
         (name = "webhooks", description = "Provider webhooks (signed by the provider)"),
+        (name = "routing", description = "Agent states, offers and the interaction lifecycle"),
         (name = "events", description = "The agent event stream (WebSocket)"),
         (name = "platform", description = "Provisioning tenants (enabled by PARLEY_PLATFORM_TOKEN)"),
         (name = "operations", description = "Health, readiness, metrics"),

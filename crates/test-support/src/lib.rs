@@ -294,6 +294,7 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         state.events.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(gateway::app::run_router(state.clone(), shutdown.clone()));
 
     let (tenant, users) = seed_tenant(&db, &jwt, "Test Tenant", "test").await?;
     let [admin, supervisor, agent] = users;
@@ -466,6 +467,14 @@ impl TestApp {
     /// replica on the same database would.
     pub fn start_second_dispatcher(&self) {
         tokio::spawn(gateway::app::dispatcher(&self.state).run(self.shutdown.child_token()));
+    }
+
+    /// Start another router beside the running one, as a second replica would.
+    pub fn start_second_router(&self) {
+        tokio::spawn(gateway::app::run_router(
+            self.state.clone(),
+            self.shutdown.child_token(),
+        ));
     }
 
     /// Start a WhatsApp simulator and configure a channel account for it through the API.

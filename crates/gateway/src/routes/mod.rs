@@ -10,6 +10,7 @@ pub mod channel_accounts;
 pub mod connect;
 pub mod contacts;
 pub mod health;
+pub mod interactions;
 pub mod messages;
 pub mod outbound;
 pub mod platform;
@@ -27,5 +28,6 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(outbound::router())
         .merge(channel_accounts::router())
         .merge(connect::router())
+        .merge(interactions::router())
         .routes(utoipa_axum::routes!(crate::events::events_ws))
 }

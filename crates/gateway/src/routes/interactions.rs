@@ -1,0 +1,315 @@
+//! Agent state, the supervisors' agent list, and the interaction lifecycle (accept,
+//! decline, end, done).
+
+use axum::extract::State;
+use interaction_router::{self as router, AgentView, RouterError};
+use parley_core::{InteractionId, Principal, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    auth::RequireRole as _,
+    error::{ApiError, CommonErrors},
+    extract::{ApiJson, ApiPath, ApiQuery},
+    routes::contacts::InteractionOut,
+};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(put_my_state))
+        .routes(routes!(list_agents))
+        .routes(routes!(list_interactions))
+        .routes(routes!(accept_interaction))
+        .routes(routes!(decline_interaction))
+        .routes(routes!(end_interaction))
+        .routes(routes!(done_interaction))
+}
+
+impl From<RouterError> for ApiError {
+    fn from(e: RouterError) -> Self {
+        match e {
+            RouterError::NotFound => ApiError::not_found("interaction"),
+            RouterError::NotYours(why) => ApiError::forbidden(why),
+            RouterError::WrongState(why) => {
+                ApiError::new(axum::http::StatusCode::CONFLICT, "invalid_state", why)
+            }
+            RouterError::Store(s) => s.into(),
+            RouterError::Database(d) => d.into(),
+        }
+    }
+}
+
+/// An agent's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentOut {
+    /// The user.
+    pub user_id: Uuid,
+    /// Name.
+    pub display_name: String,
+    /// `ready`, `not_ready`, `not_responding`, `after_work` or `offline`.
+    pub state: String,
+    /// The Not Ready reason.
+    pub reason: Option<String>,
+    /// Since.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Interactions counting against capacity (active, ended but not done, offered).
+    pub load: i64,
+    /// Chat capacity.
+    pub capacity: i32,
+}
+
+impl From<AgentView> for AgentOut {
+    fn from(a: AgentView) -> Self {
+        Self {
+            user_id: a.user_id,
+            display_name: a.display_name,
+            state: a.state,
+            reason: a.reason,
+            since: a.since,
+            load: a.load,
+            capacity: a.capacity,
+        }
+    }
+}
+
+/// A state change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateIn {
+    /// `ready`, `not_ready` or `after_work`.
+    pub state: String,
+    /// A reason code for Not Ready.
+    pub reason: Option<String>,
+}
+
+/// Set my state: Ready receives offers; Not Ready (with a reason) and After Work do not.
+#[utoipa::path(put, path = "/me/state", tag = "routing", security(("bearer" = [])),
+    request_body = StateIn,
+    responses((status = 200, description = "The new state", body = AgentOut), CommonErrors))]
+pub async fn put_my_state(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(input): ApiJson<StateIn>,
+) -> Result<axum::Json<AgentOut>, ApiError> {
+    if !router::SETTABLE.contains(&input.state.as_str()) {
+        return Err(ApiError::invalid_field(
+            "state",
+            "must be ready, not_ready or after_work",
+        ));
+    }
+    if input
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 64)
+    {
+        return Err(ApiError::invalid_field(
+            "reason",
+            "must be at most 64 characters",
+        ));
+    }
+    let reason = if input.state == "not_ready" {
+        input.reason.as_deref()
+    } else {
+        None
+    };
+    let mut tx = state.db.begin().await?;
+    let view = router::set_state(
+        &mut tx,
+        principal.tenant_id,
+        principal.user_id,
+        &input.state,
+        reason,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::Json(view.into()))
+}
+
+/// Every agent's state and load (supervisors).
+#[utoipa::path(get, path = "/agents", tag = "routing", security(("bearer" = [])),
+    responses((status = 200, description = "Agents", body = Vec<AgentOut>), CommonErrors))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<axum::Json<Vec<AgentOut>>, ApiError> {
+    principal.require(Role::Supervisor)?;
+    let mut conn = state.db.acquire().await?;
+    Ok(axum::Json(
+        router::agents(&mut conn, principal.tenant_id)
+            .await?
+            .into_iter()
+            .map(AgentOut::from)
+            .collect(),
+    ))
+}
+
+/// Interaction filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InteractionQuery {
+    /// `queued`, `offered`, `active`, `ended` or `done`.
+    pub state: Option<String>,
+    /// An agent's id (supervisors; agents always see their own).
+    pub agent: Option<Uuid>,
+}
+
+/// Interactions: an agent's own, or (supervisors) anyone's; newest first, at most 200.
+#[utoipa::path(get, path = "/interactions", tag = "routing", security(("bearer" = [])),
+    params(InteractionQuery),
+    responses((status = 200, description = "Interactions", body = Vec<InteractionOut>), CommonErrors))]
+pub async fn list_interactions(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<InteractionQuery>,
+) -> Result<axum::Json<Vec<InteractionOut>>, ApiError> {
+    if let Some(s) = &q.state
+        && !["queued", "offered", "active", "ended", "done"].contains(&s.as_str())
+    {
+        return Err(ApiError::invalid_field(
+            "state",
+            "must be queued, offered, active, ended or done",
+        ));
+    }
+    let agent = if principal.has_role(Role::Supervisor) {
+        q.agent
+    } else {
+        Some(principal.user_id.0)
+    };
+    let mut conn = state.db.acquire().await?;
+    let rows = sqlx::query_as::<_, conversation_store::interactions::Interaction>(
+        "SELECT id, contact_id, channel, state, agent_id, ended_by, disposition, created_at, accepted_at, ended_at, done_at
+         FROM interactions WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR agent_id = $3)
+         ORDER BY created_at DESC LIMIT 200",
+    )
+    .bind(principal.tenant_id.0)
+    .bind(&q.state)
+    .bind(agent)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(axum::Json(
+        rows.into_iter().map(InteractionOut::from).collect(),
+    ))
+}
+
+/// An interaction in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct InteractionPath {
+    /// The interaction's id.
+    pub interaction_id: Uuid,
+}
+
+/// Wrap-up.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DoneIn {
+    /// A disposition (wrap-up) code.
+    pub disposition: Option<String>,
+}
+
+/// Accept my offer: the interaction becomes active and mine.
+#[utoipa::path(post, path = "/interactions/{interaction_id}/accept", tag = "routing", security(("bearer" = [])),
+    params(InteractionPath),
+    responses(
+        (status = 200, description = "Active", body = InteractionOut),
+        (status = 409, description = "No pending offer", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn accept_interaction(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<InteractionPath>,
+) -> Result<axum::Json<InteractionOut>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let i = router::accept(
+        &mut tx,
+        principal.tenant_id,
+        principal.user_id,
+        InteractionId(p.interaction_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::Json(i.into()))
+}
+
+/// Decline my offer: it goes to the next agent.
+#[utoipa::path(post, path = "/interactions/{interaction_id}/decline", tag = "routing", security(("bearer" = [])),
+    params(InteractionPath),
+    responses(
+        (status = 204, description = "Declined"),
+        (status = 409, description = "No pending offer", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn decline_interaction(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<InteractionPath>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let mut tx = state.db.begin().await?;
+    router::decline(
+        &mut tx,
+        principal.tenant_id,
+        principal.user_id,
+        InteractionId(p.interaction_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// End my interaction (it still counts against my capacity until Done).
+#[utoipa::path(post, path = "/interactions/{interaction_id}/end", tag = "routing", security(("bearer" = [])),
+    params(InteractionPath),
+    responses((status = 200, description = "Ended", body = InteractionOut), CommonErrors))]
+pub async fn end_interaction(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<InteractionPath>,
+) -> Result<axum::Json<InteractionOut>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let i = router::end(
+        &mut tx,
+        principal.tenant_id,
+        principal.user_id,
+        InteractionId(p.interaction_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::Json(i.into()))
+}
+
+/// Mark my interaction Done, with an optional disposition; frees capacity.
+#[utoipa::path(post, path = "/interactions/{interaction_id}/done", tag = "routing", security(("bearer" = [])),
+    params(InteractionPath),
+    request_body = DoneIn,
+    responses((status = 200, description = "Done", body = InteractionOut), CommonErrors))]
+pub async fn done_interaction(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<InteractionPath>,
+    ApiJson(input): ApiJson<DoneIn>,
+) -> Result<axum::Json<InteractionOut>, ApiError> {
+    if input
+        .disposition
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 64)
+    {
+        return Err(ApiError::invalid_field(
+            "disposition",
+            "must be at most 64 characters",
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let i = router::done(
+        &mut tx,
+        principal.tenant_id,
+        principal.user_id,
+        InteractionId(p.interaction_id),
+        input.disposition.as_deref(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::Json(i.into()))
+}

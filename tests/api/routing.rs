@@ -1,0 +1,280 @@
+//! Agent states, offers, capacity and the interaction lifecycle.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use test_support::{TestApp, TestUser, spawn_app, spawn_app_with};
+
+async fn ready(app: &TestApp, who: &TestUser) {
+    let r = app
+        .call(
+            Method::PUT,
+            "/api/v1/me/state",
+            Some(&who.token),
+            Some(&json!({"state": "ready"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+async fn offers_for(app: &TestApp, agent: &TestUser) -> Vec<String> {
+    sqlx::query_scalar::<_, uuid::Uuid>("SELECT interaction_id FROM offers WHERE agent_id = $1 AND state = 'pending' ORDER BY created_at")
+        .bind(agent.id.0)
+        .fetch_all(&app.db)
+        .await
+        .expect("offers")
+        .into_iter()
+        .map(|u| u.to_string())
+        .collect()
+}
+
+async fn wait_offer(app: &TestApp, agent: &TestUser) -> String {
+    let mut found = String::new();
+    for _ in 0..200 {
+        if let Some(o) = offers_for(app, agent).await.into_iter().next() {
+            found = o;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!found.is_empty(), "no offer reached {}", agent.email);
+    found
+}
+
+async fn act(
+    app: &TestApp,
+    who: &TestUser,
+    interaction: &str,
+    action: &str,
+) -> test_support::Reply {
+    app.post(
+        &format!("/api/v1/interactions/{interaction}/{action}"),
+        &who.token,
+        &json!({}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_inbound_chat_is_offered_to_the_ready_agent_who_accepts_it() {
+    let app = spawn_app().await;
+    ready(&app, &app.agent).await;
+    let got = app.inbound("+14155552671", "hello?").await;
+    let offered = wait_offer(&app, &app.agent).await;
+    assert_eq!(offered, got.interaction.id.to_string());
+    let r = act(&app, &app.agent, &offered, "accept").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "active");
+    assert_eq!(r.json["agent_id"], app.agent.id.to_string());
+    // Someone else cannot accept or end it.
+    let r = act(&app, &app.supervisor, &offered, "end").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let mine = app
+        .get("/api/v1/interactions?state=active", &app.agent.token)
+        .await;
+    assert_eq!(mine.json.as_array().map(Vec::len), Some(1));
+    let r = act(&app, &app.agent, &offered, "end").await;
+    assert_eq!(r.json["state"], "ended");
+    let r = app
+        .post(
+            &format!("/api/v1/interactions/{offered}/done"),
+            &app.agent.token,
+            &json!({"disposition": "resolved"}),
+        )
+        .await;
+    assert_eq!(r.json["state"], "done");
+    assert_eq!(r.json["disposition"], "resolved");
+    assert!(r.json["handle_seconds"].is_number());
+}
+
+#[tokio::test]
+async fn with_no_agent_ready_it_waits_and_is_offered_as_soon_as_one_is() {
+    let app = spawn_app().await;
+    let got = app.inbound("+14155552671", "anyone?").await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(offers_for(&app, &app.agent).await.is_empty());
+    ready(&app, &app.agent).await;
+    assert_eq!(
+        wait_offer(&app, &app.agent).await,
+        got.interaction.id.to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_declined_offer_goes_to_the_next_ready_agent() {
+    let app = spawn_app().await;
+    ready(&app, &app.agent).await;
+    let got = app.inbound("+14155552671", "hi").await;
+    let first = wait_offer(&app, &app.agent).await;
+    ready(&app, &app.supervisor).await;
+    let r = act(&app, &app.agent, &first, "decline").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        wait_offer(&app, &app.supervisor).await,
+        got.interaction.id.to_string()
+    );
+    assert!(
+        offers_for(&app, &app.agent).await.is_empty(),
+        "never offered again to who declined"
+    );
+    let r = act(&app, &app.agent, &first, "accept").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_unanswered_offer_times_out_to_the_next_agent_and_the_missing_agent_is_not_responding() {
+    let app = spawn_app_with(&[("PARLEY_OFFER_TIMEOUT_SECS", "1")]).await;
+    ready(&app, &app.agent).await;
+    let got = app.inbound("+14155552671", "hi").await;
+    wait_offer(&app, &app.agent).await;
+    ready(&app, &app.supervisor).await;
+    // The supervisor is ready now but the agent holds the offer until it times out.
+    assert_eq!(
+        wait_offer(&app, &app.supervisor).await,
+        got.interaction.id.to_string()
+    );
+    let agents = app.get("/api/v1/agents", &app.supervisor.token).await;
+    let me = agents
+        .json
+        .as_array()
+        .expect("agents")
+        .iter()
+        .find(|a| a["user_id"] == app.agent.id.to_string())
+        .cloned()
+        .expect("agent");
+    assert_eq!(me["state"], "not_responding");
+    let r = app.get("/api/v1/agents", &app.agent.token).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "agents don't see others' states"
+    );
+}
+
+#[tokio::test]
+async fn capacity_is_respected_ended_still_counts_and_done_frees_it() {
+    let app = spawn_app().await;
+    let r = app
+        .patch(
+            &format!("/api/v1/users/{}", app.agent.id),
+            &app.admin.token,
+            &json!({"capacity": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    ready(&app, &app.agent).await;
+    let a = app.inbound("+14155552671", "first").await;
+    let b = app.inbound("+33612345678", "second").await;
+    let first = wait_offer(&app, &app.agent).await;
+    assert_eq!(first, a.interaction.id.to_string(), "oldest first");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(offers_for(&app, &app.agent).await.len(), 1, "capacity 1");
+    act(&app, &app.agent, &first, "accept").await;
+    act(&app, &app.agent, &first, "end").await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(
+        offers_for(&app, &app.agent).await.is_empty(),
+        "an ended interaction still counts until Done"
+    );
+    act(&app, &app.agent, &first, "done").await;
+    assert_eq!(
+        wait_offer(&app, &app.agent).await,
+        b.interaction.id.to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_continuation_goes_to_the_contacts_last_agent() {
+    let app = spawn_app().await;
+    ready(&app, &app.agent).await;
+    let a = app.inbound("+14155552671", "first chat").await;
+    let i = wait_offer(&app, &app.agent).await;
+    act(&app, &app.agent, &i, "accept").await;
+    act(&app, &app.agent, &i, "done").await;
+    // The supervisor has been idle longer, but the contact's last agent comes first.
+    ready(&app, &app.supervisor).await;
+    sqlx::query(
+        "UPDATE agent_states SET idle_since = now() - interval '1 hour' WHERE user_id = $1",
+    )
+    .bind(app.supervisor.id.0)
+    .execute(&app.db)
+    .await
+    .expect("idle");
+    let again = app.inbound("+14155552671", "me again").await;
+    assert_ne!(again.interaction.id, a.interaction.id);
+    assert_eq!(
+        wait_offer(&app, &app.agent).await,
+        again.interaction.id.to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_message_on_an_ended_interaction_resumes_it() {
+    let app = spawn_app().await;
+    ready(&app, &app.agent).await;
+    let a = app.inbound("+14155552671", "hi").await;
+    let i = wait_offer(&app, &app.agent).await;
+    act(&app, &app.agent, &i, "accept").await;
+    act(&app, &app.agent, &i, "end").await;
+    let again = app.inbound("+14155552671", "one more thing").await;
+    assert_eq!(again.interaction.id, a.interaction.id);
+    assert_eq!(again.interaction.state, "active");
+    assert_eq!(again.interaction.agent_id, Some(app.agent.id.0));
+}
+
+#[tokio::test]
+async fn two_routers_never_offer_twice_nor_overfill_an_agent() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    app.start_second_router();
+    for who in [&app.agent, &app.supervisor, &app.admin] {
+        let r = app
+            .patch(
+                &format!("/api/v1/users/{}", who.id),
+                &app.admin.token,
+                &json!({"capacity": 2}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        ready(&app, who).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.inbound(&format!("+1415555{:04}", 2600 + i), "burst")
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    app.eventually("six offers", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM offers WHERE state = 'pending'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap_or(0)
+            == 6
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let per_agent: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT agent_id, count(*) FROM offers WHERE state = 'pending' GROUP BY agent_id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("per agent");
+    assert_eq!(per_agent.len(), 3);
+    assert!(per_agent.iter().all(|(_, n)| *n == 2), "{per_agent:?}");
+    let dup: i64 = sqlx::query_scalar("SELECT count(*) FROM (SELECT interaction_id FROM offers GROUP BY interaction_id HAVING count(*) > 1) d")
+        .fetch_one(&app.db)
+        .await
+        .expect("dups");
+    assert_eq!(dup, 0);
+    let waiting: Vec<Value> = app
+        .get("/api/v1/interactions?state=queued", &app.supervisor.token)
+        .await
+        .json
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(waiting.len(), 14);
+}
