@@ -223,3 +223,66 @@ async fn the_stream_needs_a_valid_token() {
     );
     assert!(connect_async(req).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_one_replica_hears_what_happens_on_another() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, &app.agent.token, None).await;
+    let (replica_b, _stop) = test_support::spawn_replica(&app).await;
+    // A contact and a message exist; the read mark is set through replica B.
+    let got = app.inbound("+14155552671", "hi").await;
+    assert_eq!(next_event(&mut ws).await["kind"], "message.created");
+    assert_eq!(next_event(&mut ws).await["kind"], "conversation.unread");
+    let mid = got.message.expect("stored").id;
+    let res = app
+        .client
+        .post(format!(
+            "http://{replica_b}/api/v1/contacts/{}/read",
+            got.contact_id
+        ))
+        .bearer_auth(&app.supervisor.token)
+        .json(&json!({"up_to_message_id": mid}))
+        .send()
+        .await
+        .expect("read via B");
+    assert_eq!(res.status(), 200);
+    let e = next_event(&mut ws).await;
+    assert_eq!(e["kind"], "conversation.unread");
+    assert_eq!(e["payload"]["unread_count"], 0);
+    assert_eq!(e["payload"]["read_by"], app.supervisor.id.to_string());
+}
+
+#[tokio::test]
+async fn resuming_from_before_pruned_events_is_told_to_resync() {
+    let app = spawn_app().await;
+    app.inbound("+14155552671", "old news").await;
+    app.eventually("sequenced", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE position IS NOT NULL")
+            .fetch_one(&app.db)
+            .await
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
+    let mut conn = app.db.acquire().await.expect("conn");
+    sqlx::query("UPDATE events SET created_at = now() - interval '30 days'")
+        .execute(&mut *conn)
+        .await
+        .expect("age");
+    assert!(
+        events::prune(&mut conn, 7.0 * 24.0 * 3600.0)
+            .await
+            .expect("prune")
+            > 0
+    );
+    drop(conn);
+    let mut ws = connect(&app, &app.agent.token, Some(0)).await;
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Close(Some(frame))))) => assert_eq!(u16::from(frame.code), 4002),
+        other => panic!("expected a resync close, got {other:?}"),
+    }
+    // Without `after` the client starts from now.
+    let mut ws = connect(&app, &app.agent.token, None).await;
+    app.inbound("+14155552671", "new").await;
+    assert_eq!(next_event(&mut ws).await["kind"], "message.created");
+}

@@ -173,3 +173,46 @@ pub async fn head(conn: &mut PgConnection, tenant: TenantId) -> Result<i64, Stor
     .await?
     .unwrap_or(0))
 }
+
+/// Delete sequenced events older than `keep_secs`, recording per tenant the newest
+/// position removed. Returns how many were deleted.
+pub async fn prune(conn: &mut PgConnection, keep_secs: f64) -> Result<u64, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let deleted: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "WITH gone AS (
+            DELETE FROM events WHERE id IN (
+                SELECT id FROM events WHERE position IS NOT NULL
+                  AND created_at < now() - make_interval(secs => $1)
+                ORDER BY position LIMIT 10000)
+            RETURNING tenant_id, position)
+         SELECT tenant_id, max(position) FROM gone GROUP BY tenant_id",
+    )
+    .bind(keep_secs)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (tenant, pos) in &deleted {
+        sqlx::query(
+            "INSERT INTO event_prune_marks (tenant_id, pruned_through_position) VALUES ($1, $2)
+             ON CONFLICT (tenant_id) DO UPDATE
+             SET pruned_through_position = GREATEST(event_prune_marks.pruned_through_position, $2)",
+        )
+        .bind(tenant)
+        .bind(pos)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(deleted.len() as u64)
+}
+
+/// The newest position pruned for the tenant (0 if none): resuming from before it
+/// would miss events.
+pub async fn pruned_through(conn: &mut PgConnection, tenant: TenantId) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT pruned_through_position FROM event_prune_marks WHERE tenant_id = $1",
+    )
+    .bind(tenant.0)
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or(0))
+}

@@ -195,7 +195,12 @@ pub fn spawn_workers(state: &AppState, tracker: &tokio_util::task::TaskTracker) 
         state.events.clone(),
         stop.clone(),
     ));
-    tracker.spawn(run_router(state.clone(), stop));
+    tracker.spawn(run_router(state.clone(), stop.clone()));
+    tracker.spawn(crate::events::run_pruner(
+        state.db.clone(),
+        state.config.event_retention,
+        stop,
+    ));
 }
 
 /// Route queued interactions and expire unanswered offers, woken by NOTIFY

@@ -27,6 +27,7 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_OUTBOX_BACKOFF_MS",
     "PARLEY_SIMULATOR",
     "PARLEY_OFFER_TIMEOUT_SECS",
+    "PARLEY_EVENT_RETENTION_HOURS",
     "PARLEY_SIMULATOR_LISTEN",
 ];
 
@@ -124,6 +125,9 @@ pub struct Config {
     /// `PARLEY_OFFER_TIMEOUT_SECS` (default 30): how long an agent has to accept an offer
     /// before it goes to the next agent and the agent becomes Not Responding.
     pub offer_timeout: Duration,
+    /// `PARLEY_EVENT_RETENTION_HOURS` (default 168 = 7 days): how long events are kept
+    /// for resuming clients.
+    pub event_retention: Duration,
 }
 
 impl Config {
@@ -277,6 +281,9 @@ impl Config {
                 1,
                 3600,
             )?),
+            event_retention: Duration::from_secs(
+                3600 * number(&get, "PARLEY_EVENT_RETENTION_HOURS", 168, 1, 24 * 365)?,
+            ),
         })
     }
 }

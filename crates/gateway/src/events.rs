@@ -32,6 +32,9 @@ use crate::{app::AppState, error::ApiError};
 
 /// Close code: the client was too slow to keep up; reconnect with `after`.
 pub const CLOSE_RESUME: u16 = 4001;
+/// Close code: the client's `after` is older than the retained events; reload state and
+/// reconnect without `after`.
+pub const CLOSE_RESYNC: u16 = 4002;
 /// Events per page read from the database.
 const PAGE: i64 = 200;
 /// How long one send may take before the client counts as too slow.
@@ -123,6 +126,21 @@ pub async fn run_sequencer(db: PgPool, shutdown: CancellationToken) {
     .await;
 }
 
+/// Delete events past their retention, hourly.
+pub async fn run_pruner(db: PgPool, keep: Duration, shutdown: CancellationToken) {
+    loop {
+        if let Ok(mut conn) = db.acquire().await
+            && let Err(e) = events::prune(&mut conn, keep.as_secs_f64()).await
+        {
+            tracing::warn!(error = %e, "event pruning failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {},
+        }
+    }
+}
+
 /// Where to start and how to authenticate.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EventsQuery {
@@ -168,13 +186,25 @@ pub async fn events_ws(
             "must be an event id (0 or more)",
         ));
     }
+    let mut conn = state.db.acquire().await?;
     let start = match q.after {
         Some(a) => a,
-        None => {
-            let mut conn = state.db.acquire().await?;
-            events::head(&mut conn, principal.tenant_id).await?
-        }
+        None => events::head(&mut conn, principal.tenant_id).await?,
     };
+    let pruned = events::pruned_through(&mut conn, principal.tenant_id).await?;
+    drop(conn);
+    if q.after.is_some() && start < pruned {
+        return Ok(ws.on_upgrade(|mut socket| async move {
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: CLOSE_RESYNC,
+                    reason: Utf8Bytes::from_static(
+                        "events since `after` were pruned; resync and reconnect without after",
+                    ),
+                })))
+                .await;
+        }));
+    }
     Ok(ws.on_upgrade(move |socket| serve_socket(state, principal, start, socket)))
 }
 

@@ -190,6 +190,8 @@ pub struct TestApp {
     pub data_dir: std::path::PathBuf,
     workers: std::sync::Mutex<CancellationToken>,
     state: AppState,
+    /// The database URL (for extra connections).
+    pub db_url: String,
 }
 
 impl Drop for TestApp {
@@ -246,6 +248,49 @@ fn password_hash() -> &'static str {
 /// An HTTP client for tests (with the TLS provider installed).
 pub fn http() -> reqwest::Client {
     channel_connector::http_client(std::time::Duration::from_secs(30))
+}
+
+/// Start another gateway replica over the same database as `app` (its own pool,
+/// listener, event sequencer and hub, router, pruner and outbox dispatcher), as a second
+/// process behind a load balancer would be.
+pub async fn spawn_replica(app: &TestApp) -> (String, CancellationToken) {
+    let state = AppState::new(
+        app.db.clone(),
+        (*app.state.config).clone(),
+        TEST_JWT_SECRET.as_bytes(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = gateway::build_router(state.clone());
+    let stop = state.shutdown.clone();
+    tokio::spawn(gateway::serve(listener, router, stop.clone()));
+    tokio::spawn(gateway::events::run_sequencer(
+        state.db.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(gateway::events::run_hub(
+        state.db.clone(),
+        state.events.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(gateway::events::run_pruner(
+        state.db.clone(),
+        state.config.event_retention,
+        stop.clone(),
+    ));
+    tokio::spawn(gateway::app::run_router(state.clone(), stop.clone()));
+    tokio::spawn(gateway::app::dispatcher(&state).run(stop.clone()));
+    // Not the media fetcher: with two in one process, event delivery stalled in this
+    // test; being investigated (see the closing note of the router/events issue).
+    let parent = app.shutdown.clone();
+    let child = stop.clone();
+    tokio::spawn(async move {
+        parent.cancelled().await;
+        child.cancel();
+    });
+    (addr.to_string(), stop)
 }
 
 /// Start a gateway with the default test settings.
@@ -312,6 +357,7 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         data_dir,
         workers: std::sync::Mutex::new(workers),
         state,
+        db_url: url,
     })
 }
 
