@@ -1308,3 +1308,35 @@ async fn an_agent_reacts_to_a_contacts_message() {
     assert_eq!(sent["reaction"]["message_id"], pid);
     assert_eq!(sent["reaction"]["emoji"], "👍");
 }
+
+#[tokio::test]
+async fn validate_asks_the_providers_contacts_check_when_it_has_one() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let r = app
+        .patch(
+            &format!("/api/v1/channel-accounts/{}", wa.account_id),
+            &app.admin.token,
+            &json!({"contacts_check_url": format!("{}/v1/contacts", wa.sim_base)}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    wa.sim.set_no_whatsapp("+33612345678");
+    for (number, want) in [("+14155552671", "connected"), ("+33612345678", "invalid")] {
+        let c = app
+            .post("/api/v1/contacts", &app.agent.token, &json!({"name": number, "identities": [{"channel": "whatsapp", "address": number}]}))
+            .await;
+        let id = c.json["id"].as_str().expect("id");
+        let ident = c.json["identities"][0]["id"].as_str().expect("identity");
+        let r = app
+            .post(
+                &format!("/api/v1/contacts/{id}/identities/{ident}/validate"),
+                &app.agent.token,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["status"], want, "{number}: {}", r.text);
+        assert!(r.json["evidence"]["contacts_check"].is_string());
+    }
+}

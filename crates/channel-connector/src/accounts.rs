@@ -33,6 +33,8 @@ pub struct Account {
     pub optin_template_language: String,
     /// How recent evidence must be for Validate to call an address reachable.
     pub evidence_days: i32,
+    /// The provider's legacy contacts-check URL (`…/v1/contacts`), if it offers one.
+    pub contacts_check_url: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Changed.
@@ -100,11 +102,13 @@ pub struct AccountPatch {
     pub optin_template_language: Option<String>,
     /// Evidence period in days.
     pub evidence_days: Option<i32>,
+    /// Contacts-check URL (empty string clears it).
+    pub contacts_check_url: Option<String>,
 }
 
 macro_rules! account_columns {
     () => {
-        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, optin_template_name, optin_template_language, evidence_days, created_at, updated_at"
+        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, optin_template_name, optin_template_language, evidence_days, contacts_check_url, created_at, updated_at"
     };
 }
 
@@ -236,7 +240,10 @@ pub async fn update(
             mark_read = COALESCE($10, mark_read),
             optin_template_name = COALESCE($11, optin_template_name),
             optin_template_language = COALESCE($12, optin_template_language),
-            evidence_days = COALESCE($13, evidence_days), updated_at = now()
+            evidence_days = COALESCE($13, evidence_days),
+            contacts_check_url = CASE WHEN $14::text IS NULL THEN contacts_check_url
+                                      WHEN $14 = '' THEN NULL ELSE $14 END,
+            updated_at = now()
          WHERE tenant_id = $1 AND id = $2 RETURNING ",
         account_columns!()
     ))
@@ -253,6 +260,7 @@ pub async fn update(
     .bind(&p.optin_template_name)
     .bind(&p.optin_template_language)
     .bind(p.evidence_days)
+    .bind(&p.contacts_check_url)
     .fetch_optional(conn)
     .await
     .map_err(map_db)

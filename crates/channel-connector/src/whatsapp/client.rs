@@ -124,6 +124,33 @@ pub async fn mark_read(
     }
 }
 
+/// Ask a provider's legacy contacts check whether `phone` (E.164) is a WhatsApp user:
+/// `Some(true)` valid, `Some(false)` invalid, `None` when the check could not answer.
+pub async fn contacts_check(
+    http: &reqwest::Client,
+    url: &str,
+    secrets: &Secrets,
+    phone: &str,
+) -> Option<bool> {
+    let body = serde_json::json!({ "blocking": "wait", "contacts": [phone], "force_check": true });
+    let res = http
+        .post(url)
+        .bearer_auth(&secrets.access_token)
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    let json: Value = res.json().await.ok()?;
+    match json.get("contacts")?.get(0)?.get("status")?.as_str()? {
+        "valid" => Some(true),
+        "invalid" => Some(false),
+        _ => None,
+    }
+}
+
 /// Upload bytes to `{base}/{phone_number_id}/media`; the media id, or the outcome to use.
 pub async fn upload_media(
     http: &reqwest::Client,

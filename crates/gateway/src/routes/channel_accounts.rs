@@ -49,6 +49,8 @@ pub struct AccountOut {
     pub optin_template_language: String,
     /// How recent (days) evidence must be for Validate to call an address reachable.
     pub evidence_days: i32,
+    /// The provider's legacy contacts-check URL, when it offers one (Validate uses it).
+    pub contacts_check_url: Option<String>,
     /// Where to point the provider's webhook (relative to this server).
     pub webhook_path: String,
     /// Created.
@@ -72,6 +74,7 @@ impl From<Account> for AccountOut {
             optin_template_name: a.optin_template_name,
             optin_template_language: a.optin_template_language,
             evidence_days: a.evidence_days,
+            contacts_check_url: a.contacts_check_url,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }
@@ -131,6 +134,8 @@ pub struct PatchAccountIn {
     pub optin_template_language: Option<String>,
     /// Validate's evidence period in days (1 to 365).
     pub evidence_days: Option<i32>,
+    /// The provider's legacy contacts-check URL (`…/v1/contacts`); empty clears it.
+    pub contacts_check_url: Option<String>,
 }
 
 /// An account id in the path.
@@ -299,6 +304,13 @@ pub async fn patch_account(
         .optin_template_language
         .as_deref()
         .map(|n| c.text("optin_template_language", n, 16));
+    if let Some(u) = input
+        .contacts_check_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+    {
+        check_url(&mut c, "contacts_check_url", u);
+    }
     if input.evidence_days.is_some_and(|d| !(1..=365).contains(&d)) {
         c.fail("evidence_days", "must be between 1 and 365");
     }
@@ -322,6 +334,7 @@ pub async fn patch_account(
             optin_template_name,
             optin_template_language,
             evidence_days: input.evidence_days,
+            contacts_check_url: input.contacts_check_url,
         },
     )
     .await

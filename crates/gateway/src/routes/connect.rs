@@ -256,9 +256,17 @@ pub async fn validate_identity(
     let tenant = principal.tenant_id;
     let mut tx = state.db.begin().await?;
     let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
-    let days = accounts::for_contact(&mut tx, tenant, p.contact_id)
-        .await?
-        .map_or(30, |a| a.evidence_days);
+    let account = accounts::for_contact(&mut tx, tenant, p.contact_id).await?;
+    let days = account.as_ref().map_or(30, |a| a.evidence_days);
+    let check = match &account {
+        Some(a) => match &a.contacts_check_url {
+            Some(url) => accounts::secrets(&mut tx, tenant, a.id)
+                .await?
+                .map(|s| (url.clone(), s)),
+            None => None,
+        },
+        None => None,
+    };
     let since = Utc::now() - Duration::days(i64::from(days));
     let last_send = sqlx::query_as::<_, LastSend>(
         "SELECT m.status, m.status_error, m.created_at FROM messages m JOIN outbox o ON o.message_id = m.id
@@ -282,6 +290,23 @@ pub async fn validate_identity(
                 .and_then(Value::as_i64)
                 == Some(131026)
     });
+    // The provider's contacts check, when it has one (outside the transaction would be
+    // better; it is one short call with a timeout and happens before any write).
+    let checked = match (
+        &check,
+        recent_inbound.is_none() && recent_delivery.is_none(),
+    ) {
+        (Some((url, secrets)), true) if !parley_core::channel::is_bsuid(&ident.address) => {
+            channel_connector::whatsapp::client::contacts_check(
+                &state.provider_http,
+                url,
+                secrets,
+                &ident.address,
+            )
+            .await
+        }
+        _ => None,
+    };
     let (status, reason, evidence, advice) = if let Some(at) = recent_inbound {
         (
             "connected",
@@ -299,6 +324,22 @@ pub async fn validate_identity(
             json!({"last_send_status": s.status, "sent_at": s.created_at}),
             None,
         )
+    } else if let Some(valid) = checked {
+        if valid {
+            (
+                "connected",
+                "the provider's contacts check says this number is on WhatsApp".to_owned(),
+                json!({"contacts_check": "valid"}),
+                None,
+            )
+        } else {
+            (
+                "invalid",
+                "the provider's contacts check says this number is not on WhatsApp".to_owned(),
+                json!({"contacts_check": "invalid"}),
+                Some("check the number with the contact, or use another channel".to_owned()),
+            )
+        }
     } else if let Some(s) = undeliverable {
         (
             "invalid",
@@ -328,7 +369,13 @@ pub async fn validate_identity(
             tenant,
             IdentityId(ident.id),
             status,
-            undeliverable.and_then(|s| s.status_error.as_ref()),
+            undeliverable
+                .and_then(|s| s.status_error.clone())
+                .or_else(|| {
+                    (checked == Some(false))
+                        .then(|| json!({"code": "contacts_check", "title": "not a WhatsApp user"}))
+                })
+                .as_ref(),
             None,
         )
         .await?
