@@ -208,12 +208,8 @@ impl MediaFetcher {
                     size: bytes.len(),
                     filename: job.filename.as_deref(),
                 };
-                let stored = attachments::insert_file(&mut tx, tenant, &file, None)
-                    .await
-                    .map_err(store_err)?;
-                attachments::link_to_message(&mut tx, tenant, job.message_id, &stored)
-                    .await
-                    .map_err(store_err)?;
+                let stored = attachments::insert_file(&mut tx, tenant, &file, None).await?;
+                attachments::link_to_message(&mut tx, tenant, job.message_id, &stored).await?;
                 sqlx::query(
                     "UPDATE media_downloads SET state = 'done', locked_until = NULL WHERE id = $1",
                 )
@@ -255,13 +251,6 @@ impl MediaFetcher {
         .execute(&self.db)
         .await?;
         Ok(())
-    }
-}
-
-fn store_err(e: conversation_store::StoreError) -> sqlx::Error {
-    match e {
-        conversation_store::StoreError::Database(d) => d,
-        other => sqlx::Error::Protocol(other.to_string()),
     }
 }
 

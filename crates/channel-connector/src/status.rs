@@ -81,11 +81,7 @@ pub async fn advance(
         "message.status",
         &json!({ "message_id": message_id, "contact_id": contact_id, "status": new, "error": error }),
     )
-    .await
-    .map_err(|e| match e {
-        conversation_store::StoreError::Database(d) => d,
-        other => sqlx::Error::Protocol(other.to_string()),
-    })?;
+    .await?;
     if new == "failed"
         && let Some(err) = error
     {
@@ -116,10 +112,6 @@ async fn failure_effects(
     let Some(recipient) = recipient else {
         return Ok(());
     };
-    let to_sqlx = |e: conversation_store::StoreError| match e {
-        conversation_store::StoreError::Database(d) => d,
-        other => sqlx::Error::Protocol(other.to_string()),
-    };
     let contact = parley_core::ContactId(contact_id);
     match code {
         131047 => {
@@ -130,8 +122,7 @@ async fn failure_effects(
                 Channel::Whatsapp,
                 &recipient,
             )
-            .await
-            .map_err(to_sqlx)?;
+            .await?;
         }
         131026 => {
             let identity = conversation_store::contacts::find_identity(
@@ -140,8 +131,7 @@ async fn failure_effects(
                 Channel::Whatsapp,
                 &recipient,
             )
-            .await
-            .map_err(to_sqlx)?;
+            .await?;
             if let Some(identity) = identity.filter(|i| i.contact_id == contact_id) {
                 conversation_store::contacts::set_identity_status(
                     conn,
@@ -151,8 +141,7 @@ async fn failure_effects(
                     Some(error),
                     None,
                 )
-                .await
-                .map_err(to_sqlx)?;
+                .await?;
             }
         }
         _ => {}

@@ -39,12 +39,21 @@ impl Identity {
     /// When WhatsApp's 24-hour customer-service window ends (or ended): 24 hours after the
     /// last inbound message, sooner if the provider closed it. `None` if never opened.
     pub fn window_expires_at(&self) -> Option<DateTime<Utc>> {
-        let last = self.last_inbound_at?;
-        let natural = last + chrono::Duration::hours(24);
-        match self.window_closed_at {
-            Some(closed) if closed >= last => Some(closed.min(natural)),
-            _ => Some(natural),
-        }
+        window_end(self.last_inbound_at, self.window_closed_at)
+    }
+}
+
+/// WhatsApp's 24-hour customer-service window: it ends 24 hours after the last inbound
+/// message, or earlier when the provider said it closed (error 131047) since then.
+pub fn window_end(
+    last_inbound_at: Option<DateTime<Utc>>,
+    window_closed_at: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let last = last_inbound_at?;
+    let natural = last + chrono::Duration::hours(24);
+    match window_closed_at {
+        Some(closed) if closed >= last => Some(closed.min(natural)),
+        _ => Some(natural),
     }
 }
 

@@ -74,3 +74,14 @@ impl StoreError {
         StoreError::Database(err)
     }
 }
+
+/// For worker loops that speak `sqlx::Error`: a database failure stays itself, anything
+/// else becomes a protocol error carrying its message.
+impl From<StoreError> for sqlx::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Database(d) => d,
+            other => sqlx::Error::Protocol(other.to_string()),
+        }
+    }
+}

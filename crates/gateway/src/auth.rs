@@ -189,6 +189,11 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
     }
 }
 
+/// Compare secrets without leaking where they differ (the length may leak).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Role guard: `principal.require(Role::Admin)?`.
 pub trait RequireRole {
     /// 403 unless the principal's role is at least `min`.
@@ -259,6 +264,13 @@ mod tests {
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
             .expect("sign");
         assert_eq!(keys.verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
     #[tokio::test]

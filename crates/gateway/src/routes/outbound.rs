@@ -6,7 +6,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 use channel_connector::{accounts, outbox, whatsapp::request};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use conversation_store::{
     contacts,
     idempotency::{self, Claim},
@@ -75,25 +75,12 @@ pub struct SendIn {
     pub buttons: Option<Vec<ButtonIn>>,
 }
 
-/// WhatsApp's customer-service window.
-const WINDOW_HOURS: i64 = 24;
-
 #[derive(sqlx::FromRow)]
 struct Target {
     id: Uuid,
     address: String,
     last_inbound_at: Option<DateTime<Utc>>,
     window_closed_at: Option<DateTime<Utc>>,
-}
-
-/// When the window closes(d): `None` if it was never open.
-fn window_end(t: &Target) -> Option<DateTime<Utc>> {
-    let last = t.last_inbound_at?;
-    let natural = last + Duration::hours(WINDOW_HOURS);
-    match t.window_closed_at {
-        Some(closed) if closed >= last => Some(closed.min(natural)),
-        _ => Some(natural),
-    }
 }
 
 /// Send a message to the contact over WhatsApp. Refused up front (422
@@ -238,7 +225,7 @@ pub async fn send_message(
             "the contact has no WhatsApp address; add one first",
         )
     })?;
-    let end = window_end(&target);
+    let end = contacts::window_end(target.last_inbound_at, target.window_closed_at);
     if end.is_none_or(|e| e <= Utc::now()) {
         return Err(ApiError::window_closed(end));
     }

@@ -56,10 +56,6 @@ pub struct TenantCreatedOut {
     pub admin: UserOut,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn check_platform_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.config.platform_token else {
         return Err(ApiError::new(
@@ -78,7 +74,7 @@ fn check_platform_token(state: &AppState, headers: &HeaderMap) -> Result<(), Api
                 "this endpoint needs `Authorization: Bearer <platform token>`",
             )
         })?;
-    if constant_time_eq(given.trim().as_bytes(), expected.0.as_bytes()) {
+    if crate::auth::constant_time_eq(given.trim().as_bytes(), expected.0.as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::unauthorized(
@@ -153,16 +149,4 @@ pub async fn create_tenant(
             admin: admin.into(),
         }),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
 }

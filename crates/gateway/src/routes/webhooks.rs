@@ -54,10 +54,6 @@ pub struct VerifyQuery {
     pub challenge: Option<String>,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Meta's subscription handshake: echo `hub.challenge` when the verify token matches.
 #[utoipa::path(get, path = "/webhooks/whatsapp/{channel_account_id}", tag = "webhooks",
     params(WebhookPath, VerifyQuery),
@@ -75,10 +71,9 @@ pub async fn verify_whatsapp(
     let (_, secrets) = accounts::for_webhook(&mut conn, path.channel_account_id)
         .await?
         .ok_or_else(|| ApiError::not_found("channel account"))?;
-    let token_ok = q
-        .verify_token
-        .as_deref()
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), secrets.verify_token.as_bytes()));
+    let token_ok = q.verify_token.as_deref().is_some_and(|t| {
+        crate::auth::constant_time_eq(t.as_bytes(), secrets.verify_token.as_bytes())
+    });
     match (q.mode.as_deref(), token_ok, q.challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
             Ok(([("content-type", "text/plain")], challenge).into_response())
