@@ -89,9 +89,8 @@ impl MediaFetcher {
     }
 
     /// Run until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let db = self.db.clone();
-        crate::worker::run(db, CHANNEL, Duration::from_secs(2), shutdown, || {
+    pub async fn run(self, wake: crate::worker::Wake, shutdown: CancellationToken) {
+        crate::worker::run(wake, CHANNEL, Duration::from_secs(2), shutdown, || {
             self.round()
         })
         .await;

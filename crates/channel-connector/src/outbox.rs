@@ -121,10 +121,9 @@ impl Dispatcher {
     }
 
     /// Run until `shutdown`; woken by NOTIFY, with a slow poll as a fallback.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let db = self.db.clone();
+    pub async fn run(self, wake: crate::worker::Wake, shutdown: CancellationToken) {
         let poll = self.cfg.poll;
-        crate::worker::run(db, CHANNEL, poll, shutdown, || self.round()).await;
+        crate::worker::run(wake, CHANNEL, poll, shutdown, || self.round()).await;
     }
 
     /// Claim and process one batch; returns how many rows were claimed.

@@ -1,32 +1,105 @@
-//! The loop every background worker runs: do a round of work; when there was none, wait
-//! for a NOTIFY on its channel or a slow poll (a notification can be lost while the
-//! listener reconnects), until shutdown.
+//! One `LISTEN` connection per process and the loop every background worker runs.
+//!
+//! [`Wakeups`] holds one counter per NOTIFY channel; [`listen`] keeps a single listener
+//! connection subscribed to all of them and bumps a channel's counter for each
+//! notification (and every counter after a reconnect, since a notification may have been
+//! lost meanwhile). Workers and sockets wait on a [`Wake`] for their channel.
+//!
+//! [`run`]: do a round of work; when there was none, wait for a wake-up or a slow poll,
+//! until shutdown.
 
-use std::{future::Future, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-async fn listen(db: &PgPool, channel: &str) -> Option<PgListener> {
-    match PgListener::connect_with(db).await {
-        Ok(mut l) => match l.listen(channel).await {
-            Ok(()) => Some(l),
+/// Waits for notifications on one channel.
+pub type Wake = watch::Receiver<u64>;
+
+/// Per-channel wake-up counters, shared by everything in one process.
+#[derive(Debug, Clone)]
+pub struct Wakeups {
+    channels: Arc<HashMap<&'static str, watch::Sender<u64>>>,
+}
+
+impl Wakeups {
+    /// Counters for `channels`.
+    pub fn new(channels: &[&'static str]) -> Self {
+        Self {
+            channels: Arc::new(channels.iter().map(|c| (*c, watch::channel(0).0)).collect()),
+        }
+    }
+
+    /// Wake-ups for `channel` (one that was never registered never fires; the worker
+    /// then only polls).
+    pub fn subscribe(&self, channel: &str) -> Wake {
+        match self.channels.get(channel) {
+            Some(tx) => tx.subscribe(),
+            None => watch::channel(0).1,
+        }
+    }
+
+    /// Wake everything waiting on `channel`.
+    pub fn bump(&self, channel: &str) {
+        if let Some(tx) = self.channels.get(channel) {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    fn bump_all(&self) {
+        for tx in self.channels.values() {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.channels.keys().copied().collect()
+    }
+}
+
+/// Keep one listener subscribed to every channel of `wakeups` until `shutdown`,
+/// reconnecting (and waking everyone) after it is lost.
+pub async fn listen(db: PgPool, wakeups: Wakeups, shutdown: CancellationToken) {
+    let names = wakeups.names();
+    loop {
+        let connected = async {
+            let mut l = PgListener::connect_with(&db).await?;
+            l.listen_all(names.iter().copied()).await?;
+            Ok::<_, sqlx::Error>(l)
+        }
+        .await;
+        let mut l = match connected {
+            Ok(l) => l,
             Err(e) => {
-                tracing::warn!(channel, error = %e, "LISTEN failed; polling");
-                None
+                tracing::debug!(error = %e, "listener unavailable; workers poll until it is back");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
             }
-        },
-        Err(e) => {
-            tracing::debug!(channel, error = %e, "listener unavailable; polling");
-            None
+        };
+        wakeups.bump_all();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = l.recv() => match n {
+                    Ok(n) => wakeups.bump(n.channel()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listener lost; reconnecting");
+                        break;
+                    }
+                },
+            }
         }
     }
 }
 
-/// Run `round` (which returns how many items it handled) until `shutdown`.
+/// Run `round` (which returns how many items it handled) until `shutdown`: again at once
+/// when it did something, else after a wake-up or `poll`.
 pub async fn run<F, Fut>(
-    db: PgPool,
-    channel: &'static str,
+    mut wake: Wake,
+    name: &'static str,
     poll: Duration,
     shutdown: CancellationToken,
     mut round: F,
@@ -34,11 +107,12 @@ pub async fn run<F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<usize, sqlx::Error>>,
 {
-    let mut listener = listen(&db, channel).await;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
+        // Anything notified from here on wakes the wait below.
+        wake.mark_unchanged();
         match round().await {
             Ok(n) if n > 0 => {
                 // More may be due; let other tasks run first.
@@ -46,30 +120,12 @@ pub async fn run<F, Fut>(
                 continue;
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(channel, error = %e, "worker round failed"),
+            Err(e) => tracing::warn!(worker = name, error = %e, "worker round failed"),
         }
-        if listener.is_none() {
-            // Reconnect; the next round catches anything notified meanwhile.
-            listener = listen(&db, channel).await;
-        }
-        let wait = tokio::time::sleep(poll);
-        match listener.as_mut() {
-            Some(l) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wait => {},
-                    n = l.recv() => if let Err(e) = n {
-                        tracing::warn!(channel, error = %e, "listener lost; polling until it reconnects");
-                        listener = None;
-                    },
-                }
-            }
-            None => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wait => {},
-                }
-            }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {},
+            _ = wake.changed() => {},
         }
     }
 }

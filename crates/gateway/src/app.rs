@@ -37,8 +37,8 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     /// HTTP client for best-effort provider calls made by handlers (read receipts).
     pub provider_http: reqwest::Client,
-    /// Wakes event-stream sockets.
-    pub events: crate::events::EventHub,
+    /// Wake-ups from this process's one LISTEN connection (workers and event sockets).
+    pub wakeups: channel_connector::worker::Wakeups,
     /// Cancelled at shutdown; WebSocket tasks and workers watch it (axum's graceful
     /// shutdown does not wait for upgraded sockets).
     pub shutdown: CancellationToken,
@@ -51,7 +51,13 @@ impl AppState {
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(config.attachments_dir()));
         Self {
             provider_http: channel_connector::http_client(Duration::from_secs(10)),
-            events: crate::events::EventHub::default(),
+            wakeups: channel_connector::worker::Wakeups::new(&[
+                channel_connector::outbox::CHANNEL,
+                channel_connector::media::CHANNEL,
+                conversation_store::events::APPEND_CHANNEL,
+                conversation_store::events::READY_CHANNEL,
+                interaction_router::ROUTE_CHANNEL,
+            ]),
             shutdown: CancellationToken::new(),
             db,
             jwt,
@@ -182,19 +188,25 @@ pub fn dispatcher(state: &AppState) -> channel_connector::outbox::Dispatcher {
     )
 }
 
-/// Start the background work of one gateway process: the outbox dispatcher, the media
-/// fetcher, the event sequencer and the event hub. All stop when `state.shutdown` is
-/// cancelled.
+/// Start the background work of one gateway process: its one LISTEN connection, the
+/// outbox dispatcher, the media fetcher, the event sequencer, the router, the event pruner
+/// and the presence sweeper. All stop when `state.shutdown` is cancelled.
 pub fn spawn_workers(state: &AppState, tracker: &tokio_util::task::TaskTracker) {
     let stop = state.shutdown.clone();
-    tracker.spawn(dispatcher(state).run(stop.clone()));
-    tracker.spawn(media_fetcher(state).run(stop.clone()));
-    tracker.spawn(crate::events::run_sequencer(state.db.clone(), stop.clone()));
-    tracker.spawn(crate::events::run_hub(
+    tracker.spawn(channel_connector::worker::listen(
         state.db.clone(),
-        state.events.clone(),
+        state.wakeups.clone(),
         stop.clone(),
     ));
+    tracker.spawn(dispatcher(state).run(
+        state.wakeups.subscribe(channel_connector::outbox::CHANNEL),
+        stop.clone(),
+    ));
+    tracker.spawn(media_fetcher(state).run(
+        state.wakeups.subscribe(channel_connector::media::CHANNEL),
+        stop.clone(),
+    ));
+    tracker.spawn(crate::events::run_sequencer(state.clone(), stop.clone()));
     tracker.spawn(run_router(state.clone(), stop.clone()));
     tracker.spawn(crate::events::run_pruner(
         state.db.clone(),
@@ -209,8 +221,8 @@ pub async fn run_router(state: AppState, shutdown: CancellationToken) {
     let timeout = state.config.offer_timeout.as_secs_f64();
     let pool = state.db.clone();
     channel_connector::worker::run(
-        state.db.clone(),
-        interaction_router::ROUTE_CHANNEL,
+        state.wakeups.subscribe(interaction_router::ROUTE_CHANNEL),
+        "router",
         Duration::from_millis(500),
         shutdown,
         || {

@@ -23,8 +23,7 @@ use conversation_store::events;
 use futures_util::{SinkExt as _, StreamExt as _};
 use parley_core::{Principal, Role};
 use serde::Deserialize;
-use sqlx::{PgPool, postgres::PgListener};
-use tokio::sync::watch;
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 
@@ -42,73 +41,13 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ping interval (keeps proxies from closing idle sockets; also a resync tick).
 const PING_EVERY: Duration = Duration::from_secs(20);
 
-/// Wakes sockets when new positions exist.
-#[derive(Debug, Clone)]
-pub struct EventHub {
-    tx: watch::Sender<u64>,
-}
-
-impl Default for EventHub {
-    fn default() -> Self {
-        Self {
-            tx: watch::channel(0).0,
-        }
-    }
-}
-
-impl EventHub {
-    fn bump(&self) {
-        self.tx.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.tx.subscribe()
-    }
-}
-
-/// Listen for "new positions" and wake every socket of this process. After a listener
-/// reconnect, wake everyone anyway: a notification may have been lost meanwhile.
-pub async fn run_hub(db: PgPool, hub: EventHub, shutdown: CancellationToken) {
-    loop {
-        let listener = async {
-            let mut l = PgListener::connect_with(&db).await?;
-            l.listen(events::READY_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        }
-        .await;
-        let mut l = match listener {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "event listener unavailable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        hub.bump();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = l.recv() => match n {
-                    Ok(_) => hub.bump(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event listener lost; reconnecting");
-                        break;
-                    }
-                },
-            }
-        }
-    }
-}
-
 /// Assign stream positions whenever events are appended (one sequencer at a time across
 /// replicas; the others find the lock taken and wait for the next wake-up).
-pub async fn run_sequencer(db: PgPool, shutdown: CancellationToken) {
-    let pool = db.clone();
+pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
+    let pool = state.db.clone();
     channel_connector::worker::run(
-        db,
-        events::APPEND_CHANNEL,
+        state.wakeups.subscribe(events::APPEND_CHANNEL),
+        "sequencer",
         Duration::from_millis(500),
         shutdown,
         || {
@@ -210,7 +149,7 @@ pub async fn events_ws(
 
 async fn serve_socket(state: AppState, principal: Principal, start: i64, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
-    let mut wake = state.events.subscribe();
+    let mut wake = state.wakeups.subscribe(events::READY_CHANNEL);
     let shutdown = state.shutdown.clone();
     let mut cursor = start;
     let mut ping = tokio::time::interval(PING_EVERY);
