@@ -35,6 +35,8 @@ pub struct Account {
     pub evidence_days: i32,
     /// The provider's legacy contacts-check URL (`…/v1/contacts`), if it offers one.
     pub contacts_check_url: Option<String>,
+    /// The queue new interactions from this account join.
+    pub default_queue_id: Option<Uuid>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Changed.
@@ -104,11 +106,13 @@ pub struct AccountPatch {
     pub evidence_days: Option<i32>,
     /// Contacts-check URL (empty string clears it).
     pub contacts_check_url: Option<String>,
+    /// `Some(None)` clears the default queue.
+    pub default_queue_id: Option<Option<Uuid>>,
 }
 
 macro_rules! account_columns {
     () => {
-        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, optin_template_name, optin_template_language, evidence_days, contacts_check_url, created_at, updated_at"
+        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, optin_template_name, optin_template_language, evidence_days, contacts_check_url, default_queue_id, created_at, updated_at"
     };
 }
 
@@ -243,6 +247,7 @@ pub async fn update(
             evidence_days = COALESCE($13, evidence_days),
             contacts_check_url = CASE WHEN $14::text IS NULL THEN contacts_check_url
                                       WHEN $14 = '' THEN NULL ELSE $14 END,
+            default_queue_id = CASE WHEN $15 THEN $16 ELSE default_queue_id END,
             updated_at = now()
          WHERE tenant_id = $1 AND id = $2 RETURNING ",
         account_columns!()
@@ -261,6 +266,8 @@ pub async fn update(
     .bind(&p.optin_template_language)
     .bind(p.evidence_days)
     .bind(&p.contacts_check_url)
+    .bind(p.default_queue_id.is_some())
+    .bind(p.default_queue_id.flatten())
     .fetch_optional(conn)
     .await
     .map_err(map_db)

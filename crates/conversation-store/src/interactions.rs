@@ -27,6 +27,8 @@ pub struct Interaction {
     pub ended_by: Option<String>,
     /// The wrap-up code given at Done.
     pub disposition: Option<String>,
+    /// The queue it is routed through, if any.
+    pub queue_id: Option<Uuid>,
     /// Started (the first message).
     pub created_at: DateTime<Utc>,
     /// Accepted by an agent.
@@ -58,7 +60,7 @@ fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<f64> {
 
 macro_rules! interaction_columns {
     () => {
-        "id, contact_id, channel, state, agent_id, ended_by, disposition, created_at, accepted_at, ended_at, done_at"
+        "id, contact_id, channel, state, agent_id, ended_by, disposition, queue_id, created_at, accepted_at, ended_at, done_at"
     };
 }
 
@@ -161,6 +163,7 @@ pub async fn set_state(
             ended_by = CASE WHEN $3 = 'ended' THEN $5 WHEN $3 = 'active' THEN NULL ELSE ended_by END,
             done_at = CASE WHEN $3 = 'done' THEN now() ELSE done_at END,
             disposition = COALESCE($6, disposition),
+            transfer_to = CASE WHEN $3 IN ('queued', 'offered') THEN transfer_to END,
             updated_at = now()
          WHERE tenant_id = $1 AND id = $2
          RETURNING ",

@@ -218,7 +218,11 @@ pub fn spawn_workers(state: &AppState, tracker: &tokio_util::task::TaskTracker) 
 /// Route queued interactions and expire unanswered offers, woken by NOTIFY
 /// `parley_route`, polling twice a second for offer timeouts.
 pub async fn run_router(state: AppState, shutdown: CancellationToken) {
-    let timeout = state.config.offer_timeout.as_secs_f64();
+    let settings = interaction_router::RouteSettings {
+        offer_timeout_secs: state.config.offer_timeout.as_secs_f64(),
+        offline_grace_secs: state.config.offline_grace.as_secs_f64(),
+        continuation_window_secs: state.config.continuation_window.as_secs_f64(),
+    };
     let pool = state.db.clone();
     channel_connector::worker::run(
         state.wakeups.subscribe(interaction_router::ROUTE_CHANNEL),
@@ -229,7 +233,7 @@ pub async fn run_router(state: AppState, shutdown: CancellationToken) {
             let pool = pool.clone();
             async move {
                 let mut conn = pool.acquire().await?;
-                match interaction_router::route_round(&mut conn, timeout).await {
+                match interaction_router::route_round(&mut conn, &settings).await {
                     Ok(n) => Ok(n),
                     Err(interaction_router::RouterError::Database(e)) => Err(e),
                     Err(e) => Err(sqlx::Error::Protocol(e.to_string())),

@@ -28,6 +28,9 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_SIMULATOR",
     "PARLEY_OFFER_TIMEOUT_SECS",
     "PARLEY_EVENT_RETENTION_HOURS",
+    "PARLEY_OFFLINE_GRACE_SECS",
+    "PARLEY_WS_SEND_TIMEOUT_MS",
+    "PARLEY_CONTINUATION_WINDOW_SECS",
     "PARLEY_SIMULATOR_LISTEN",
 ];
 
@@ -128,6 +131,15 @@ pub struct Config {
     /// `PARLEY_EVENT_RETENTION_HOURS` (default 168 = 7 days): how long events are kept
     /// for resuming clients.
     pub event_retention: Duration,
+    /// `PARLEY_OFFLINE_GRACE_SECS` (default 60): an agent with no event-stream socket for
+    /// this long goes `offline`.
+    pub offline_grace: Duration,
+    /// `PARLEY_WS_SEND_TIMEOUT_MS` (default 10000): an event-stream client that does not
+    /// take a frame within this long is disconnected with close code 4001 (resume).
+    pub ws_send_timeout: Duration,
+    /// `PARLEY_CONTINUATION_WINDOW_SECS` (default 86400): a contact writing again within
+    /// this long goes first to the agent who last handled them.
+    pub continuation_window: Duration,
 }
 
 impl Config {
@@ -284,6 +296,27 @@ impl Config {
             event_retention: Duration::from_secs(
                 3600 * number(&get, "PARLEY_EVENT_RETENTION_HOURS", 168, 1, 24 * 365)?,
             ),
+            offline_grace: Duration::from_secs(number(
+                &get,
+                "PARLEY_OFFLINE_GRACE_SECS",
+                60,
+                1,
+                86_400,
+            )?),
+            ws_send_timeout: Duration::from_millis(number(
+                &get,
+                "PARLEY_WS_SEND_TIMEOUT_MS",
+                10_000,
+                10,
+                600_000,
+            )?),
+            continuation_window: Duration::from_secs(number(
+                &get,
+                "PARLEY_CONTINUATION_WINDOW_SECS",
+                86_400,
+                0,
+                30 * 86_400,
+            )?),
         })
     }
 }

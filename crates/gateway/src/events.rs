@@ -36,8 +36,6 @@ pub const CLOSE_RESUME: u16 = 4001;
 pub const CLOSE_RESYNC: u16 = 4002;
 /// Events per page read from the database.
 const PAGE: i64 = 200;
-/// How long one send may take before the client counts as too slow.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ping interval (keeps proxies from closing idle sockets; also a resync tick).
 const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -155,6 +153,11 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let is_supervisor = principal.has_role(Role::Supervisor);
+    let send_timeout = state.config.ws_send_timeout;
+    // Presence: refreshed well within the offline grace period while the socket lives.
+    let mut presence = tokio::time::interval(
+        (state.config.offline_grace / 3).clamp(Duration::from_millis(200), PING_EVERY),
+    );
     'outer: loop {
         // Drain everything after the cursor, page by page.
         loop {
@@ -185,7 +188,7 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
             for e in page {
                 let text = serde_json::to_string(&e).unwrap_or_default();
                 match tokio::time::timeout(
-                    SEND_TIMEOUT,
+                    send_timeout,
                     tx.send(Message::Text(Utf8Bytes::from(text))),
                 )
                 .await
@@ -193,12 +196,15 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
                     Ok(Ok(())) => cursor = e.id,
                     Ok(Err(_)) => break 'outer,
                     Err(_) => {
-                        let _ = tx
-                            .send(Message::Close(Some(CloseFrame {
+                        // Its buffers are full; the close frame may not get through either.
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            tx.send(Message::Close(Some(CloseFrame {
                                 code: CLOSE_RESUME,
                                 reason: Utf8Bytes::from_static("too slow; reconnect with after"),
-                            })))
-                            .await;
+                            }))),
+                        )
+                        .await;
                         break 'outer;
                     }
                 }
@@ -210,6 +216,7 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
                 break;
             }
             changed = wake.changed() => if changed.is_err() { break },
+            _ = presence.tick() => touch_presence(&state, &principal).await,
             _ = ping.tick() => {
                 if tx.send(Message::Ping(Default::default())).await.is_err() {
                     break;
@@ -220,5 +227,17 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
                 Some(Ok(_)) => {}
             },
         }
+    }    // The grace period before `offline` counts from the disconnect.
+    touch_presence(&state, &principal).await;
+}
+
+async fn touch_presence(state: &AppState, principal: &Principal) {
+    let touched = async {
+        let mut conn = state.db.acquire().await?;
+        interaction_router::touch_presence(&mut conn, principal.tenant_id, principal.user_id).await
+    }
+    .await;
+    if let Err(e) = touched {
+        tracing::debug!(error = %e, "presence not recorded");
     }
 }

@@ -7,6 +7,9 @@
 //! routes, the others find it taken and wait for the next wake-up (NOTIFY `parley_route`,
 //! or a short poll that also expires unanswered offers).
 
+pub mod queues;
+pub mod reports;
+
 use chrono::{DateTime, Utc};
 use conversation_store::{
     StoreError,
@@ -34,6 +37,17 @@ pub enum RouterError {
     /// The interaction is not in a state that allows this.
     #[error("{0}")]
     WrongState(String),
+    /// A field of the request is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Something named in the request does not exist in the tenant.
+    #[error("{0} not found")]
+    Missing(&'static str),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -44,6 +58,37 @@ pub enum RouterError {
 
 /// Agent states an agent may set themself.
 pub const SETTABLE: [&str; 3] = ["ready", "not_ready", "after_work"];
+
+/// Routing settings that are not per queue.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSettings {
+    /// Offer timeout for interactions outside any queue.
+    pub offer_timeout_secs: f64,
+    /// An agent with no event-stream socket for this long goes `offline`.
+    pub offline_grace_secs: f64,
+    /// A continuation within this long after the last interaction goes first to its agent.
+    pub continuation_window_secs: f64,
+}
+
+impl Default for RouteSettings {
+    fn default() -> Self {
+        Self {
+            offer_timeout_secs: 30.0,
+            offline_grace_secs: 60.0,
+            continuation_window_secs: 86_400.0,
+        }
+    }
+}
+
+/// Record who makes the state changes of the current transaction (a user id, `contact` or
+/// `system`); the interaction history takes it from here.
+pub async fn act_as(conn: &mut PgConnection, actor: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('parley.actor', $1, true)")
+        .bind(actor)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Wake routers (after the caller's transaction commits).
 pub async fn wake(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
@@ -73,8 +118,54 @@ pub struct AgentView {
     pub capacity: i32,
 }
 
-const LOAD_SQL: &str = "((SELECT count(*) FROM interactions x WHERE x.agent_id = u.id AND x.state IN ('active', 'ended'))
+/// What counts against `u`'s capacity: active interactions, ended ones not yet Done (unless
+/// their queue says otherwise), and pending offers.
+const LOAD_SQL: &str = "((SELECT count(*) FROM interactions x LEFT JOIN queues xq ON xq.id = x.queue_id
+                          WHERE x.agent_id = u.id
+                            AND (x.state = 'active' OR (x.state = 'ended' AND COALESCE(xq.ended_counts, true))))
     + (SELECT count(*) FROM offers p WHERE p.agent_id = u.id AND p.state = 'pending'))";
+
+/// Check a Not Ready reason: when the tenant has defined reason codes, it must be one of
+/// them; otherwise any short text (or none) will do.
+pub async fn check_reason(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    reason: Option<&str>,
+) -> Result<(), RouterError> {
+    let codes: Vec<String> =
+        sqlx::query_scalar("SELECT code FROM not_ready_reasons WHERE tenant_id = $1 ORDER BY code")
+            .bind(tenant.0)
+            .fetch_all(conn)
+            .await?;
+    if codes.is_empty() {
+        return Ok(());
+    }
+    match reason {
+        Some(r) if codes.iter().any(|c| c == r) => Ok(()),
+        _ => Err(RouterError::Invalid {
+            field: "reason",
+            message: format!("must be one of the Not Ready reasons: {}", codes.join(", ")),
+        }),
+    }
+}
+
+/// Note that the agent has a live event-stream socket (called on connect and on every
+/// ping); an agent seen within the grace period is not made `offline`.
+pub async fn touch_presence(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agent_states (user_id, tenant_id, last_seen_at) VALUES ($1, $2, now())
+         ON CONFLICT (user_id) DO UPDATE SET last_seen_at = now()",
+    )
+    .bind(user.0)
+    .bind(tenant.0)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
 /// Set an agent's state; appends `agent.state` for supervisors and wakes routers when the
 /// agent becomes Ready.
@@ -148,13 +239,102 @@ struct Queued {
     tenant_id: Uuid,
     contact_id: Uuid,
     channel: String,
+    transfer_to: Option<Uuid>,
+    skills: Option<Vec<String>>,
+    relaxable_skills: Option<Vec<String>>,
+    relaxed: bool,
+    offer_timeout_secs: Option<i32>,
 }
 
-/// One routing round (all tenants): expire unanswered offers, then offer queued
-/// interactions to available agents. Returns how many offers were made or expired.
+/// Offer `interaction` to `agent` (in the caller's transaction, which must hold the
+/// routing lock): a pending offer, the interaction `offered`, `interaction.offered` to
+/// the agent.
+#[allow(clippy::too_many_arguments)]
+async fn make_offer(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    interaction: Uuid,
+    contact: Uuid,
+    channel: &str,
+    agent: Uuid,
+    timeout_secs: f64,
+    transfer: bool,
+) -> Result<(), RouterError> {
+    let offer = Uuid::now_v7();
+    let expires: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO offers (id, tenant_id, interaction_id, agent_id, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at",
+    )
+    .bind(offer)
+    .bind(tenant.0)
+    .bind(interaction)
+    .bind(agent)
+    .bind(timeout_secs)
+    .fetch_one(&mut *tx)
+    .await?;
+    interactions::set_state(
+        tx,
+        tenant,
+        InteractionId(interaction),
+        "offered",
+        None,
+        None,
+        None,
+    )
+    .await?;
+    events::append(
+        tx,
+        tenant,
+        Audience::User(UserId(agent)),
+        "interaction.offered",
+        &json!({
+            "offer_id": offer, "interaction_id": interaction, "contact_id": contact,
+            "channel": channel, "expires_at": expires, "transfer": transfer,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Put an interaction back in its queue after an offer failed (declined or timed out);
+/// a transfer to a named agent falls back to the queue.
+async fn requeue(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    interaction: Uuid,
+) -> Result<(), RouterError> {
+    sqlx::query("UPDATE interactions SET transfer_to = NULL WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.0)
+        .bind(interaction)
+        .execute(&mut *tx)
+        .await?;
+    interactions::set_state(
+        tx,
+        tenant,
+        InteractionId(interaction),
+        "queued",
+        None,
+        None,
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Take the routing lock for the rest of the transaction, waiting for it.
+async fn lock_routing(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(7315002)")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// One routing round (all tenants): expire unanswered offers, take agents without a
+/// live socket offline, give new interactions their queue, then offer queued
+/// interactions to available agents. Returns how many changes were made.
 pub async fn route_round(
     conn: &mut PgConnection,
-    offer_timeout_secs: f64,
+    settings: &RouteSettings,
 ) -> Result<usize, RouterError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7315002)")
@@ -163,6 +343,7 @@ pub async fn route_round(
     if !locked {
         return Ok(0);
     }
+    act_as(&mut tx, "system").await?;
     let mut changes = 0;
     let expired: Vec<(Uuid, Uuid, Uuid, Uuid)> = sqlx::query_as(
         "UPDATE offers SET state = 'timed_out', decided_at = now()
@@ -173,16 +354,7 @@ pub async fn route_round(
     .await?;
     for (offer, tenant, interaction, agent) in expired {
         let tenant = TenantId(tenant);
-        interactions::set_state(
-            &mut tx,
-            tenant,
-            InteractionId(interaction),
-            "queued",
-            None,
-            None,
-            None,
-        )
-        .await?;
+        requeue(&mut tx, tenant, interaction).await?;
         events::append(
             &mut tx,
             tenant,
@@ -201,22 +373,58 @@ pub async fn route_round(
         .await?;
         changes += 1;
     }
+    let gone: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT user_id, tenant_id FROM agent_states
+         WHERE state <> 'offline' AND COALESCE(last_seen_at, since) < now() - make_interval(secs => $1)
+         FOR UPDATE",
+    )
+    .bind(settings.offline_grace_secs)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (user, tenant) in gone {
+        set_state(&mut tx, TenantId(tenant), UserId(user), "offline", None).await?;
+        changes += 1;
+    }
+    // A new interaction joins its channel account's default queue, else the tenant's
+    // first queue that takes its channel, else none (any agent may take it).
+    sqlx::query(
+        "UPDATE interactions i SET queue_id = COALESCE(
+             (SELECT ca.default_queue_id FROM messages m JOIN channel_accounts ca ON ca.id = m.channel_account_id
+              WHERE m.interaction_id = i.id AND ca.default_queue_id IS NOT NULL ORDER BY m.created_at LIMIT 1),
+             (SELECT q.id FROM queues q WHERE q.tenant_id = i.tenant_id
+                AND (cardinality(q.channels) = 0 OR i.channel = ANY (q.channels))
+              ORDER BY q.created_at, q.id LIMIT 1))
+         WHERE i.state = 'queued' AND i.queue_id IS NULL
+           AND EXISTS (SELECT 1 FROM queues q WHERE q.tenant_id = i.tenant_id)",
+    )
+    .execute(&mut *tx)
+    .await?;
     let queued = sqlx::query_as::<_, Queued>(
-        "SELECT id, tenant_id, contact_id, channel FROM interactions
-         WHERE state = 'queued' ORDER BY created_at, id LIMIT 200 FOR UPDATE SKIP LOCKED",
+        "SELECT i.id, i.tenant_id, i.contact_id, i.channel, i.transfer_to, q.skills, q.relaxable_skills,
+                (q.relax_after_secs IS NOT NULL AND i.queued_at <= now() - make_interval(secs => q.relax_after_secs)) AS relaxed,
+                q.offer_timeout_secs
+         FROM interactions i LEFT JOIN queues q ON q.id = i.queue_id
+         WHERE i.state = 'queued' ORDER BY i.queued_at, i.id LIMIT 200 FOR UPDATE OF i SKIP LOCKED",
     )
     .fetch_all(&mut *tx)
     .await?;
     for q in queued {
+        let mut skills = q.skills.clone().unwrap_or_default();
+        if q.relaxed {
+            let drop = q.relaxable_skills.clone().unwrap_or_default();
+            skills.retain(|s| !drop.contains(s));
+        }
         let sql = format!(
             "SELECT u.id FROM agent_states a JOIN users u ON u.id = a.user_id
              WHERE a.tenant_id = $1 AND a.state = 'ready' AND u.active
+               AND ($5::uuid IS NULL OR u.id = $5)
+               AND ($5::uuid IS NOT NULL OR u.skills @> $4::text[])
                AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.interaction_id = $2 AND o.agent_id = u.id
                                AND o.state IN ('declined', 'timed_out'))
                AND u.capacity > {LOAD_SQL}
              ORDER BY (u.id = (SELECT i.agent_id FROM interactions i
                                WHERE i.contact_id = $3 AND i.agent_id IS NOT NULL AND i.id <> $2
-                                 AND COALESCE(i.done_at, i.ended_at, i.accepted_at) > now() - interval '24 hours'
+                                 AND COALESCE(i.done_at, i.ended_at, i.accepted_at) > now() - make_interval(secs => $6)
                                ORDER BY i.created_at DESC LIMIT 1)) DESC NULLS LAST,
                       {LOAD_SQL} ASC, a.idle_since ASC, u.id
              LIMIT 1"
@@ -225,41 +433,24 @@ pub async fn route_round(
             .bind(q.tenant_id)
             .bind(q.id)
             .bind(q.contact_id)
+            .bind(&skills)
+            .bind(q.transfer_to)
+            .bind(settings.continuation_window_secs)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(agent) = agent else { continue };
-        let tenant = TenantId(q.tenant_id);
-        let offer = Uuid::now_v7();
-        let expires: DateTime<Utc> = sqlx::query_scalar(
-            "INSERT INTO offers (id, tenant_id, interaction_id, agent_id, expires_at)
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at",
-        )
-        .bind(offer)
-        .bind(q.tenant_id)
-        .bind(q.id)
-        .bind(agent)
-        .bind(offer_timeout_secs)
-        .fetch_one(&mut *tx)
-        .await?;
-        interactions::set_state(
+        let timeout = q
+            .offer_timeout_secs
+            .map_or(settings.offer_timeout_secs, f64::from);
+        make_offer(
             &mut tx,
-            tenant,
-            InteractionId(q.id),
-            "offered",
-            None,
-            None,
-            None,
-        )
-        .await?;
-        events::append(
-            &mut tx,
-            tenant,
-            Audience::User(UserId(agent)),
-            "interaction.offered",
-            &json!({
-                "offer_id": offer, "interaction_id": q.id, "contact_id": q.contact_id,
-                "channel": q.channel, "expires_at": expires,
-            }),
+            TenantId(q.tenant_id),
+            q.id,
+            q.contact_id,
+            &q.channel,
+            agent,
+            timeout,
+            q.transfer_to.is_some(),
         )
         .await?;
         changes += 1;
@@ -297,6 +488,7 @@ pub async fn accept(
     if agent != user.0 {
         return Err(RouterError::NotYours("the offer is for another agent"));
     }
+    act_as(conn, &user.0.to_string()).await?;
     sqlx::query("UPDATE offers SET state = 'accepted', decided_at = now() WHERE id = $1")
         .bind(offer)
         .execute(&mut *conn)
@@ -343,11 +535,12 @@ pub async fn decline(
     if agent != user.0 {
         return Err(RouterError::NotYours("the offer is for another agent"));
     }
+    act_as(conn, &user.0.to_string()).await?;
     sqlx::query("UPDATE offers SET state = 'declined', decided_at = now() WHERE id = $1")
         .bind(offer)
         .execute(&mut *conn)
         .await?;
-    interactions::set_state(conn, tenant, interaction, "queued", None, None, None).await?;
+    requeue(conn, tenant, interaction.0).await?;
     events::append(
         conn,
         tenant,
@@ -372,6 +565,7 @@ async fn own(
     if i.agent_id != Some(user.0) {
         return Err(RouterError::NotYours("the interaction is not yours"));
     }
+    act_as(conn, &user.0.to_string()).await?;
     Ok(i)
 }
 
@@ -426,6 +620,20 @@ pub async fn done(
             i.state
         )));
     }
+    let codes: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(q.wrap_up_codes) FROM interactions i JOIN queues q ON q.id = i.queue_id
+         WHERE i.tenant_id = $1 AND i.id = $2",
+    )
+    .bind(tenant.0)
+    .bind(interaction.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !codes.is_empty() && !disposition.is_some_and(|d| codes.iter().any(|c| c == d)) {
+        return Err(RouterError::Invalid {
+            field: "disposition",
+            message: format!("must be one of the queue's wrap-up codes: {}", codes.join(", ")),
+        });
+    }
     if i.state == "active" {
         interactions::set_state(
             conn,
@@ -451,4 +659,181 @@ pub async fn done(
     .await?;
     wake(conn).await?;
     Ok(i)
+}
+
+/// Where a transfer goes.
+#[derive(Debug, Clone, Copy)]
+pub enum TransferTo {
+    /// Offered to this agent only (who must be Ready with free capacity).
+    Agent(UserId),
+    /// Back to routing, in this queue.
+    Queue(Uuid),
+}
+
+/// Transfer an active interaction: its agent (or a supervisor) hands it to another agent
+/// or queue. The current agent's capacity is freed at once; a transfer to an agent who
+/// declines or misses it falls back to the interaction's queue.
+pub async fn transfer(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    by: UserId,
+    supervisor: bool,
+    interaction: InteractionId,
+    to: TransferTo,
+) -> Result<Interaction, RouterError> {
+    lock_routing(conn).await?;
+    let i = interactions::get(conn, tenant, interaction)
+        .await?
+        .ok_or(RouterError::NotFound)?;
+    if i.agent_id != Some(by.0) && !supervisor {
+        return Err(RouterError::NotYours("the interaction is not yours"));
+    }
+    if i.state != "active" {
+        return Err(RouterError::WrongState(format!(
+            "only an active interaction can be transferred; it is {}",
+            i.state
+        )));
+    }
+    act_as(conn, &by.0.to_string()).await?;
+    let from = i.agent_id;
+    match to {
+        TransferTo::Agent(agent) => {
+            if Some(agent.0) == from {
+                return Err(RouterError::Invalid {
+                    field: "agent_id",
+                    message: "the interaction is already theirs".into(),
+                });
+            }
+            let sql = format!(
+                "SELECT COALESCE(a.state, 'offline'), u.capacity > {LOAD_SQL}
+                 FROM users u LEFT JOIN agent_states a ON a.user_id = u.id
+                 WHERE u.tenant_id = $1 AND u.id = $2 AND u.active"
+            );
+            let (state, free): (String, bool) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(tenant.0)
+                .bind(agent.0)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(RouterError::Missing("agent"))?;
+            if state != "ready" || !free {
+                return Err(RouterError::WrongState(format!(
+                    "that agent cannot take it now (state {state}{})",
+                    if free { "" } else { ", at capacity" }
+                )));
+            }
+            sqlx::query(
+                "UPDATE interactions SET agent_id = NULL, transfer_to = $3, queued_at = now()
+                 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant.0)
+            .bind(interaction.0)
+            .bind(agent.0)
+            .execute(&mut *conn)
+            .await?;
+            let timeout: Option<i32> = sqlx::query_scalar(
+                "SELECT q.offer_timeout_secs FROM interactions i JOIN queues q ON q.id = i.queue_id WHERE i.id = $1",
+            )
+            .bind(interaction.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+            make_offer(
+                conn,
+                tenant,
+                interaction.0,
+                i.contact_id,
+                &i.channel,
+                agent.0,
+                timeout.map_or(RouteSettings::default().offer_timeout_secs, f64::from),
+                true,
+            )
+            .await?;
+        }
+        TransferTo::Queue(queue) => {
+            let found = sqlx::query(
+                "UPDATE interactions SET agent_id = NULL, transfer_to = NULL, queued_at = now(),
+                     queue_id = $3, state = 'queued', updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2
+                   AND EXISTS (SELECT 1 FROM queues WHERE tenant_id = $1 AND id = $3)",
+            )
+            .bind(tenant.0)
+            .bind(interaction.0)
+            .bind(queue)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if found == 0 {
+                return Err(RouterError::Missing("queue"));
+            }
+            wake(conn).await?;
+        }
+    }
+    let after = interactions::get(conn, tenant, interaction)
+        .await?
+        .ok_or(RouterError::NotFound)?;
+    let (to_agent, to_queue) = match to {
+        TransferTo::Agent(a) => (Some(a.0), None),
+        TransferTo::Queue(q) => (None, Some(q)),
+    };
+    events::append(
+        conn,
+        tenant,
+        Audience::Tenant,
+        "interaction.transferred",
+        &json!({
+            "interaction": after, "from_agent_id": from, "by": by.0,
+            "to_agent_id": to_agent, "to_queue_id": to_queue,
+        }),
+    )
+    .await?;
+    Ok(after)
+}
+
+/// Before an agent's message goes out through `interaction`: it must be theirs (or the
+/// caller a supervisor) and active; an ended one resumes (async chat).
+pub async fn reply_through(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    supervisor: bool,
+    interaction: InteractionId,
+) -> Result<Interaction, RouterError> {
+    let state: Option<String> = sqlx::query_scalar(
+        "SELECT state FROM interactions WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(tenant.0)
+    .bind(interaction.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    state.ok_or(RouterError::NotFound)?;
+    let i = interactions::get(conn, tenant, interaction)
+        .await?
+        .ok_or(RouterError::NotFound)?;
+    if i.agent_id != Some(user.0) && !supervisor {
+        return Err(RouterError::NotYours("the interaction is not yours"));
+    }
+    match i.state.as_str() {
+        "active" => Ok(i),
+        "ended" => {
+            act_as(conn, &user.0.to_string()).await?;
+            let resumed =
+                interactions::set_state(conn, tenant, interaction, "active", None, None, None)
+                    .await?
+                    .ok_or(RouterError::NotFound)?;
+            events::append(
+                conn,
+                tenant,
+                Audience::Tenant,
+                "interaction.resumed",
+                &json!({ "interaction": resumed }),
+            )
+            .await?;
+            Ok(resumed)
+        }
+        "done" => Err(RouterError::WrongState(
+            "the interaction is done; start a new one with POST /contacts/{id}/interactions".into(),
+        )),
+        other => Err(RouterError::WrongState(format!(
+            "the interaction is {other}; accept it first"
+        ))),
+    }
 }

@@ -51,6 +51,8 @@ pub struct AccountOut {
     pub evidence_days: i32,
     /// The provider's legacy contacts-check URL, when it offers one (Validate uses it).
     pub contacts_check_url: Option<String>,
+    /// The queue new interactions from this account join.
+    pub default_queue_id: Option<Uuid>,
     /// Where to point the provider's webhook (relative to this server).
     pub webhook_path: String,
     /// Created.
@@ -75,6 +77,7 @@ impl From<Account> for AccountOut {
             optin_template_language: a.optin_template_language,
             evidence_days: a.evidence_days,
             contacts_check_url: a.contacts_check_url,
+            default_queue_id: a.default_queue_id,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }
@@ -136,6 +139,15 @@ pub struct PatchAccountIn {
     pub evidence_days: Option<i32>,
     /// The provider's legacy contacts-check URL (`…/v1/contacts`); empty clears it.
     pub contacts_check_url: Option<String>,
+    /// The queue new interactions from this account join; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Uuid>, nullable)]
+    pub default_queue_id: Option<Option<Uuid>>,
+}
+
+/// A field that may be given as `null` (`Some(None)`) or left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Uuid>>, D::Error> {
+    Option::<Uuid>::deserialize(d).map(Some)
 }
 
 /// An account id in the path.
@@ -316,6 +328,16 @@ pub async fn patch_account(
     }
     c.finish()?;
     let mut conn = state.db.acquire().await?;
+    if let Some(Some(q)) = input.default_queue_id
+        && interaction_router::queues::get(&mut conn, principal.tenant_id, q)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "default_queue_id",
+            "no such queue in this tenant",
+        ));
+    }
     let acc = accounts::update(
         &mut conn,
         principal.tenant_id,
@@ -335,6 +357,7 @@ pub async fn patch_account(
             optin_template_language,
             evidence_days: input.evidence_days,
             contacts_check_url: input.contacts_check_url,
+            default_queue_id: input.default_queue_id,
         },
     )
     .await

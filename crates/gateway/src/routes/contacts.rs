@@ -211,6 +211,8 @@ pub struct InteractionOut {
     pub ended_by: Option<String>,
     /// Wrap-up code.
     pub disposition: Option<String>,
+    /// The queue it is routed through.
+    pub queue_id: Option<Uuid>,
     /// Started.
     pub started_at: DateTime<Utc>,
     /// Accepted.
@@ -240,6 +242,7 @@ impl From<Interaction> for InteractionOut {
             agent_id: i.agent_id,
             ended_by: i.ended_by,
             disposition: i.disposition,
+            queue_id: i.queue_id,
             started_at: i.created_at,
             accepted_at: i.accepted_at,
             ended_at: i.ended_at,

@@ -26,6 +26,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(decline_interaction))
         .routes(routes!(end_interaction))
         .routes(routes!(done_interaction))
+        .routes(routes!(transfer_interaction))
+        .routes(routes!(send_interaction_message))
 }
 
 impl From<RouterError> for ApiError {
@@ -36,6 +38,15 @@ impl From<RouterError> for ApiError {
             RouterError::WrongState(why) => {
                 ApiError::new(axum::http::StatusCode::CONFLICT, "invalid_state", why)
             }
+            RouterError::Invalid { field, message } => ApiError::invalid_field(field, message),
+            RouterError::Missing(what) => ApiError::invalid_field(
+                match what {
+                    "agent" => "agent_id",
+                    "queue" => "queue_id",
+                    other => other,
+                },
+                format!("no such {what} in this tenant"),
+            ),
             RouterError::Store(s) => s.into(),
             RouterError::Database(d) => d.into(),
         }
@@ -116,6 +127,9 @@ pub async fn put_my_state(
         None
     };
     let mut tx = state.db.begin().await?;
+    if input.state == "not_ready" {
+        router::check_reason(&mut tx, principal.tenant_id, reason).await?;
+    }
     let view = router::set_state(
         &mut tx,
         principal.tenant_id,
@@ -180,7 +194,7 @@ pub async fn list_interactions(
     };
     let mut conn = state.db.acquire().await?;
     let rows = sqlx::query_as::<_, conversation_store::interactions::Interaction>(
-        "SELECT id, contact_id, channel, state, agent_id, ended_by, disposition, created_at, accepted_at, ended_at, done_at
+        "SELECT id, contact_id, channel, state, agent_id, ended_by, disposition, queue_id, created_at, accepted_at, ended_at, done_at
          FROM interactions WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR agent_id = $3)
          ORDER BY created_at DESC LIMIT 200",
     )
@@ -312,4 +326,93 @@ pub async fn done_interaction(
     .await?;
     tx.commit().await?;
     Ok(axum::Json(i.into()))
+}
+
+/// Where to transfer: exactly one of `agent_id` or `queue_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferIn {
+    /// Offer it to this agent (who must be Ready with free capacity).
+    pub agent_id: Option<Uuid>,
+    /// Put it back in routing through this queue.
+    pub queue_id: Option<Uuid>,
+}
+
+/// Transfer an active interaction to another agent or a queue (its agent, or a
+/// supervisor). The agent's capacity is freed at once; a transfer the target agent
+/// declines or misses goes to the queue.
+#[utoipa::path(post, path = "/interactions/{interaction_id}/transfer", tag = "routing", security(("bearer" = [])),
+    params(InteractionPath),
+    request_body = TransferIn,
+    responses(
+        (status = 200, description = "Transferred", body = InteractionOut),
+        (status = 409, description = "Not active, or the agent cannot take it now", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn transfer_interaction(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<InteractionPath>,
+    ApiJson(input): ApiJson<TransferIn>,
+) -> Result<axum::Json<InteractionOut>, ApiError> {
+    let to = match (input.agent_id, input.queue_id) {
+        (Some(a), None) => router::TransferTo::Agent(parley_core::UserId(a)),
+        (None, Some(q)) => router::TransferTo::Queue(q),
+        _ => {
+            return Err(ApiError::invalid_field(
+                "agent_id",
+                "give exactly one of agent_id or queue_id",
+            ));
+        }
+    };
+    let mut tx = state.db.begin().await?;
+    let i = router::transfer(
+        &mut tx,
+        principal.tenant_id,
+        principal.user_id,
+        principal.has_role(Role::Supervisor),
+        InteractionId(p.interaction_id),
+        to,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::Json(i.into()))
+}
+
+/// Send a message through the interaction's channel (its agent, or a supervisor): text,
+/// an image attachment, a reply, buttons or a reaction, as on the contact. An ended
+/// interaction resumes. Repeat the same `Idempotency-Key` to retry safely.
+#[utoipa::path(post, path = "/interactions/{interaction_id}/messages", tag = "routing", security(("bearer" = [])),
+    params(InteractionPath, ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request act once")),
+    request_body = crate::routes::outbound::SendIn,
+    responses(
+        (status = 202, description = "Queued for delivery", body = crate::routes::messages::MessageOut),
+        (status = 409, description = "Not accepted yet, or done", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn send_interaction_message(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<InteractionPath>,
+    headers: axum::http::HeaderMap,
+    ApiJson(input): ApiJson<crate::routes::outbound::SendIn>,
+) -> Result<(axum::http::StatusCode, axum::Json<serde_json::Value>), ApiError> {
+    let contact: Uuid = {
+        let mut conn = state.db.acquire().await?;
+        sqlx::query_scalar("SELECT contact_id FROM interactions WHERE tenant_id = $1 AND id = $2")
+            .bind(principal.tenant_id.0)
+            .bind(p.interaction_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| ApiError::not_found("interaction"))?
+    };
+    crate::routes::outbound::send(
+        &state,
+        principal,
+        parley_core::ContactId(contact),
+        Some(InteractionId(p.interaction_id)),
+        &headers,
+        input,
+    )
+    .await
 }

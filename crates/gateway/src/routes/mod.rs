@@ -14,6 +14,7 @@ pub mod interactions;
 pub mod messages;
 pub mod outbound;
 pub mod platform;
+pub mod queues;
 pub mod users;
 pub mod webhooks;
 
@@ -29,5 +30,6 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(channel_accounts::router())
         .merge(connect::router())
         .merge(interactions::router())
+        .merge(queues::router())
         .routes(utoipa_axum::routes!(crate::events::events_ws))
 }

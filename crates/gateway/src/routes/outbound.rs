@@ -56,9 +56,10 @@ pub struct ButtonIn {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendIn {
-    /// `whatsapp`.
-    #[schema(value_type = String, example = "whatsapp")]
-    pub channel: Channel,
+    /// `whatsapp` (the default; on an interaction, its channel).
+    #[schema(value_type = Option<String>, example = "whatsapp")]
+    #[serde(default)]
+    pub channel: Option<Channel>,
     /// Text, at most 4,096 characters.
     pub text: Option<String>,
     /// An uploaded image to send.
@@ -101,8 +102,30 @@ pub async fn send_message(
     headers: HeaderMap,
     ApiJson(input): ApiJson<SendIn>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    send(
+        &state,
+        principal,
+        ContactId(path.contact_id),
+        None,
+        &headers,
+        input,
+    )
+    .await
+}
+
+/// Validate, dedupe by `Idempotency-Key`, and queue an agent's message to `contact`
+/// (through `interaction`, which must be the caller's, or a supervisor's to act on; an
+/// ended one resumes).
+pub(crate) async fn send(
+    state: &AppState,
+    principal: Principal,
+    contact: ContactId,
+    interaction: Option<InteractionId>,
+    headers: &HeaderMap,
+    input: SendIn,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let mut c = Checks::default();
-    if input.channel != Channel::Whatsapp {
+    if input.channel.is_some_and(|ch| ch != Channel::Whatsapp) {
         c.fail("channel", "only whatsapp can be sent today");
     }
     let chosen = [
@@ -179,14 +202,14 @@ pub async fn send_message(
     }
     let hash = hex::encode(Sha256::digest(
         format!(
-            "{}:{}",
-            path.contact_id,
+            "{}:{}:{}",
+            contact.0,
+            interaction.map(|i| i.0.to_string()).unwrap_or_default(),
             serde_json::to_string(&input).unwrap_or_default()
         )
         .as_bytes(),
     ));
     let tenant = principal.tenant_id;
-    let contact = ContactId(path.contact_id);
     let mut tx = state.db.begin().await?;
     if let Some(k) = &key {
         match idempotency::claim(&mut tx, tenant, principal.user_id, k, &hash).await? {
@@ -207,6 +230,16 @@ pub async fn send_message(
     }
     if !contacts::contact_exists(&mut tx, tenant, contact).await? {
         return Err(ApiError::not_found("contact"));
+    }
+    if let Some(i) = interaction {
+        interaction_router::reply_through(
+            &mut tx,
+            tenant,
+            principal.user_id,
+            principal.has_role(parley_core::Role::Supervisor),
+            i,
+        )
+        .await?;
     }
     let target = sqlx::query_as::<_, Target>(
         "SELECT id, address, last_inbound_at, window_closed_at FROM channel_identities
