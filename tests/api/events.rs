@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use test_support::{In, TestApp, spawn_app};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
 
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp, token: &str, after: Option<i64>) -> Ws {
+pub(crate) async fn connect(app: &TestApp, token: &str, after: Option<i64>) -> Ws {
     let mut url = format!("ws://{}/api/v1/events?access_token={token}", app.addr);
     if let Some(a) = after {
         url.push_str(&format!("&after={a}"));
@@ -19,7 +19,7 @@ async fn connect(app: &TestApp, token: &str, after: Option<i64>) -> Ws {
     ws
 }
 
-async fn next_event(ws: &mut Ws) -> Value {
+pub(crate) async fn next_event(ws: &mut Ws) -> Value {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("json"),
@@ -285,4 +285,71 @@ async fn resuming_from_before_pruned_events_is_told_to_resync() {
     let mut ws = connect(&app, &app.agent.token, None).await;
     app.inbound("+14155552671", "new").await;
     assert_eq!(next_event(&mut ws).await["kind"], "message.created");
+}
+
+/// A client that stops reading is not buffered for without bound: once a frame cannot be
+/// handed to it within the send timeout, it is disconnected (close code 4001 when the
+/// frame gets through), and resuming with `after` gets the rest, nothing missing or twice.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_and_resumes_without_loss() {
+    let app = test_support::spawn_app_with(&[("PARLEY_WS_SEND_TIMEOUT_MS", "300")]).await;
+    let mut ws = connect(&app, &app.agent.token, Some(0)).await;
+    // 400 events of 64 KiB: far more than the kernel's socket buffers hold.
+    let blob = "x".repeat(64 * 1024);
+    let mut conn = app.db.acquire().await.expect("conn");
+    for n in 0..400 {
+        events::append(
+            &mut conn,
+            app.tenant,
+            Audience::Tenant,
+            "test.bulk",
+            &json!({ "n": n, "blob": blob }),
+        )
+        .await
+        .expect("append");
+    }
+    drop(conn);
+    // Don't read while the server tries to push it all.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got: Vec<i64> = Vec::new();
+    let mut ns: Vec<i64> = Vec::new();
+    let mut close_code = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let e: Value = serde_json::from_str(&t).expect("json");
+                got.push(e["id"].as_i64().expect("id"));
+                ns.push(e["payload"]["n"].as_i64().expect("n"));
+            }
+            Ok(Some(Ok(Message::Close(f)))) => {
+                close_code = f.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Err(_) => panic!("the slow client was neither served in full nor disconnected"),
+        }
+    }
+    assert!(
+        ns.len() < 400,
+        "the server kept buffering for a client that did not read"
+    );
+    assert!(
+        close_code.is_none() || close_code == Some(4001),
+        "{close_code:?}"
+    );
+    let last = got.last().copied().unwrap_or(0);
+    let mut ws = connect(&app, &app.agent.token, Some(last)).await;
+    while ns.len() < 400 {
+        let e = next_event(&mut ws).await;
+        got.push(e["id"].as_i64().expect("id"));
+        ns.push(e["payload"]["n"].as_i64().expect("n"));
+    }
+    assert_eq!(
+        ns,
+        (0..400).collect::<Vec<i64>>(),
+        "every event once, in order"
+    );
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    assert!(nothing_within(&mut ws, 300).await, "nothing repeated");
 }

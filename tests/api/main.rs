@@ -13,6 +13,7 @@ mod input;
 mod openapi;
 mod ops;
 mod platform;
+mod queues;
 mod routing;
 mod tenancy;
 mod transcript;

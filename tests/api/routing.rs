@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use test_support::{TestApp, TestUser, spawn_app, spawn_app_with};
 
-async fn ready(app: &TestApp, who: &TestUser) {
+pub(crate) async fn ready(app: &TestApp, who: &TestUser) {
     let r = app
         .call(
             Method::PUT,
@@ -16,7 +16,7 @@ async fn ready(app: &TestApp, who: &TestUser) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 
-async fn offers_for(app: &TestApp, agent: &TestUser) -> Vec<String> {
+pub(crate) async fn offers_for(app: &TestApp, agent: &TestUser) -> Vec<String> {
     sqlx::query_scalar::<_, uuid::Uuid>("SELECT interaction_id FROM offers WHERE agent_id = $1 AND state = 'pending' ORDER BY created_at")
         .bind(agent.id.0)
         .fetch_all(&app.db)
@@ -27,7 +27,7 @@ async fn offers_for(app: &TestApp, agent: &TestUser) -> Vec<String> {
         .collect()
 }
 
-async fn wait_offer(app: &TestApp, agent: &TestUser) -> String {
+pub(crate) async fn wait_offer(app: &TestApp, agent: &TestUser) -> String {
     let mut found = String::new();
     for _ in 0..200 {
         if let Some(o) = offers_for(app, agent).await.into_iter().next() {
@@ -40,7 +40,7 @@ async fn wait_offer(app: &TestApp, agent: &TestUser) -> String {
     found
 }
 
-async fn act(
+pub(crate) async fn act(
     app: &TestApp,
     who: &TestUser,
     interaction: &str,

@@ -227,7 +227,7 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
                 Some(Ok(_)) => {}
             },
         }
-    }    // The grace period before `offline` counts from the disconnect.
+    } // The grace period before `offline` counts from the disconnect.
     touch_presence(&state, &principal).await;
 }
 

@@ -262,8 +262,9 @@ async fn make_offer(
 ) -> Result<(), RouterError> {
     let offer = Uuid::now_v7();
     let expires: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO offers (id, tenant_id, interaction_id, agent_id, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at",
+        "INSERT INTO offers (id, tenant_id, interaction_id, agent_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, clock_timestamp(), clock_timestamp() + make_interval(secs => $5))
+         RETURNING expires_at",
     )
     .bind(offer)
     .bind(tenant.0)
@@ -631,7 +632,10 @@ pub async fn done(
     if !codes.is_empty() && !disposition.is_some_and(|d| codes.iter().any(|c| c == d)) {
         return Err(RouterError::Invalid {
             field: "disposition",
-            message: format!("must be one of the queue's wrap-up codes: {}", codes.join(", ")),
+            message: format!(
+                "must be one of the queue's wrap-up codes: {}",
+                codes.join(", ")
+            ),
         });
     }
     if i.state == "active" {
@@ -808,6 +812,12 @@ pub async fn reply_through(
     let i = interactions::get(conn, tenant, interaction)
         .await?
         .ok_or(RouterError::NotFound)?;
+    if matches!(i.state.as_str(), "queued" | "offered") {
+        return Err(RouterError::WrongState(format!(
+            "the interaction is {}; accept it first",
+            i.state
+        )));
+    }
     if i.agent_id != Some(user.0) && !supervisor {
         return Err(RouterError::NotYours("the interaction is not yours"));
     }

@@ -157,7 +157,11 @@ pub async fn list(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<Queue
 
 /// Delete a queue; interactions in it fall back to routing without a queue and channel
 /// accounts lose it as their default.
-pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<bool, RouterError> {
+pub async fn delete(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<bool, RouterError> {
     let n = sqlx::query("DELETE FROM queues WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.0)
         .bind(id)

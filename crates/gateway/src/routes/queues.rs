@@ -457,7 +457,10 @@ pub async fn agent_report(
         return Err(ApiError::invalid_field("to", "must be after from"));
     }
     if q.to - q.from > chrono::Duration::days(366) {
-        return Err(ApiError::invalid_field("to", "the period is at most 366 days"));
+        return Err(ApiError::invalid_field(
+            "to",
+            "the period is at most 366 days",
+        ));
     }
     let mut conn = state.db.acquire().await?;
     Ok(axum::Json(
