@@ -353,3 +353,28 @@ async fn a_client_that_stops_reading_is_disconnected_and_resumes_without_loss() 
     assert!(got.windows(2).all(|w| w[0] < w[1]));
     assert!(nothing_within(&mut ws, 300).await, "nothing repeated");
 }
+
+#[tokio::test]
+async fn a_supervisor_sees_agent_states_and_another_tenant_sees_nothing() {
+    let app = spawn_app().await;
+    let (_, [.., other_sup, other_agent]) = app.other_tenant().await;
+    let mut sup = connect(&app, &app.supervisor.token, None).await;
+    let mut foreign_sup = connect(&app, &other_sup.token, None).await;
+    let mut foreign_agent = connect(&app, &other_agent.token, None).await;
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/me/state",
+            Some(&app.agent.token),
+            Some(&json!({"state": "ready"})),
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::OK);
+    app.inbound("+14155552671", "hello").await;
+    let e = next_event(&mut sup).await;
+    assert_eq!(e["kind"], "agent.state");
+    assert_eq!(e["payload"]["agent"]["user_id"], app.agent.id.to_string());
+    assert_eq!(e["payload"]["agent"]["state"], "ready");
+    assert!(nothing_within(&mut foreign_sup, 500).await);
+    assert!(nothing_within(&mut foreign_agent, 300).await);
+}
