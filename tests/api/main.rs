@@ -15,6 +15,7 @@ mod ops;
 mod platform;
 mod queues;
 mod routing;
+mod templates;
 mod tenancy;
 mod transcript;
 mod users;

@@ -293,6 +293,20 @@ impl Dispatcher {
                 .await?;
         if let Some(image) = request.get_mut("image").and_then(Value::as_object_mut) {
             image.insert("id".to_owned(), Value::String(media_id));
+        } else if let Some(components) = request
+            .pointer_mut("/template/components")
+            .and_then(Value::as_array_mut)
+        {
+            // A template's image header.
+            for c in components {
+                if c.get("type").and_then(Value::as_str) == Some("header")
+                    && let Some(image) = c
+                        .pointer_mut("/parameters/0/image")
+                        .and_then(Value::as_object_mut)
+                {
+                    image.insert("id".to_owned(), Value::String(media_id.clone()));
+                }
+            }
         }
         Ok(())
     }

@@ -86,6 +86,21 @@ struct Inner {
     window_closed: HashSet<String>,
     webhook_results: Vec<u16>,
     read_receipts: Vec<String>,
+    /// Templates beyond the built-in opt-in one, as `message_templates` lists them.
+    templates: Vec<Value>,
+}
+
+fn builtin_templates() -> Vec<Value> {
+    vec![json!({
+        "name": "parley_connect_optin", "language": "en", "status": "APPROVED",
+        "category": "UTILITY", "id": "1000000000000001",
+        "components": [
+            {"type": "BODY", "text": "Can we continue this conversation on WhatsApp?"},
+            {"type": "BUTTONS", "buttons": [
+                {"type": "QUICK_REPLY", "text": "Yes"}, {"type": "QUICK_REPLY", "text": "No"}
+            ]}
+        ]
+    })]
 }
 
 /// The simulator's shared state; clone freely.
@@ -118,6 +133,29 @@ impl Simulator {
 
     fn cfg(&self) -> SimConfig {
         self.lock().cfg.clone().unwrap_or_default()
+    }
+
+    /// Add or replace (by name and language) a template the provider holds, in its own
+    /// shape (`name`, `language`, `status`, `category`, `components`, `id`).
+    pub fn set_template(&self, t: Value) {
+        let key = |v: &Value| (v.get("name").cloned(), v.get("language").cloned());
+        let mut g = self.lock();
+        g.templates.retain(|x| key(x) != key(&t));
+        g.templates.push(t);
+    }
+
+    fn templates(&self) -> Vec<Value> {
+        let extra = self.lock().templates.clone();
+        let mut all: Vec<Value> = builtin_templates()
+            .into_iter()
+            .filter(|b| {
+                !extra.iter().any(|e| {
+                    e.get("name") == b.get("name") && e.get("language") == b.get("language")
+                })
+            })
+            .collect();
+        all.extend(extra);
+        all
     }
 
     /// Point status and inbound webhooks at the gateway.
@@ -375,6 +413,25 @@ async fn send_message(
             "",
         );
     }
+    if req.get("type").and_then(Value::as_str) == Some("template") {
+        let name = req.pointer("/template/name").and_then(Value::as_str);
+        let lang = req
+            .pointer("/template/language/code")
+            .and_then(Value::as_str);
+        let approved = sim.templates().iter().any(|t| {
+            t.get("name").and_then(Value::as_str) == name
+                && t.get("language").and_then(Value::as_str) == lang
+                && t.get("status").and_then(Value::as_str) == Some("APPROVED")
+        });
+        if !approved {
+            return graph_error(
+                StatusCode::NOT_FOUND,
+                132001,
+                "(#132001) Template name does not exist in the translation",
+                "template name or language not found among approved templates",
+            );
+        }
+    }
     let wamid = format!("wamid.SIM{}", uuid::Uuid::new_v4().simple());
     sim.lock().sent.push(req.clone());
     let callback = req
@@ -535,16 +592,7 @@ async fn message_templates(
         return unauthorized();
     }
     Json(json!({
-        "data": [{
-            "name": "parley_connect_optin", "language": "en", "status": "APPROVED",
-            "category": "UTILITY", "id": "1000000000000001",
-            "components": [
-                {"type": "BODY", "text": "Can we continue this conversation on WhatsApp?"},
-                {"type": "BUTTONS", "buttons": [
-                    {"type": "QUICK_REPLY", "text": "Yes"}, {"type": "QUICK_REPLY", "text": "No"}
-                ]}
-            ]
-        }],
+        "data": sim.templates(),
         "paging": {"cursors": {"before": "MAA", "after": "MAA"}}
     }))
     .into_response()
@@ -638,6 +686,12 @@ async fn control_numbers(State(sim): State<Simulator>, Json(n): Json<NumbersReq>
     StatusCode::NO_CONTENT
 }
 
+/// `POST /_sim/templates`: the provider now holds this template (its own shape).
+async fn control_templates(State(sim): State<Simulator>, Json(t): Json<Value>) -> StatusCode {
+    sim.set_template(t);
+    StatusCode::NO_CONTENT
+}
+
 /// The simulator's routes.
 pub fn router(sim: Simulator) -> Router {
     Router::new()
@@ -654,6 +708,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/_sim/sent", get(control_sent))
         .route("/_sim/fail", post(control_fail))
         .route("/_sim/numbers", post(control_numbers))
+        .route("/_sim/templates", post(control_templates))
         .with_state(sim)
 }
 

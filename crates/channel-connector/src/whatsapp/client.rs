@@ -199,6 +199,56 @@ pub async fn upload_media(
     }
 }
 
+/// Every message template of the account's WhatsApp Business Account
+/// (`GET /<WABA_ID>/message_templates`, following `paging.next`), as the provider
+/// describes them.
+pub async fn message_templates(
+    http: &reqwest::Client,
+    account: &Account,
+    secrets: &Secrets,
+) -> Result<Vec<serde_json::Value>, String> {
+    let waba = account
+        .waba_id
+        .as_deref()
+        .ok_or_else(|| "the channel account has no waba_id".to_owned())?;
+    let mut url = format!(
+        "{}/{waba}/message_templates?limit=100&fields=name,status,language,category,components,parameter_format,rejected_reason,id",
+        account.api_base_url
+    );
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let res = http
+            .get(&url)
+            .bearer_auth(&secrets.access_token)
+            .send()
+            .await
+            .map_err(|e| format!("the provider could not be reached: {e}"))?;
+        let status = res.status();
+        let body: serde_json::Value = res
+            .json()
+            .await
+            .map_err(|e| format!("the provider answered {status} without JSON: {e}"))?;
+        if !status.is_success() {
+            let msg = body
+                .pointer("/error/message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("no message");
+            return Err(format!("the provider answered {status}: {msg}"));
+        }
+        if let Some(data) = body.get("data").and_then(serde_json::Value::as_array) {
+            out.extend(data.iter().cloned());
+        }
+        match body
+            .pointer("/paging/next")
+            .and_then(serde_json::Value::as_str)
+        {
+            Some(next) if next.starts_with(&account.api_base_url) => url = next.to_owned(),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

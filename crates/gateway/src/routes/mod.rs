@@ -15,6 +15,7 @@ pub mod messages;
 pub mod outbound;
 pub mod platform;
 pub mod queues;
+pub mod templates;
 pub mod users;
 pub mod webhooks;
 
@@ -31,5 +32,6 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(connect::router())
         .merge(interactions::router())
         .merge(queues::router())
+        .merge(templates::router())
         .routes(utoipa_axum::routes!(crate::events::events_ws))
 }

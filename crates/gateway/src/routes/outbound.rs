@@ -189,17 +189,7 @@ pub(crate) async fn send(
         c.fail("reaction.emoji", "must be one emoji");
     }
     c.finish()?;
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().map(str::to_owned))
-        .transpose()
-        .map_err(|_| ApiError::bad_request("invalid_header", "Idempotency-Key must be ASCII"))?;
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
-        return Err(ApiError::bad_request(
-            "invalid_header",
-            "Idempotency-Key must be 1 to 255 characters",
-        ));
-    }
+    let key = idempotency_key(headers)?;
     let hash = hex::encode(Sha256::digest(
         format!(
             "{}:{}:{}",
@@ -211,22 +201,8 @@ pub(crate) async fn send(
     ));
     let tenant = principal.tenant_id;
     let mut tx = state.db.begin().await?;
-    if let Some(k) = &key {
-        match idempotency::claim(&mut tx, tenant, principal.user_id, k, &hash).await? {
-            Claim::Fresh => {}
-            Claim::Replay { status, body } => {
-                let status = StatusCode::from_u16(u16::try_from(status).unwrap_or(202))
-                    .unwrap_or(StatusCode::ACCEPTED);
-                return Ok((status, axum::Json(body)));
-            }
-            Claim::Mismatch => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was already used for a different request",
-                ));
-            }
-        }
+    if let Some(replay) = claim(&mut tx, principal, key.as_deref(), &hash).await? {
+        return Ok(replay);
     }
     if !contacts::contact_exists(&mut tx, tenant, contact).await? {
         return Err(ApiError::not_found("contact"));
@@ -355,6 +331,46 @@ pub(crate) async fn send(
     tx.commit().await?;
     let _ = target.id;
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// The `Idempotency-Key` header, checked.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_header", "Idempotency-Key must be ASCII"))?;
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+    Ok(key)
+}
+
+/// Claim `key` for a request hashing to `hash`: `Some(answer)` when it was already
+/// answered (replay that), an error when it was used for a different request.
+pub(crate) async fn claim(
+    tx: &mut sqlx::PgConnection,
+    principal: Principal,
+    key: Option<&str>,
+    hash: &str,
+) -> Result<Option<(StatusCode, axum::Json<Value>)>, ApiError> {
+    let Some(k) = key else { return Ok(None) };
+    match idempotency::claim(tx, principal.tenant_id, principal.user_id, k, hash).await? {
+        Claim::Fresh => Ok(None),
+        Claim::Replay { status, body } => {
+            let status = StatusCode::from_u16(u16::try_from(status).unwrap_or(202))
+                .unwrap_or(StatusCode::ACCEPTED);
+            Ok(Some((status, axum::Json(body))))
+        }
+        Claim::Mismatch => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request",
+        )),
+    }
 }
 
 /// What to queue.
