@@ -1,0 +1,337 @@
+//! The system under test: a durable PostgreSQL, the WhatsApp simulator, the gateway
+//! process, and a provisioned tenant.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use pg_cluster::{Cluster, ClusterOptions};
+use serde_json::{Value, json};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+/// A WebSocket client.
+pub type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+/// Everything a mode needs.
+pub struct Harness {
+    _cluster: Cluster,
+    /// The gateway's database (for baseline tables and connection counts).
+    pub db: PgPool,
+    gateway: Child,
+    /// The gateway's pid.
+    pub pid: u32,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// The simulator.
+    pub sim: whatsapp_sim::Simulator,
+    /// The channel account's webhook URL.
+    pub webhook_url: String,
+    /// Its app secret.
+    pub app_secret: String,
+    /// The admin's token.
+    pub admin_token: String,
+    /// The tenant's agents: (id, token).
+    pub agents: Vec<(String, String)>,
+    stop: CancellationToken,
+    /// The gateway's log file.
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = self.gateway.kill();
+        let _ = self.gateway.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Harness {
+    /// Start PostgreSQL (durable), the simulator and the gateway; provision a tenant with
+    /// a WhatsApp account and `agents` agents.
+    pub async fn start(gateway: &std::path::Path, agents: usize) -> anyhow::Result<Self> {
+        if !gateway.exists() {
+            bail!(
+                "no gateway at {}; build it with: cargo build --release -p gateway -p loadgen",
+                gateway.display()
+            );
+        }
+        eprintln!("starting PostgreSQL (durable, synchronous_commit=on)...");
+        let mut opts = ClusterOptions::ephemeral();
+        opts.fast_unsafe = false;
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start(&opts))
+            .await?
+            .context("starting PostgreSQL")?;
+        let admin_db = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&cluster.url("postgres"))
+            .await?;
+        sqlx::query("CREATE DATABASE parley").execute(&admin_db).await?;
+        admin_db.close().await;
+        let url = cluster.url("parley");
+        let db = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(
+                url.parse::<sqlx::postgres::PgConnectOptions>()?
+                    .application_name("loadgen"),
+            )
+            .await?;
+
+        let stop = CancellationToken::new();
+        let cfg = whatsapp_sim::SimConfig {
+            status_delay: Duration::from_millis(5),
+            ..whatsapp_sim::SimConfig::default()
+        };
+        let sim = whatsapp_sim::Simulator::new(cfg.clone());
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sim_addr = sim_listener.local_addr()?;
+        tokio::spawn(whatsapp_sim::serve(sim_listener, sim.clone(), stop.clone()));
+
+        let port = free_port()?;
+        let data_dir = std::env::temp_dir().join(format!("parley-load-{}", pg_cluster::random_hex(6)));
+        std::fs::create_dir_all(&data_dir)?;
+        let log = data_dir.join("gateway.log");
+        let platform = pg_cluster::random_hex(16);
+        let child = Command::new(gateway)
+            .arg("serve")
+            .env("DATABASE_URL", &url)
+            .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PARLEY_DATA_DIR", &data_dir)
+            .env("PARLEY_PLATFORM_TOKEN", &platform)
+            .env("PARLEY_JWT_SECRET", pg_cluster::random_hex(32))
+            .env("PARLEY_SIMULATOR", "false")
+            .env("PARLEY_LOGIN_MAX_FAILURES_PER_IP", "1000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", gateway.display()))?;
+        let pid = child.id();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut h = Self {
+            _cluster: cluster,
+            db,
+            gateway: child,
+            pid,
+            base,
+            http,
+            sim,
+            webhook_url: String::new(),
+            app_secret: cfg.app_secret.clone(),
+            admin_token: String::new(),
+            agents: Vec::new(),
+            stop,
+            log,
+        };
+        h.wait_ready().await?;
+        h.provision(&platform, &cfg, sim_addr, agents).await?;
+        Ok(h)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(status)) = self.gateway.try_wait() {
+                bail!(
+                    "the gateway exited ({status}); see {}",
+                    self.log.display()
+                );
+            }
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the gateway did not become ready; see {}", self.log.display())
+    }
+
+    async fn post(&self, path: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    /// POST with a bearer token; the status.
+    pub async fn post_status(&self, path: &str, token: &str, body: &Value) -> u16 {
+        match self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let v = self
+            .post(
+                "/api/v1/auth/login",
+                "",
+                &json!({"email": email, "password": password}),
+            )
+            .await?;
+        v["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no access_token")
+    }
+
+    async fn provision(
+        &mut self,
+        platform: &str,
+        cfg: &whatsapp_sim::SimConfig,
+        sim_addr: std::net::SocketAddr,
+        agents: usize,
+    ) -> anyhow::Result<()> {
+        let password = "load-test-password";
+        self.post(
+            "/platform/v1/tenants",
+            platform,
+            &json!({"name": "Load", "admin_email": "admin@load.example", "admin_password": password}),
+        )
+        .await?;
+        self.admin_token = self.login("admin@load.example", password).await?;
+        let acc = self
+            .post(
+                "/api/v1/channel-accounts",
+                &self.admin_token,
+                &json!({
+                    "provider": "whatsapp", "name": "Load number",
+                    "phone_number_id": cfg.phone_number_id, "waba_id": "WABA-LOAD",
+                    "display_phone_number": cfg.display_phone_number,
+                    "access_token": cfg.access_token, "app_secret": cfg.app_secret,
+                    "verify_token": "verify", "api_base_url": format!("http://{sim_addr}/v21.0"),
+                }),
+            )
+            .await?;
+        let account = acc["id"].as_str().context("account id")?;
+        self.webhook_url = format!("{}/webhooks/whatsapp/{account}", self.base);
+        self.sim.set_webhook(&self.webhook_url, &cfg.app_secret);
+        for n in 0..agents {
+            let email = format!("agent{n}@load.example");
+            let u = self
+                .post(
+                    "/api/v1/users",
+                    &self.admin_token,
+                    &json!({"email": email, "display_name": format!("Agent {n}"), "password": password,
+                            "role": "agent", "capacity": 5}),
+                )
+                .await?;
+            let id = u["id"].as_str().context("user id")?.to_owned();
+            let token = self.login(&email, password).await?;
+            self.agents.push((id, token));
+        }
+        Ok(())
+    }
+
+    /// A signed inbound text webhook from contact `contact`, provider id `wamid`.
+    pub fn webhook(&self, contact: usize, wamid: &str, text: &str) -> (Vec<u8>, String) {
+        let from = format!("1555{contact:07}");
+        let body = serde_json::to_vec(&json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "WABA-LOAD", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550001111", "phone_number_id": "100000000000001"},
+                "contacts": [{"profile": {"name": format!("Contact {contact}")}, "wa_id": from}],
+                "messages": [{"from": from, "id": wamid, "timestamp": "1764000000",
+                              "type": "text", "text": {"body": text}}]
+            }}]}]
+        }))
+        .unwrap_or_default();
+        let sig = channel_connector::signature::sign(self.app_secret.as_bytes(), &body);
+        (body, sig)
+    }
+
+    /// Deliver a webhook; the status (0 on a transport error).
+    pub async fn send_webhook(&self, body: Vec<u8>, sig: String) -> u16 {
+        match self
+            .http
+            .post(&self.webhook_url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// An event-stream socket for `token`.
+    pub async fn socket(&self, token: &str) -> anyhow::Result<Ws> {
+        let url = format!(
+            "{}/api/v1/events?access_token={token}",
+            self.base.replacen("http://", "ws://", 1)
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(ws)
+    }
+
+    /// The gateway's CPU seconds so far (user + system).
+    pub fn cpu_secs(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return 0.0;
+        };
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// The gateway's (current, peak) resident memory in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Connections to the gateway's database.
+    pub async fn pg_connections(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'parley' AND application_name NOT LIKE 'loadgen%'",
+        )
+        .fetch_one(&self.db)
+        .await
+        .unwrap_or(-1)
+    }
+}

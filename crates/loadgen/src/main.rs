@@ -1,0 +1,131 @@
+//! `loadgen`: Parley's load tool. It starts its own PostgreSQL (durable:
+//! `synchronous_commit=on`), the bundled WhatsApp simulator and the gateway binary,
+//! provisions a tenant through the platform API, then drives traffic and reports HDR
+//! latency histograms, achieved rates, errors, the gateway's CPU and peak RSS and the
+//! database's connections, as a human summary and a JSON result.
+//!
+//! ```text
+//! loadgen baseline    [--duration 10] [--clients 4]
+//! loadgen ingest      [--rate 500 | --closed 32] [--duration 20] [--contacts 1000]
+//! loadgen connections [--sockets 2000]
+//! loadgen conversation [--rate 20] [--duration 20] [--agents 10]
+//! common: [--out result.json] [--gateway path/to/gateway]
+//! ```
+//!
+//! Open-loop mode schedules request i at `t0 + i/rate` and measures from that scheduled
+//! time, so a server that falls behind shows up as latency, not as a lower send rate (no
+//! coordinated omission).
+
+mod harness;
+mod modes;
+mod report;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// The mode.
+    pub mode: String,
+    /// Target arrival rate (per second) for open-loop modes.
+    pub rate: f64,
+    /// Closed-loop concurrency (instead of a rate).
+    pub closed: Option<usize>,
+    /// How long to drive traffic.
+    pub duration: Duration,
+    /// Distinct contacts.
+    pub contacts: usize,
+    /// Agents.
+    pub agents: usize,
+    /// Idle sockets for `connections`.
+    pub sockets: usize,
+    /// Baseline database clients.
+    pub clients: usize,
+    /// Where to write the JSON result.
+    pub out: Option<PathBuf>,
+    /// The gateway executable.
+    pub gateway: PathBuf,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let Some(mode) = it.next() else {
+        bail!("usage: loadgen <baseline|ingest|connections|conversation> [options]; see --help");
+    };
+    if mode == "--help" || mode == "-h" {
+        println!("{}", include_str!("usage.txt"));
+        std::process::exit(0);
+    }
+    let own = std::env::current_exe().context("own path")?;
+    let mut a = Args {
+        mode,
+        rate: 500.0,
+        closed: None,
+        duration: Duration::from_secs(20),
+        contacts: 1000,
+        agents: 10,
+        sockets: 2000,
+        clients: 4,
+        out: None,
+        gateway: own.with_file_name("gateway"),
+    };
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        let num = || -> anyhow::Result<f64> {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0)
+                .with_context(|| format!("{flag} must be a positive number"))
+        };
+        match flag.as_str() {
+            "--rate" => a.rate = num()?,
+            "--closed" => a.closed = Some(num()? as usize),
+            "--duration" => a.duration = Duration::from_secs_f64(num()?),
+            "--contacts" => a.contacts = num()? as usize,
+            "--agents" => a.agents = num()? as usize,
+            "--sockets" => a.sockets = num()? as usize,
+            "--clients" => a.clients = num()? as usize,
+            "--out" => a.out = Some(PathBuf::from(value)),
+            "--gateway" => a.gateway = PathBuf::from(value),
+            other => bail!("unknown option {other}; see --help"),
+        }
+    }
+    Ok(a)
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let _ = rustls_default();
+    let args = parse_args()?;
+    let result = match args.mode.as_str() {
+        "baseline" => modes::baseline(&args).await?,
+        "ingest" => modes::ingest(&args).await?,
+        "connections" => modes::connections(&args).await?,
+        "conversation" => modes::conversation(&args).await?,
+        other => bail!("unknown mode {other}; use baseline, ingest, connections or conversation"),
+    };
+    println!("{}", report::human(&result));
+    if let Some(path) = &args.out {
+        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("result written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn rustls_default() -> Result<(), ()> {
+    channel_connector::install_tls();
+    Ok(())
+}

@@ -1,0 +1,502 @@
+//! The modes.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    Args,
+    harness::{Harness, Ws},
+    report::{histogram, machine, record, summary},
+};
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Read frames until `f` returns false or the socket ends; answer pings.
+async fn read_events(mut ws: Ws, mut f: impl FnMut(Value) -> bool) {
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Text(t) => {
+                if let Ok(v) = serde_json::from_str::<Value>(&t)
+                    && !f(v)
+                {
+                    return;
+                }
+            }
+            Message::Ping(p) => {
+                let _ = ws.send(Message::Pong(p)).await;
+            }
+            Message::Close(_) => return,
+            _ => {}
+        }
+    }
+}
+
+fn progress(label: &'static str, counters: Vec<(&'static str, Arc<AtomicU64>)>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let parts: Vec<String> = counters
+                .iter()
+                .map(|(k, c)| format!("{k}={}", c.load(Ordering::Relaxed)))
+                .collect();
+            eprintln!("[{label} {:>4.0}s] {}", started.elapsed().as_secs_f64(), parts.join(" "));
+        }
+    })
+}
+
+/// What no server could beat on this machine and database.
+pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
+    let h = Harness::start(&a.gateway, 0).await?;
+    sqlx::query(
+        "CREATE TABLE bench_messages (LIKE messages INCLUDING DEFAULTS INCLUDING INDEXES INCLUDING CONSTRAINTS)",
+    )
+    .execute(&h.db)
+    .await?;
+    let tenant = uuid::Uuid::now_v7();
+    let account = uuid::Uuid::now_v7();
+    let contacts: Arc<Vec<uuid::Uuid>> = Arc::new((0..1000).map(|_| uuid::Uuid::now_v7()).collect());
+    let mut result = json!({"mode": "baseline", "machine": machine(), "clients": a.clients,
+                            "duration_secs": a.duration.as_secs_f64()});
+    for batch in [1_i64, 50] {
+        eprintln!("baseline: {batch}-row INSERT+COMMIT with {} clients for {:?}...", a.clients, a.duration);
+        let rows = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + a.duration;
+        let seq = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for c in 0..a.clients {
+            let (db, rows, seq, contacts) = (h.db.clone(), rows.clone(), seq.clone(), contacts.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = db.acquire().await?;
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                    sqlx::query(
+                        "INSERT INTO bench_messages (id, tenant_id, contact_id, channel, media, direction, kind, body,
+                                                     status, channel_account_id, provider_message_id)
+                         SELECT gen_random_uuid(), $1, $2, 'whatsapp', 'chat', 'inbound', 'text',
+                                'a message of a typical length, about sixty characters long', 'received', $3,
+                                'wamid.B' || $4 || '.' || g
+                         FROM generate_series(1, $5) g",
+                    )
+                    .bind(tenant)
+                    .bind(contacts[i % contacts.len()])
+                    .bind(account)
+                    .bind(i64::try_from(n).unwrap_or(0))
+                    .bind(batch)
+                    .execute(&mut *conn)
+                    .await?;
+                    rows.fetch_add(u64::try_from(batch).unwrap_or(0), Ordering::Relaxed);
+                    i += 7;
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let rate = rows.load(Ordering::Relaxed) as f64 / a.duration.as_secs_f64();
+        let key = if batch == 1 { "insert_commit_rows_per_sec" } else { "batch50_rows_per_sec" };
+        result[key] = json!(rate.round());
+    }
+    eprintln!("baseline: no-op axum handler parsing a webhook body, {:?}...", a.duration);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(_) => axum::http::StatusCode::OK,
+                Err(_) => axum::http::StatusCode::BAD_REQUEST,
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (body, _) = h.webhook(1, "wamid.noop", "hello there");
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + a.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (http, body, done) = (h.http.clone(), body.clone(), done.clone());
+        let url = format!("http://{addr}/hook");
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if let Ok(r) = http.post(&url).body(body.clone()).send().await
+                    && r.status().is_success()
+                {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    result["noop_http_requests_per_sec"] =
+        json!((done.load(Ordering::Relaxed) as f64 / a.duration.as_secs_f64()).round());
+    result["note"] = json!("the no-op server and its client share this machine's cores");
+    Ok(result)
+}
+
+/// Signed inbound webhooks: ack latency and webhook → `message.created` on a socket.
+pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
+    let h = Arc::new(Harness::start(&a.gateway, 0).await?);
+    let pending: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
+    let e2e: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    let ack: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    let errors: Shared<BTreeMap<String, u64>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let events = Arc::new(AtomicU64::new(0));
+    {
+        let ws = h.socket(&h.admin_token).await?;
+        let (pending, e2e, events) = (pending.clone(), e2e.clone(), events.clone());
+        tokio::spawn(read_events(ws, move |v| {
+            if v["kind"] == "message.created"
+                && let Some(id) = v["payload"]["message"]["provider_message_id"].as_str()
+                && let Some(t) = lock(&pending).remove(id)
+            {
+                record(&mut lock(&e2e), t.elapsed());
+                events.fetch_add(1, Ordering::Relaxed);
+            }
+            true
+        }));
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let ticker = progress(
+        "ingest",
+        vec![("sent", sent.clone()), ("acked", acked.clone()), ("events", events.clone())],
+    );
+    let cpu0 = h.cpu_secs();
+    let max_conns = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (h, max_conns) = (h.clone(), max_conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let n = u64::try_from(h.pg_connections().await).unwrap_or(0);
+                max_conns.fetch_max(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let seq = Arc::new(AtomicUsize::new(0));
+    let one = {
+        let (h, pending, ack, errors, acked, sent, seq) = (
+            h.clone(),
+            pending.clone(),
+            ack.clone(),
+            errors.clone(),
+            acked.clone(),
+            sent.clone(),
+            seq.clone(),
+        );
+        let contacts = a.contacts.max(1);
+        move |scheduled: Instant| {
+            let (h, pending, ack, errors, acked, sent) =
+                (h.clone(), pending.clone(), ack.clone(), errors.clone(), acked.clone(), sent.clone());
+            let n = seq.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let wamid = format!("wamid.LOAD{n}");
+                let (body, sig) = h.webhook(n % contacts, &wamid, "hello, is anyone there?");
+                lock(&pending).insert(wamid.clone(), scheduled);
+                sent.fetch_add(1, Ordering::Relaxed);
+                let status = h.send_webhook(body, sig).await;
+                if status == 200 {
+                    record(&mut lock(&ack), scheduled.elapsed());
+                    acked.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    lock(&pending).remove(&wamid);
+                    *lock(&errors).entry(format!("http_{status}")).or_default() += 1;
+                }
+            }
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    match a.closed {
+        Some(c) => {
+            let deadline = started + a.duration;
+            for _ in 0..c {
+                let one = one.clone();
+                tasks.spawn(async move {
+                    while Instant::now() < deadline {
+                        one(Instant::now()).await;
+                    }
+                });
+            }
+        }
+        None => {
+            let total = (a.rate * a.duration.as_secs_f64()) as u64;
+            let interval = Duration::from_secs_f64(1.0 / a.rate);
+            for i in 0..total {
+                let at = started + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(at.into()).await;
+                if tasks.len() > 20_000 {
+                    *lock(&errors).entry("client_overloaded".into()).or_default() += 1;
+                    continue;
+                }
+                tasks.spawn(one(at));
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    let cpu = h.cpu_secs() - cpu0;
+    // Let the last events arrive.
+    for _ in 0..100 {
+        if lock(&pending).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ticker.abort();
+    sampler.abort();
+    let missing = lock(&pending).len();
+    let (_, peak) = h.rss_kib();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&h.db)
+        .await
+        .unwrap_or(-1);
+    let acked_n = acked.load(Ordering::Relaxed);
+    Ok(json!({
+        "mode": "ingest",
+        "machine": machine(),
+        "schedule": match a.closed { Some(c) => format!("closed loop, {c} concurrent"), None => format!("open loop, {} /s", a.rate) },
+        "duration_secs": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+        "webhooks_acked": acked_n,
+        "achieved_per_sec": (acked_n as f64 / elapsed.as_secs_f64()).round(),
+        "messages_stored": stored,
+        "ack": summary(&lock(&ack)),
+        "webhook_to_message_created": summary(&lock(&e2e)),
+        "events_missing": missing,
+        "errors": *lock(&errors),
+        "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
+        "gateway_peak_rss_mib": peak / 1024,
+        "pg_connections_max": max_conns.load(Ordering::Relaxed),
+    }))
+}
+
+/// K idle sockets: memory per socket, then one event to all of them.
+pub async fn connections(a: &Args) -> anyhow::Result<Value> {
+    let h = Arc::new(Harness::start(&a.gateway, 0).await?);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss0, _) = h.rss_kib();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let connected = Arc::new(AtomicU64::new(0));
+    let ticker = progress("connections", vec![("connected", connected.clone())]);
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..a.sockets {
+        let (h, tx, connected, gate) = (h.clone(), tx.clone(), connected.clone(), gate.clone());
+        opening.spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let ws = h.socket(&h.admin_token).await;
+            drop(permit);
+            let ws = ws?;
+            connected.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(read_events(ws, move |v| {
+                if v["kind"] == "message.created" {
+                    let _ = tx.send(Instant::now());
+                    return false;
+                }
+                true
+            }));
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    let mut failed = 0;
+    while let Some(r) = opening.join_next().await {
+        if !matches!(r, Ok(Ok(()))) {
+            failed += 1;
+        }
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss1, _) = h.rss_kib();
+    let open = connected.load(Ordering::Relaxed);
+    eprintln!("{open} sockets open ({failed} failed); sending one event...");
+    let t0 = Instant::now();
+    let (body, sig) = h.webhook(1, "wamid.BROADCAST", "one event for everyone");
+    let status = h.send_webhook(body, sig).await;
+    anyhow::ensure!(status == 200, "the webhook was answered {status}");
+    let mut delivered = histogram();
+    let mut last = t0;
+    while let Ok(Some(at)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        record(&mut delivered, at - t0);
+        last = last.max(at);
+        if delivered.len() == open {
+            break;
+        }
+    }
+    ticker.abort();
+    let (_, peak) = h.rss_kib();
+    Ok(json!({
+        "mode": "connections",
+        "machine": machine(),
+        "sockets_open": open,
+        "sockets_failed": failed,
+        "gateway_rss_kib_before": rss0,
+        "gateway_rss_kib_after": rss1,
+        "kib_per_socket": if open > 0 { ((rss1.saturating_sub(rss0)) as f64 / open as f64 * 10.0).round() / 10.0 } else { 0.0 },
+        "delivered": delivered.len(),
+        "delivery": summary(&delivered),
+        "all_delivered_ms": (last - t0).as_millis(),
+        "gateway_peak_rss_mib": peak / 1024,
+    }))
+}
+
+/// The full loop: contacts write, agents are offered, accept, reply, and finish.
+pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
+    let h = Arc::new(Harness::start(&a.gateway, a.agents).await?);
+    let created_at: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
+    let contact_sched: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
+    let to_offer: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    let accept: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    let send_to_status: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    let handled = Arc::new(AtomicU64::new(0));
+    {
+        // The admin's socket links each contact to when its webhook was scheduled.
+        let ws = h.socket(&h.admin_token).await?;
+        let (created_at, contact_sched) = (created_at.clone(), contact_sched.clone());
+        tokio::spawn(read_events(ws, move |v| {
+            if v["kind"] == "message.created"
+                && let (Some(id), Some(contact)) = (
+                    v["payload"]["message"]["provider_message_id"].as_str(),
+                    v["payload"]["message"]["contact_id"].as_str(),
+                )
+                && let Some(t) = lock(&created_at).remove(id)
+            {
+                lock(&contact_sched).insert(contact.to_owned(), t);
+            }
+            true
+        }));
+    }
+    for (_, token) in &h.agents {
+        let ws = h.socket(token).await?;
+        let code = h
+            .http
+            .put(format!("{}/api/v1/me/state", h.base))
+            .bearer_auth(token)
+            .json(&json!({"state": "ready"}))
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(code.is_success(), "setting Ready: {code}");
+        let (h, token) = (h.clone(), token.clone());
+        let (contact_sched, to_offer, accept, send_to_status, handled) = (
+            contact_sched.clone(),
+            to_offer.clone(),
+            accept.clone(),
+            send_to_status.clone(),
+            handled.clone(),
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        tokio::spawn(read_events(ws, move |v| tx.send(v).is_ok()));
+        tokio::spawn(async move {
+            let mut sends: HashMap<String, Instant> = HashMap::new();
+            while let Some(v) = rx.recv().await {
+                match v["kind"].as_str() {
+                    Some("interaction.offered") => {
+                        let interaction = v["payload"]["interaction_id"].as_str().unwrap_or_default().to_owned();
+                        if let Some(contact) = v["payload"]["contact_id"].as_str()
+                            && let Some(t) = lock(&contact_sched).remove(contact)
+                        {
+                            record(&mut lock(&to_offer), t.elapsed());
+                        }
+                        let t = Instant::now();
+                        if h.post_status(&format!("/api/v1/interactions/{interaction}/accept"), &token, &json!({})).await != 200 {
+                            continue;
+                        }
+                        record(&mut lock(&accept), t.elapsed());
+                        let t = Instant::now();
+                        let r = h
+                            .http
+                            .post(format!("{}/api/v1/interactions/{interaction}/messages", h.base))
+                            .bearer_auth(&token)
+                            .header("idempotency-key", format!("reply-{interaction}"))
+                            .json(&json!({"text": "Hello! How can I help you today?"}))
+                            .send()
+                            .await;
+                        if let Ok(r) = r
+                            && let Ok(m) = r.json::<Value>().await
+                            && let Some(id) = m["id"].as_str()
+                        {
+                            sends.insert(id.to_owned(), t);
+                        }
+                        h.post_status(&format!("/api/v1/interactions/{interaction}/done"), &token, &json!({})).await;
+                        handled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some("message.status") if v["payload"]["status"] == "sent" => {
+                        if let Some(id) = v["payload"]["message_id"].as_str()
+                            && let Some(t) = sends.remove(id)
+                        {
+                            record(&mut lock(&send_to_status), t.elapsed());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let ticker = progress("conversation", vec![("conversations", sent.clone()), ("handled", handled.clone())]);
+    let cpu0 = h.cpu_secs();
+    let started = Instant::now();
+    let total = (a.rate * a.duration.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / a.rate);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let at = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let (h, created_at, sent) = (h.clone(), created_at.clone(), sent.clone());
+        tasks.spawn(async move {
+            let wamid = format!("wamid.CONV{i}");
+            let (body, sig) = h.webhook(i, &wamid, "Hi, I need help with my order");
+            lock(&created_at).insert(wamid, at);
+            sent.fetch_add(1, Ordering::Relaxed);
+            h.send_webhook(body, sig).await
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    for _ in 0..200 {
+        if handled.load(Ordering::Relaxed) as usize >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ticker.abort();
+    let elapsed = started.elapsed();
+    let cpu = h.cpu_secs() - cpu0;
+    let (_, peak) = h.rss_kib();
+    Ok(json!({
+        "mode": "conversation",
+        "machine": machine(),
+        "target_conversations_per_sec": a.rate,
+        "agents": a.agents,
+        "conversations": total,
+        "handled": handled.load(Ordering::Relaxed),
+        "webhook_to_offer": summary(&lock(&to_offer)),
+        "accept_call": summary(&lock(&accept)),
+        "agent_send_to_status_event": summary(&lock(&send_to_status)),
+        "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
+        "gateway_peak_rss_mib": peak / 1024,
+    }))
+}
