@@ -142,7 +142,13 @@ pub async fn events_ws(
                 .await;
         }));
     }
-    Ok(ws.on_upgrade(move |socket| serve_socket(state, principal, start, socket)))
+    // Small buffers: an idle socket costs a few KiB instead of the ~128 KiB default. Frames
+    // the client sends are tiny (pongs, close); ours are bounded by the page size.
+    Ok(ws
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| serve_socket(state, principal, start, socket)))
 }
 
 async fn serve_socket(state: AppState, principal: Principal, start: i64, socket: WebSocket) {

@@ -405,7 +405,9 @@ pub async fn route_round(
                 (q.relax_after_secs IS NOT NULL AND i.queued_at <= now() - make_interval(secs => q.relax_after_secs)) AS relaxed,
                 q.offer_timeout_secs
          FROM interactions i LEFT JOIN queues q ON q.id = i.queue_id
-         WHERE i.state = 'queued' ORDER BY i.queued_at, i.id LIMIT 200 FOR UPDATE OF i SKIP LOCKED",
+         WHERE i.state = 'queued'
+           AND EXISTS (SELECT 1 FROM agent_states a WHERE a.tenant_id = i.tenant_id AND a.state = 'ready')
+         ORDER BY i.queued_at, i.id LIMIT 200 FOR UPDATE OF i SKIP LOCKED",
     )
     .fetch_all(&mut *tx)
     .await?;

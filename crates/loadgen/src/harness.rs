@@ -13,9 +13,8 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 /// A WebSocket client.
-pub type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Everything a mode needs.
 pub struct Harness {
@@ -77,7 +76,9 @@ impl Harness {
             .max_connections(1)
             .connect(&cluster.url("postgres"))
             .await?;
-        sqlx::query("CREATE DATABASE parley").execute(&admin_db).await?;
+        sqlx::query("CREATE DATABASE parley")
+            .execute(&admin_db)
+            .await?;
         admin_db.close().await;
         let url = cluster.url("parley");
         let db = PgPoolOptions::new()
@@ -99,7 +100,8 @@ impl Harness {
         tokio::spawn(whatsapp_sim::serve(sim_listener, sim.clone(), stop.clone()));
 
         let port = free_port()?;
-        let data_dir = std::env::temp_dir().join(format!("parley-load-{}", pg_cluster::random_hex(6)));
+        let data_dir =
+            std::env::temp_dir().join(format!("parley-load-{}", pg_cluster::random_hex(6)));
         std::fs::create_dir_all(&data_dir)?;
         let log = data_dir.join("gateway.log");
         let platform = pg_cluster::random_hex(16);
@@ -147,10 +149,7 @@ impl Harness {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
             if let Ok(Some(status)) = self.gateway.try_wait() {
-                bail!(
-                    "the gateway exited ({status}); see {}",
-                    self.log.display()
-                );
+                bail!("the gateway exited ({status}); see {}", self.log.display());
             }
             if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await
                 && r.status().is_success()
@@ -159,7 +158,10 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("the gateway did not become ready; see {}", self.log.display())
+        bail!(
+            "the gateway did not become ready; see {}",
+            self.log.display()
+        )
     }
 
     async fn post(&self, path: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
@@ -257,7 +259,7 @@ impl Harness {
 
     /// A signed inbound text webhook from contact `contact`, provider id `wamid`.
     pub fn webhook(&self, contact: usize, wamid: &str, text: &str) -> (Vec<u8>, String) {
-        let from = format!("1555{contact:07}");
+        let from = format!("14156{:06}", contact % 1_000_000);
         let body = serde_json::to_vec(&json!({
             "object": "whatsapp_business_account",
             "entry": [{"id": "WABA-LOAD", "changes": [{"field": "messages", "value": {
@@ -313,7 +315,8 @@ impl Harness {
 
     /// The gateway's (current, peak) resident memory in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()

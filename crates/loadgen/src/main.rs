@@ -72,9 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
         gateway: own.with_file_name("gateway"),
     };
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         let num = || -> anyhow::Result<f64> {
             value
                 .parse::<f64>()

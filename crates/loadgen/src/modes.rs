@@ -46,7 +46,10 @@ async fn read_events(mut ws: Ws, mut f: impl FnMut(Value) -> bool) {
     }
 }
 
-fn progress(label: &'static str, counters: Vec<(&'static str, Arc<AtomicU64>)>) -> tokio::task::JoinHandle<()> {
+fn progress(
+    label: &'static str,
+    counters: Vec<(&'static str, Arc<AtomicU64>)>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -57,7 +60,11 @@ fn progress(label: &'static str, counters: Vec<(&'static str, Arc<AtomicU64>)>) 
                 .iter()
                 .map(|(k, c)| format!("{k}={}", c.load(Ordering::Relaxed)))
                 .collect();
-            eprintln!("[{label} {:>4.0}s] {}", started.elapsed().as_secs_f64(), parts.join(" "));
+            eprintln!(
+                "[{label} {:>4.0}s] {}",
+                started.elapsed().as_secs_f64(),
+                parts.join(" ")
+            );
         }
     })
 }
@@ -72,17 +79,22 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
     .await?;
     let tenant = uuid::Uuid::now_v7();
     let account = uuid::Uuid::now_v7();
-    let contacts: Arc<Vec<uuid::Uuid>> = Arc::new((0..1000).map(|_| uuid::Uuid::now_v7()).collect());
+    let contacts: Arc<Vec<uuid::Uuid>> =
+        Arc::new((0..1000).map(|_| uuid::Uuid::now_v7()).collect());
     let mut result = json!({"mode": "baseline", "machine": machine(), "clients": a.clients,
                             "duration_secs": a.duration.as_secs_f64()});
     for batch in [1_i64, 50] {
-        eprintln!("baseline: {batch}-row INSERT+COMMIT with {} clients for {:?}...", a.clients, a.duration);
+        eprintln!(
+            "baseline: {batch}-row INSERT+COMMIT with {} clients for {:?}...",
+            a.clients, a.duration
+        );
         let rows = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + a.duration;
         let seq = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for c in 0..a.clients {
-            let (db, rows, seq, contacts) = (h.db.clone(), rows.clone(), seq.clone(), contacts.clone());
+            let (db, rows, seq, contacts) =
+                (h.db.clone(), rows.clone(), seq.clone(), contacts.clone());
             tasks.push(tokio::spawn(async move {
                 let mut conn = db.acquire().await?;
                 let mut i = c;
@@ -93,7 +105,7 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
                                                      status, channel_account_id, provider_message_id)
                          SELECT gen_random_uuid(), $1, $2, 'whatsapp', 'chat', 'inbound', 'text',
                                 'a message of a typical length, about sixty characters long', 'received', $3,
-                                'wamid.B' || $4 || '.' || g
+                                'wamid.B' || $5 || '.' || $4 || '.' || g
                          FROM generate_series(1, $5) g",
                     )
                     .bind(tenant)
@@ -113,10 +125,17 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
             t.await??;
         }
         let rate = rows.load(Ordering::Relaxed) as f64 / a.duration.as_secs_f64();
-        let key = if batch == 1 { "insert_commit_rows_per_sec" } else { "batch50_rows_per_sec" };
+        let key = if batch == 1 {
+            "insert_commit_rows_per_sec"
+        } else {
+            "batch50_rows_per_sec"
+        };
         result[key] = json!(rate.round());
     }
-    eprintln!("baseline: no-op axum handler parsing a webhook body, {:?}...", a.duration);
+    eprintln!(
+        "baseline: no-op axum handler parsing a webhook body, {:?}...",
+        a.duration
+    );
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(|body: axum::body::Bytes| async move {
@@ -181,7 +200,11 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let acked = Arc::new(AtomicU64::new(0));
     let ticker = progress(
         "ingest",
-        vec![("sent", sent.clone()), ("acked", acked.clone()), ("events", events.clone())],
+        vec![
+            ("sent", sent.clone()),
+            ("acked", acked.clone()),
+            ("events", events.clone()),
+        ],
     );
     let cpu0 = h.cpu_secs();
     let max_conns = Arc::new(AtomicU64::new(0));
@@ -209,8 +232,14 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         );
         let contacts = a.contacts.max(1);
         move |scheduled: Instant| {
-            let (h, pending, ack, errors, acked, sent) =
-                (h.clone(), pending.clone(), ack.clone(), errors.clone(), acked.clone(), sent.clone());
+            let (h, pending, ack, errors, acked, sent) = (
+                h.clone(),
+                pending.clone(),
+                ack.clone(),
+                errors.clone(),
+                acked.clone(),
+                sent.clone(),
+            );
             let n = seq.fetch_add(1, Ordering::Relaxed);
             async move {
                 let wamid = format!("wamid.LOAD{n}");
@@ -414,21 +443,34 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
             while let Some(v) = rx.recv().await {
                 match v["kind"].as_str() {
                     Some("interaction.offered") => {
-                        let interaction = v["payload"]["interaction_id"].as_str().unwrap_or_default().to_owned();
+                        let interaction = v["payload"]["interaction_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
                         if let Some(contact) = v["payload"]["contact_id"].as_str()
                             && let Some(t) = lock(&contact_sched).remove(contact)
                         {
                             record(&mut lock(&to_offer), t.elapsed());
                         }
                         let t = Instant::now();
-                        if h.post_status(&format!("/api/v1/interactions/{interaction}/accept"), &token, &json!({})).await != 200 {
+                        if h.post_status(
+                            &format!("/api/v1/interactions/{interaction}/accept"),
+                            &token,
+                            &json!({}),
+                        )
+                        .await
+                            != 200
+                        {
                             continue;
                         }
                         record(&mut lock(&accept), t.elapsed());
                         let t = Instant::now();
                         let r = h
                             .http
-                            .post(format!("{}/api/v1/interactions/{interaction}/messages", h.base))
+                            .post(format!(
+                                "{}/api/v1/interactions/{interaction}/messages",
+                                h.base
+                            ))
                             .bearer_auth(&token)
                             .header("idempotency-key", format!("reply-{interaction}"))
                             .json(&json!({"text": "Hello! How can I help you today?"}))
@@ -440,7 +482,12 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                         {
                             sends.insert(id.to_owned(), t);
                         }
-                        h.post_status(&format!("/api/v1/interactions/{interaction}/done"), &token, &json!({})).await;
+                        h.post_status(
+                            &format!("/api/v1/interactions/{interaction}/done"),
+                            &token,
+                            &json!({}),
+                        )
+                        .await;
                         handled.fetch_add(1, Ordering::Relaxed);
                     }
                     Some("message.status") if v["payload"]["status"] == "sent" => {
@@ -456,7 +503,13 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         });
     }
     let sent = Arc::new(AtomicU64::new(0));
-    let ticker = progress("conversation", vec![("conversations", sent.clone()), ("handled", handled.clone())]);
+    let ticker = progress(
+        "conversation",
+        vec![
+            ("conversations", sent.clone()),
+            ("handled", handled.clone()),
+        ],
+    );
     let cpu0 = h.cpu_secs();
     let started = Instant::now();
     let total = (a.rate * a.duration.as_secs_f64()) as usize;

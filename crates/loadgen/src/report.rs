@@ -5,12 +5,15 @@ use serde_json::{Value, json};
 
 /// A latency histogram in microseconds (1 µs to 60 s, 3 significant digits).
 pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 /// Record a duration.
 pub fn record(h: &mut Histogram<u64>, d: std::time::Duration) {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
+    let us = u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 60_000_000);
     let _ = h.record(us);
 }
 
@@ -30,7 +33,10 @@ pub fn summary(h: &Histogram<u64>) -> Value {
 /// The human summary of a result.
 pub fn human(result: &Value) -> String {
     let mut out = String::new();
-    out.push_str(&format!("== loadgen {} ==\n", result["mode"].as_str().unwrap_or("?")));
+    out.push_str(&format!(
+        "== loadgen {} ==\n",
+        result["mode"].as_str().unwrap_or("?")
+    ));
     if let Some(m) = result.get("machine") {
         out.push_str(&format!("machine: {m}\n"));
     }
