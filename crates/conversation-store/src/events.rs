@@ -100,7 +100,8 @@ pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
         return Ok(0);
     }
     let done = sqlx::query(
-        "WITH base AS (SELECT COALESCE(max(position), 0) AS p FROM events),
+        "WITH base AS (SELECT GREATEST(COALESCE((SELECT max(position) FROM events), 0),
+                                       COALESCE((SELECT max(pruned_through_position) FROM event_prune_marks), 0)) AS p),
               ready AS (
                 SELECT id, row_number() OVER (ORDER BY xid, id) AS rn FROM (
                     SELECT id, xid FROM events
@@ -161,6 +162,78 @@ pub async fn stream_after(
     .bind(limit)
     .fetch_all(conn)
     .await?)
+}
+
+/// A sequenced event of any tenant, with who may see it (the per-process feed).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FeedEvent {
+    /// The stream position.
+    pub position: i64,
+    /// The tenant.
+    pub tenant_id: uuid::Uuid,
+    /// `tenant`, `supervisors` or `user`.
+    pub audience: String,
+    /// For `user`.
+    pub user_id: Option<uuid::Uuid>,
+    /// Kind.
+    pub kind: String,
+    /// What happened.
+    pub payload: Value,
+    /// When it was recorded.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl FeedEvent {
+    /// Whether `user` of `tenant` (a supervisor or not) may see it: the same rule as
+    /// [`stream_after`].
+    pub fn visible_to(&self, tenant: TenantId, user: UserId, is_supervisor: bool) -> bool {
+        self.tenant_id == tenant.0
+            && match self.audience.as_str() {
+                "tenant" => true,
+                "supervisors" => is_supervisor,
+                "user" => self.user_id == Some(user.0),
+                _ => false,
+            }
+    }
+
+    /// As a client receives it.
+    pub fn to_stream(&self) -> StreamEvent {
+        StreamEvent {
+            id: self.position,
+            kind: self.kind.clone(),
+            payload: self.payload.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// Sequenced events of every tenant after `after`, oldest first. Positions form a
+/// contiguous prefix (one sequencer at a time assigns them in one transaction), so a page
+/// read here never skips one that a later read would find.
+pub async fn feed_after(
+    conn: &mut PgConnection,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<FeedEvent>, StoreError> {
+    Ok(sqlx::query_as::<_, FeedEvent>(
+        "SELECT position, tenant_id, audience, user_id, kind, payload, created_at FROM events
+         WHERE position > $1 ORDER BY position LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The newest position of all tenants.
+pub async fn global_head(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT GREATEST((SELECT max(position) FROM events),
+                             (SELECT max(pruned_through_position) FROM event_prune_marks))",
+    )
+    .fetch_one(conn)
+    .await?
+    .unwrap_or(0))
 }
 
 /// The newest position of the tenant (where a client without a cursor starts).

@@ -39,6 +39,8 @@ pub struct AppState {
     pub provider_http: reqwest::Client,
     /// Wake-ups from this process's one LISTEN connection (workers and event sockets).
     pub wakeups: channel_connector::worker::Wakeups,
+    /// Newly sequenced events, read once per process and shared by its sockets.
+    pub feed: crate::events::Feed,
     /// Cancelled at shutdown; WebSocket tasks and workers watch it (axum's graceful
     /// shutdown does not wait for upgraded sockets).
     pub shutdown: CancellationToken,
@@ -59,6 +61,7 @@ impl AppState {
                 interaction_router::ROUTE_CHANNEL,
             ]),
             shutdown: CancellationToken::new(),
+            feed: crate::events::feed(64),
             db,
             jwt,
             blobs,
@@ -207,6 +210,7 @@ pub fn spawn_workers(state: &AppState, tracker: &tokio_util::task::TaskTracker) 
         stop.clone(),
     ));
     tracker.spawn(crate::events::run_sequencer(state.clone(), stop.clone()));
+    tracker.spawn(crate::events::run_feed(state.clone(), stop.clone()));
     tracker.spawn(run_router(state.clone(), stop.clone()));
     tracker.spawn(crate::events::run_pruner(
         state.db.clone(),

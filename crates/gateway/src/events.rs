@@ -126,7 +126,7 @@ pub async fn events_ws(
     let mut conn = state.db.acquire().await?;
     let start = match q.after {
         Some(a) => a,
-        None => events::head(&mut conn, principal.tenant_id).await?,
+        None => events::global_head(&mut conn).await?,
     };
     let pruned = events::pruned_through(&mut conn, principal.tenant_id).await?;
     drop(conn);
@@ -151,13 +151,172 @@ pub async fn events_ws(
         .on_upgrade(move |socket| serve_socket(state, principal, start, socket)))
 }
 
+/// Why a send to a socket ended the socket.
+enum SendFailed {
+    /// The client is gone.
+    Gone,
+    /// The client does not take frames: closed with 4001 (resume).
+    TooSlow,
+}
+
+async fn send_text<S>(tx: &mut S, text: Utf8Bytes, timeout: Duration) -> Result<(), SendFailed>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    match tokio::time::timeout(timeout, tx.send(Message::Text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendFailed::Gone),
+        Err(_) => {
+            // Its buffers are full; the close frame may not get through either.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tx.send(Message::Close(Some(CloseFrame {
+                    code: CLOSE_RESUME,
+                    reason: Utf8Bytes::from_static("too slow; reconnect with after"),
+                }))),
+            )
+            .await;
+            Err(SendFailed::TooSlow)
+        }
+    }
+}
+
+/// Catch up from the database: send every event after `cursor` this user may see. Returns
+/// the new cursor and the global position through which nothing is missing, or `None`
+/// when the database could not be read (try again later).
+async fn catch_up<S>(
+    state: &AppState,
+    principal: &Principal,
+    is_supervisor: bool,
+    tx: &mut S,
+    mut cursor: i64,
+) -> Result<Option<(i64, i64)>, SendFailed>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let head = {
+        let Ok(mut conn) = state.db.acquire().await else {
+            return Ok(None);
+        };
+        match events::global_head(&mut conn).await {
+            Ok(h) => h,
+            Err(_) => return Ok(None),
+        }
+    };
+    loop {
+        let page = async {
+            let mut conn = state.db.acquire().await?;
+            events::stream_after(
+                &mut conn,
+                principal.tenant_id,
+                principal.user_id,
+                is_supervisor,
+                cursor,
+                PAGE,
+            )
+            .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))
+        }
+        .await;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "event page failed; retrying shortly");
+                return Ok(None);
+            }
+        };
+        if page.is_empty() {
+            // Everything up to `head` (read before this last, empty page) was sent.
+            return Ok(Some((cursor, head.max(cursor))));
+        }
+        for e in page {
+            let text = serde_json::to_string(&e).unwrap_or_default();
+            send_text(tx, Utf8Bytes::from(text), state.config.ws_send_timeout).await?;
+            cursor = e.id;
+        }
+    }
+}
+
+/// One page of the per-process feed: contiguous positions `first..=last`.
+#[derive(Debug)]
+pub struct FeedPage {
+    first: i64,
+    last: i64,
+    events: Vec<(events::FeedEvent, Utf8Bytes)>,
+}
+
+/// The per-process event feed: each newly sequenced page is read from the database once,
+/// serialised once, and handed to every socket of this process, which filters it by
+/// tenant and audience. A socket that falls behind the feed (or joins mid-way) reads from
+/// the database instead.
+pub type Feed = tokio::sync::broadcast::Sender<std::sync::Arc<FeedPage>>;
+
+/// A feed that keeps `pages` pages for sockets that are behind.
+pub fn feed(pages: usize) -> Feed {
+    tokio::sync::broadcast::channel(pages).0
+}
+
+/// Read newly sequenced events into the feed, woken by the sequencer's NOTIFY.
+pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
+    let mut wake = state.wakeups.subscribe(events::READY_CHANNEL);
+    let mut cursor: Option<i64> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        wake.mark_unchanged();
+        let round = async {
+            let mut conn = state.db.acquire().await?;
+            let mut at = match cursor {
+                Some(c) => c,
+                None => events::global_head(&mut conn).await?,
+            };
+            cursor = Some(at);
+            loop {
+                let page = events::feed_after(&mut conn, at, PAGE).await?;
+                let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                    break;
+                };
+                let (first, last) = (first.position, last.position);
+                let events = page
+                    .into_iter()
+                    .map(|e| {
+                        let text = serde_json::to_string(&e.to_stream()).unwrap_or_default();
+                        (e, Utf8Bytes::from(text))
+                    })
+                    .collect();
+                let _ = state.feed.send(std::sync::Arc::new(FeedPage {
+                    first,
+                    last,
+                    events,
+                }));
+                at = last;
+                cursor = Some(at);
+            }
+            Ok::<_, conversation_store::StoreError>(())
+        }
+        .await;
+        if let Err(e) = round {
+            tracing::warn!(error = %e, "event feed round failed; sockets read from the database meanwhile");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.changed() => {},
+            _ = tick.tick() => {},
+        }
+    }
+}
+
 async fn serve_socket(state: AppState, principal: Principal, start: i64, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
-    let mut wake = state.wakeups.subscribe(events::READY_CHANNEL);
+    // Subscribe before catching up so nothing published meanwhile is missed.
+    let mut feed = state.feed.subscribe();
     let shutdown = state.shutdown.clone();
     let mut cursor = start;
+    // The global position through which this socket has seen everything; `None` until it
+    // has caught up from the database (again, after falling behind the feed).
+    let mut synced: Option<i64> = None;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut retry = tokio::time::interval(Duration::from_millis(500));
     let is_supervisor = principal.has_role(Role::Supervisor);
     let send_timeout = state.config.ws_send_timeout;
     // Presence: refreshed well within the offline grace period while the socket lives.
@@ -165,55 +324,14 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
         (state.config.offline_grace / 3).clamp(Duration::from_millis(200), PING_EVERY),
     );
     'outer: loop {
-        // Drain everything after the cursor, page by page.
-        loop {
-            let page = async {
-                let mut conn = state.db.acquire().await?;
-                events::stream_after(
-                    &mut conn,
-                    principal.tenant_id,
-                    principal.user_id,
-                    is_supervisor,
-                    cursor,
-                    PAGE,
-                )
-                .await
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))
-            }
-            .await;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event page failed; retrying on the next tick");
-                    break;
+        if synced.is_none() {
+            match catch_up(&state, &principal, is_supervisor, &mut tx, cursor).await {
+                Ok(Some((c, s))) => {
+                    cursor = c;
+                    synced = Some(s);
                 }
-            };
-            if page.is_empty() {
-                break;
-            }
-            for e in page {
-                let text = serde_json::to_string(&e).unwrap_or_default();
-                match tokio::time::timeout(
-                    send_timeout,
-                    tx.send(Message::Text(Utf8Bytes::from(text))),
-                )
-                .await
-                {
-                    Ok(Ok(())) => cursor = e.id,
-                    Ok(Err(_)) => break 'outer,
-                    Err(_) => {
-                        // Its buffers are full; the close frame may not get through either.
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            tx.send(Message::Close(Some(CloseFrame {
-                                code: CLOSE_RESUME,
-                                reason: Utf8Bytes::from_static("too slow; reconnect with after"),
-                            }))),
-                        )
-                        .await;
-                        break 'outer;
-                    }
-                }
+                Ok(None) => {}
+                Err(_) => break 'outer,
             }
         }
         tokio::select! {
@@ -221,7 +339,35 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
                 let _ = tx.send(Message::Close(Some(CloseFrame { code: 1001, reason: Utf8Bytes::from_static("server shutting down; reconnect with after") }))).await;
                 break;
             }
-            changed = wake.changed() => if changed.is_err() { break },
+            page = feed.recv() => match page {
+                Ok(page) => {
+                    let Some(s) = synced else { continue };
+                    if page.last <= s {
+                        continue;
+                    }
+                    if page.first > s + 1 {
+                        // A gap (the feed started after us): read it from the database.
+                        synced = None;
+                        continue;
+                    }
+                    for (e, text) in &page.events {
+                        if e.position <= s
+                            || e.position <= cursor
+                            || !e.visible_to(principal.tenant_id, principal.user_id, is_supervisor)
+                        {
+                            continue;
+                        }
+                        if send_text(&mut tx, text.clone(), send_timeout).await.is_err() {
+                            break 'outer;
+                        }
+                        cursor = e.position;
+                    }
+                    synced = Some(page.last);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => synced = None,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = retry.tick(), if synced.is_none() => {},
             _ = presence.tick() => touch_presence(&state, &principal).await,
             _ = ping.tick() => {
                 if tx.send(Message::Ping(Default::default())).await.is_err() {
@@ -233,7 +379,8 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
                 Some(Ok(_)) => {}
             },
         }
-    } // The grace period before `offline` counts from the disconnect.
+    }
+    // The grace period before `offline` counts from the disconnect.
     touch_presence(&state, &principal).await;
 }
 

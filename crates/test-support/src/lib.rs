@@ -295,6 +295,7 @@ fn start_background(state: &AppState, dispatcher_stop: &CancellationToken) {
         stop.clone(),
     ));
     tokio::spawn(gateway::events::run_sequencer(state.clone(), stop.clone()));
+    tokio::spawn(gateway::events::run_feed(state.clone(), stop.clone()));
     tokio::spawn(gateway::app::run_router(state.clone(), stop));
 }
 
