@@ -378,3 +378,37 @@ async fn a_supervisor_sees_agent_states_and_another_tenant_sees_nothing() {
     assert!(nothing_within(&mut foreign_sup, 500).await);
     assert!(nothing_within(&mut foreign_agent, 300).await);
 }
+
+/// With a feed that keeps a single page, a burst spanning several pages leaves sockets
+/// behind the feed: they catch up from the database and still get everything once, in
+/// order.
+#[tokio::test]
+async fn a_socket_behind_the_in_memory_feed_catches_up_from_the_database() {
+    let app = test_support::spawn_app_with(&[("PARLEY_EVENT_FEED_PAGES", "1")]).await;
+    let mut ws = connect(&app, &app.agent.token, None).await;
+    let mut conn = app.db.acquire().await.expect("conn");
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
+    for n in 0..1000 {
+        events::append(
+            &mut tx,
+            app.tenant,
+            Audience::Tenant,
+            "test.burst",
+            &json!({ "n": n }),
+        )
+        .await
+        .expect("append");
+    }
+    tx.commit().await.expect("commit");
+    drop(conn);
+    let mut ns = Vec::new();
+    let mut ids = Vec::new();
+    while ns.len() < 1000 {
+        let e = next_event(&mut ws).await;
+        ids.push(e["id"].as_i64().expect("id"));
+        ns.push(e["payload"]["n"].as_i64().expect("n"));
+    }
+    assert_eq!(ns, (0..1000).collect::<Vec<i64>>());
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert!(nothing_within(&mut ws, 300).await, "nothing twice");
+}

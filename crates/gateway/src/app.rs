@@ -61,7 +61,7 @@ impl AppState {
                 interaction_router::ROUTE_CHANNEL,
             ]),
             shutdown: CancellationToken::new(),
-            feed: crate::events::feed(64),
+            feed: crate::events::feed(config.event_feed_pages),
             db,
             jwt,
             blobs,

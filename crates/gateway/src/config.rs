@@ -30,6 +30,7 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_EVENT_RETENTION_HOURS",
     "PARLEY_OFFLINE_GRACE_SECS",
     "PARLEY_WS_SEND_TIMEOUT_MS",
+    "PARLEY_EVENT_FEED_PAGES",
     "PARLEY_CONTINUATION_WINDOW_SECS",
     "PARLEY_SIMULATOR_LISTEN",
 ];
@@ -137,6 +138,9 @@ pub struct Config {
     /// `PARLEY_WS_SEND_TIMEOUT_MS` (default 10000): an event-stream client that does not
     /// take a frame within this long is disconnected with close code 4001 (resume).
     pub ws_send_timeout: Duration,
+    /// `PARLEY_EVENT_FEED_PAGES` (default 64): pages of new events kept in memory for this
+    /// process's sockets; a socket further behind reads from the database.
+    pub event_feed_pages: usize,
     /// `PARLEY_CONTINUATION_WINDOW_SECS` (default 86400): a contact writing again within
     /// this long goes first to the agent who last handled them.
     pub continuation_window: Duration,
@@ -310,6 +314,14 @@ impl Config {
                 10,
                 600_000,
             )?),
+            event_feed_pages: usize::try_from(number(
+                &get,
+                "PARLEY_EVENT_FEED_PAGES",
+                64,
+                1,
+                100_000,
+            )?)
+            .unwrap_or(64),
             continuation_window: Duration::from_secs(number(
                 &get,
                 "PARLEY_CONTINUATION_WINDOW_SECS",
