@@ -31,9 +31,13 @@ pub async fn append(
         Audience::Supervisors => ("supervisors", None),
         Audience::User(u) => ("user", Some(u.0)),
     };
+    // One round trip: the row, and a wake-up for the sequencer delivered at commit. The
+    // notification's payload is constant, so PostgreSQL folds a transaction's many
+    // appends into one notification.
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO events (tenant_id, audience, user_id, kind, payload)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "WITH e AS (INSERT INTO events (tenant_id, audience, user_id, kind, payload)
+                    VALUES ($1, $2, $3, $4, $5) RETURNING id)
+         SELECT e.id FROM e, pg_notify('parley_events', '') AS n",
     )
     .bind(tenant.0)
     .bind(aud)
@@ -42,11 +46,6 @@ pub async fn append(
     .bind(payload)
     .fetch_one(&mut *conn)
     .await?;
-    // Wakes listeners after commit; the payload carries ids only.
-    sqlx::query("SELECT pg_notify('parley_events', $1)")
-        .bind(format!("{}:{id}", tenant.0))
-        .execute(conn)
-        .await?;
     Ok(id)
 }
 
