@@ -1340,3 +1340,59 @@ async fn validate_asks_the_providers_contacts_check_when_it_has_one() {
         assert!(r.json["evidence"]["contacts_check"].is_string());
     }
 }
+
+/// Provider URLs set by admins may only point at allowed hosts, so an admin cannot make
+/// the server call internal addresses (SSRF).
+#[tokio::test]
+async fn provider_urls_must_point_at_allowed_hosts() {
+    let app =
+        test_support::spawn_app_with(&[("PARLEY_PROVIDER_HOSTS", "graph.facebook.com")]).await;
+    let account = |base: &str, pnid: &str| {
+        json!({"provider": "whatsapp", "name": "Number", "phone_number_id": pnid,
+               "access_token": "token", "app_secret": "secret", "verify_token": "verify",
+               "api_base_url": base})
+    };
+    for (n, bad) in [
+        "http://127.0.0.1:9/v21.0",
+        "http://169.254.169.254/latest/meta-data",
+        "https://graph.facebook.com@10.0.0.1/v21.0",
+        "https://internal.example/v21.0",
+        "file:///etc/passwd",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = app
+            .post(
+                "/api/v1/channel-accounts",
+                &app.admin.token,
+                &account(bad, &format!("pn{n}")),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+        assert!(r.text.contains("api_base_url"), "{}", r.text);
+    }
+    let r = app
+        .post(
+            "/api/v1/channel-accounts",
+            &app.admin.token,
+            &account("https://graph.facebook.com/v21.0", "pn-ok"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    let r = app
+        .patch(
+            &format!("/api/v1/channel-accounts/{id}"),
+            &app.admin.token,
+            &json!({"contacts_check_url": "http://10.1.2.3/v1/contacts"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text.contains("contacts_check_url"), "{}", r.text);
+}

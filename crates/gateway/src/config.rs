@@ -21,6 +21,7 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_PG_USER",
     "PARLEY_PG_BIN",
     "PARLEY_CORS_ORIGINS",
+    "PARLEY_PROVIDER_HOSTS",
     "PARLEY_LOGIN_MAX_FAILURES",
     "PARLEY_LOGIN_MAX_FAILURES_PER_IP",
     "PARLEY_LOGIN_WINDOW_SECS",
@@ -111,6 +112,11 @@ pub struct Config {
     /// `PARLEY_CORS_ORIGINS`: comma-separated origins allowed to call the API from a
     /// browser; none by default.
     pub cors_origins: Vec<String>,
+    /// `PARLEY_PROVIDER_HOSTS`: comma-separated hosts (`host` or `host:port`) that
+    /// admin-set provider URLs may point at; `*` allows any. Default `graph.facebook.com`,
+    /// plus `127.0.0.1` and `localhost` when the bundled simulator runs. Keeps an admin from
+    /// making the server call internal hosts (SSRF).
+    pub provider_hosts: Vec<String>,
     /// `PARLEY_LOGIN_MAX_FAILURES` (default 5): failed logins per email per window before
     /// that email is locked out for the rest of the window.
     pub login_max_failures: i32,
@@ -252,6 +258,14 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            provider_hosts: match get("PARLEY_PROVIDER_HOSTS") {
+                Some(v) => v
+                    .split(',')
+                    .map(|s| s.trim().to_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                None => vec!["graph.facebook.com".to_owned()],
+            },
             login_max_failures: i32::try_from(number(
                 &get,
                 "PARLEY_LOGIN_MAX_FAILURES",
@@ -334,6 +348,39 @@ impl Config {
 }
 
 impl Config {
+    /// Whether an admin may point a provider URL at `raw`: http(s), no credentials, and a
+    /// host in `provider_hosts` (or loopback while the bundled simulator runs).
+    pub fn provider_url_allowed(&self, raw: &str) -> Result<(), String> {
+        let url = reqwest::Url::parse(raw).map_err(|_| "must be an http(s) URL".to_owned())?;
+        if !matches!(url.scheme(), "http" | "https") || raw.len() > 500 {
+            return Err("must be an http(s) URL of at most 500 characters".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not contain credentials".into());
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| "must name a host".to_owned())?
+            .to_lowercase();
+        if self.provider_hosts.iter().any(|h| h == "*") {
+            return Ok(());
+        }
+        let simulator = self.simulator && matches!(host.as_str(), "127.0.0.1" | "localhost");
+        let with_port = url.port_or_known_default().map(|p| format!("{host}:{p}"));
+        if simulator
+            || self
+                .provider_hosts
+                .iter()
+                .any(|h| *h == host || Some(h) == with_port.as_ref())
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{host} is not an allowed provider host; an operator can allow it with PARLEY_PROVIDER_HOSTS"
+            ))
+        }
+    }
+
     /// Where attachment bytes are stored.
     pub fn attachments_dir(&self) -> PathBuf {
         self.attachments_dir

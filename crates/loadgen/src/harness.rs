@@ -113,6 +113,7 @@ impl Harness {
             .env("PARLEY_PLATFORM_TOKEN", &platform)
             .env("PARLEY_JWT_SECRET", pg_cluster::random_hex(32))
             .env("PARLEY_SIMULATOR", "false")
+            .env("PARLEY_PROVIDER_HOSTS", "127.0.0.1")
             .env("PARLEY_LOGIN_MAX_FAILURES_PER_IP", "1000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -141,6 +141,8 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> anyhow::Re
         ("PARLEY_PLATFORM_TOKEN", TEST_PLATFORM_TOKEN),
         ("PARLEY_LISTEN", "127.0.0.1:0"),
         ("PARLEY_DB_POOL_SIZE", "10"),
+        // The simulators run on loopback.
+        ("PARLEY_PROVIDER_HOSTS", "127.0.0.1,graph.facebook.com"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

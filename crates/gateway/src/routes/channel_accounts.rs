@@ -170,9 +170,9 @@ pub struct DeadLetterOut {
     pub created_at: DateTime<Utc>,
 }
 
-fn check_url(c: &mut Checks, field: &str, url: &str) {
-    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 500 {
-        c.fail(field, "must be an http(s) URL");
+fn check_url(c: &mut Checks, config: &crate::config::Config, field: &str, url: &str) {
+    if let Err(why) = config.provider_url_allowed(url) {
+        c.fail(field, why);
     }
 }
 
@@ -219,7 +219,7 @@ pub async fn create_account(
     let base = input
         .api_base_url
         .unwrap_or_else(|| "https://graph.facebook.com/v21.0".to_owned());
-    check_url(&mut c, "api_base_url", &base);
+    check_url(&mut c, &state.config, "api_base_url", &base);
     c.finish()?;
     let mut conn = state.db.acquire().await?;
     let acc = accounts::create(
@@ -306,7 +306,7 @@ pub async fn patch_account(
         }
     }
     if let Some(u) = &input.api_base_url {
-        check_url(&mut c, "api_base_url", u);
+        check_url(&mut c, &state.config, "api_base_url", u);
     }
     let optin_template_name = input
         .optin_template_name
@@ -321,7 +321,7 @@ pub async fn patch_account(
         .as_deref()
         .filter(|u| !u.is_empty())
     {
-        check_url(&mut c, "contacts_check_url", u);
+        check_url(&mut c, &state.config, "contacts_check_url", u);
     }
     if input.evidence_days.is_some_and(|d| !(1..=365).contains(&d)) {
         c.fail("evidence_days", "must be between 1 and 365");
