@@ -412,3 +412,31 @@ async fn a_socket_behind_the_in_memory_feed_catches_up_from_the_database() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     assert!(nothing_within(&mut ws, 300).await, "nothing twice");
 }
+
+#[tokio::test]
+async fn a_user_may_hold_only_so_many_sockets() {
+    let app = test_support::spawn_app_with(&[("PARLEY_WS_MAX_PER_USER", "2")]).await;
+    let a = connect(&app, &app.agent.token, None).await;
+    let _b = connect(&app, &app.agent.token, None).await;
+    let url = format!(
+        "ws://{}/api/v1/events?access_token={}",
+        app.addr, app.agent.token
+    );
+    match connect_async(url.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a third socket was not refused: {:?}", other.map(|_| ())),
+    }
+    // Someone else is not affected.
+    let _c = connect(&app, &app.supervisor.token, None).await;
+    // Closing one frees its slot.
+    drop(a);
+    let mut reopened = false;
+    for _ in 0..50 {
+        if connect_async(url.clone()).await.is_ok() {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened, "the closed socket's slot was not freed");
+}

@@ -39,6 +39,8 @@ pub struct AppState {
     pub provider_http: reqwest::Client,
     /// Wake-ups from this process's one LISTEN connection (workers and event sockets).
     pub wakeups: channel_connector::worker::Wakeups,
+    /// Open event-stream sockets per user on this process.
+    pub sockets: crate::events::SocketCounts,
     /// Newly sequenced events, read once per process and shared by its sockets.
     pub feed: crate::events::Feed,
     /// Cancelled at shutdown; WebSocket tasks and workers watch it (axum's graceful
@@ -62,6 +64,7 @@ impl AppState {
             ]),
             shutdown: CancellationToken::new(),
             feed: crate::events::feed(config.event_feed_pages),
+            sockets: crate::events::SocketCounts::default(),
             db,
             jwt,
             blobs,

@@ -32,6 +32,7 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_OFFLINE_GRACE_SECS",
     "PARLEY_WS_SEND_TIMEOUT_MS",
     "PARLEY_EVENT_FEED_PAGES",
+    "PARLEY_WS_MAX_PER_USER",
     "PARLEY_CONTINUATION_WINDOW_SECS",
     "PARLEY_SIMULATOR_LISTEN",
 ];
@@ -147,6 +148,9 @@ pub struct Config {
     /// `PARLEY_EVENT_FEED_PAGES` (default 64): pages of new events kept in memory for this
     /// process's sockets; a socket further behind reads from the database.
     pub event_feed_pages: usize,
+    /// `PARLEY_WS_MAX_PER_USER` (default 20): event-stream sockets one user may hold open
+    /// on one gateway process; more are refused with 429.
+    pub ws_max_per_user: usize,
     /// `PARLEY_CONTINUATION_WINDOW_SECS` (default 86400): a contact writing again within
     /// this long goes first to the agent who last handled them.
     pub continuation_window: Duration,
@@ -336,6 +340,14 @@ impl Config {
                 100_000,
             )?)
             .unwrap_or(64),
+            ws_max_per_user: usize::try_from(number(
+                &get,
+                "PARLEY_WS_MAX_PER_USER",
+                20,
+                1,
+                10_000,
+            )?)
+            .unwrap_or(20),
             continuation_window: Duration::from_secs(number(
                 &get,
                 "PARLEY_CONTINUATION_WINDOW_SECS",

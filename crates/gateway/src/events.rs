@@ -96,6 +96,7 @@ pub struct EventsQuery {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The user has too many event-stream connections open", body = crate::error::Problem, content_type = "application/problem+json"),
         crate::error::CommonErrors,
     ))]
 pub async fn events_ws(
@@ -123,6 +124,19 @@ pub async fn events_ws(
             "must be an event id (0 or more)",
         ));
     }
+    let slot = state
+        .sockets
+        .take(principal.user_id.0, state.config.ws_max_per_user)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sockets",
+                format!(
+                    "this user already has {} event-stream connections open here; close one first",
+                    state.config.ws_max_per_user
+                ),
+            )
+        })?;
     let mut conn = state.db.acquire().await?;
     let start = match q.after {
         Some(a) => a,
@@ -148,7 +162,57 @@ pub async fn events_ws(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve_socket(state, principal, start, socket)))
+        .on_upgrade(move |socket| async move {
+            serve_socket(state, principal, start, socket).await;
+            drop(slot);
+        }))
+}
+
+/// Open sockets per user on this process.
+#[derive(Debug, Clone, Default)]
+pub struct SocketCounts(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>>,
+);
+
+/// Holds one of a user's socket slots until dropped.
+#[derive(Debug)]
+pub struct SocketSlot {
+    counts: SocketCounts,
+    user: uuid::Uuid,
+}
+
+impl SocketCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for `user`, unless they already hold `max`.
+    pub fn take(&self, user: uuid::Uuid, max: usize) -> Option<SocketSlot> {
+        let mut m = self.lock();
+        let n = m.entry(user).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SocketSlot {
+            counts: self.clone(),
+            user,
+        })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.lock();
+        if let Some(n) = m.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Why a send to a socket ended the socket.
