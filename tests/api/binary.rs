@@ -32,9 +32,15 @@ fn gateway_command(data_dir: &Path) -> Command {
 
 /// Start the binary and wait for its "listening" line.
 fn start(data_dir: &Path) -> Gateway {
+    start_with(data_dir, Stdio::inherit(), "warn")
+}
+
+/// [`start`] with the logs going to `logs` at level `log_level`.
+fn start_with(data_dir: &Path, logs: Stdio, log_level: &str) -> Gateway {
     let mut child = gateway_command(data_dir)
+        .env("RUST_LOG", log_level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(logs)
         .spawn()
         .expect("spawn gateway");
     let stdout = child.stdout.take().expect("stdout");
@@ -302,4 +308,100 @@ async fn the_demo_chats_end_to_end_through_the_bundled_whatsapp_simulator() {
     signal(&gw.child, "-TERM");
     assert!(wait_exit(&mut gw.child).success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Secrets (provider tokens and app secrets, the JWT secret, passwords, issued tokens)
+/// never reach the logs, even at debug level, nor an API answer.
+#[tokio::test]
+async fn secrets_never_appear_in_logs_or_answers() {
+    let dir = temp_data_dir();
+    let log_path = dir.with_extension("log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let client = test_support::http();
+    let mut gw = start_with(&dir, Stdio::from(log), "debug");
+    let sim = gw.sim.clone().expect("simulator");
+    let (_, body) = login(&client, &gw.base, "admin@demo.local", "parley-demo").await;
+    let admin = body["access_token"].as_str().expect("token").to_owned();
+    let (status, _) = login(&client, &gw.base, "admin@demo.local", "Wr0ng-Pa55word-Leak").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let secrets = [
+        "TOKEN-MUST-NOT-LEAK-7731",
+        "APPSECRET-MUST-NOT-LEAK-7731",
+        "VERIFY-MUST-NOT-LEAK-7731",
+    ];
+    let res = client
+        .post(format!("{}/api/v1/channel-accounts", gw.base))
+        .bearer_auth(&admin)
+        .json(&json!({"provider": "whatsapp", "name": "Second", "phone_number_id": "900000000000009",
+                      "access_token": secrets[0], "app_secret": secrets[1], "verify_token": secrets[2],
+                      "api_base_url": format!("{sim}/v21.0")}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: serde_json::Value = res.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let mut answers = created.to_string();
+    for path in [
+        "/api/v1/channel-accounts".to_owned(),
+        format!("/api/v1/channel-accounts/{id}"),
+    ] {
+        answers.push_str(
+            &client
+                .get(format!("{}{path}", gw.base))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("text"),
+        );
+    }
+    // A webhook with a bad signature, a verification with the wrong token, metrics.
+    let _ = client
+        .post(format!("{}/webhooks/whatsapp/{id}", gw.base))
+        .header("x-hub-signature-256", "sha256=00")
+        .body("{}")
+        .send()
+        .await;
+    let _ = client
+        .get(format!(
+            "{}/webhooks/whatsapp/{id}?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+            gw.base
+        ))
+        .send()
+        .await;
+    answers.push_str(
+        &client
+            .get(format!("{}/metrics", gw.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text"),
+    );
+    signal(&gw.child, "-TERM");
+    wait_exit(&mut gw.child);
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(logs.len() > 200, "debug logs were written: {logs}");
+    let jwt_secret = std::fs::read_to_string(dir.join("jwt-secret")).unwrap_or_default();
+    let mut forbidden: Vec<String> = secrets.iter().map(|s| (*s).to_owned()).collect();
+    forbidden.extend([
+        "parley-demo".to_owned(),
+        "Wr0ng-Pa55word-Leak".to_owned(),
+        admin.clone(),
+    ]);
+    if jwt_secret.trim().len() >= 16 {
+        forbidden.push(jwt_secret.trim().to_owned());
+    }
+    for f in &forbidden {
+        assert!(!logs.contains(f.as_str()), "a secret reached the logs: {f}");
+        assert!(
+            !answers.contains(f.as_str()) || f == &admin,
+            "a secret reached an answer: {f}"
+        );
+    }
+    let _ = std::fs::remove_file(&log_path);
 }
