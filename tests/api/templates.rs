@@ -535,3 +535,63 @@ async fn standard_responses_are_searched_and_filled() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_template_status_webhook_updates_the_template() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim.set_template(at_provider("APPROVED"));
+    let r = app
+        .post(
+            &format!("/api/v1/channel-accounts/{}/templates/sync", wa.account_id),
+            &app.admin.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let body = serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA-SIM", "changes": [{"field": "message_template_status_update", "value": {
+            "event": "PAUSED", "message_template_id": 777000111,
+            "message_template_name": "appointment_proposal", "message_template_language": "en",
+            "reason": "LOW_QUALITY"}}]}]
+    }))
+    .expect("json");
+    let sig = channel_connector::signature::sign(wa.app_secret.as_bytes(), &body);
+    let res = app
+        .client
+        .post(app.url(&wa.webhook_path))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(res.status(), StatusCode::OK);
+    let list = app.get("/api/v1/templates", &app.agent.token).await;
+    let t = list
+        .json
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|t| t["name"] == "appointment_proposal")
+                .cloned()
+        })
+        .expect("template");
+    assert_eq!(t["status"], "paused");
+    assert_eq!(t["provider_status"], "PAUSED");
+    assert_eq!(t["rejected_reason"], "LOW_QUALITY");
+    let opt_in = list
+        .json
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|t| t["name"] == "parley_connect_optin")
+                .cloned()
+        })
+        .expect("opt-in");
+    assert_eq!(
+        opt_in["status"], "approved",
+        "only the named template changes"
+    );
+}

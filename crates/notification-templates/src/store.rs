@@ -398,3 +398,46 @@ pub async fn delete_response(
             > 0,
     )
 }
+
+/// Parley's status for a provider status word.
+pub fn status_from_provider(provider: &str) -> &'static str {
+    match provider.to_uppercase().as_str() {
+        "APPROVED" => "approved",
+        "PENDING" | "IN_APPEAL" | "REINSTATED" | "UNARCHIVED" => "pending",
+        "REJECTED" => "rejected",
+        "PAUSED" | "FLAGGED" => "paused",
+        _ => "disabled",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Apply a provider's status announcement to the template it names (by provider id, or
+/// name and language) among the account's; returns how many templates changed.
+pub async fn apply_provider_status(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    account: Uuid,
+    event: &str,
+    provider_id: Option<&str>,
+    name: Option<&str>,
+    language: Option<&str>,
+    reason: Option<&str>,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE templates SET status = $4, provider_status = $5, rejected_reason = $6, updated_at = now()
+         WHERE tenant_id = $1 AND (channel_account_id = $2 OR channel_account_id IS NULL)
+           AND (($3::text IS NOT NULL AND provider_template_id = $3)
+                OR ($7::text IS NOT NULL AND name = $7 AND ($8::text IS NULL OR language = $8)))",
+    )
+    .bind(tenant.0)
+    .bind(account)
+    .bind(provider_id)
+    .bind(status_from_provider(event))
+    .bind(event.to_uppercase())
+    .bind(reason)
+    .bind(name)
+    .bind(language)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

@@ -53,8 +53,25 @@ pub struct Envelope {
     pub statuses: Vec<StatusUpdate>,
     /// `value.errors` and other notices, kept for the log.
     pub errors: Vec<Value>,
-    /// Changes of fields Parley does not handle (template status updates, …).
+    /// Changes of fields Parley does not handle.
     pub ignored_fields: Vec<String>,
+    /// `message_template_status_update` changes.
+    pub template_statuses: Vec<TemplateStatus>,
+}
+
+/// A template's new status as the provider announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateStatus {
+    /// The provider's word: `APPROVED`, `REJECTED`, `PAUSED`, `DISABLED`, …
+    pub event: String,
+    /// The provider's template id.
+    pub template_id: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Language.
+    pub language: Option<String>,
+    /// Why (`NONE` when there is no reason).
+    pub reason: Option<String>,
 }
 
 /// Why a signed body could not be read.
@@ -98,6 +115,18 @@ pub fn parse(body: &[u8]) -> Result<Envelope, ParseError> {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let value = change.get("value").unwrap_or(&Value::Null);
+            if field == "message_template_status_update" {
+                if let Some(event) = str_of(value, "event") {
+                    env.template_statuses.push(TemplateStatus {
+                        event,
+                        template_id: str_of(value, "message_template_id"),
+                        name: str_of(value, "message_template_name"),
+                        language: str_of(value, "message_template_language"),
+                        reason: str_of(value, "reason").filter(|r| r != "NONE"),
+                    });
+                }
+                continue;
+            }
             if field != "messages" {
                 env.ignored_fields.push(field.to_owned());
                 continue;
@@ -338,11 +367,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_types_are_kept_raw_and_non_message_fields_ignored() {
+    fn unknown_types_are_kept_raw_template_statuses_read_and_other_fields_ignored() {
         let body = serde_json::to_vec(&json!({
             "object": "whatsapp_business_account",
             "entry": [{ "id": "W", "changes": [
-                { "field": "message_template_status_update", "value": {"event": "APPROVED"} },
+                { "field": "message_template_status_update", "value": {"event": "REJECTED",
+                  "message_template_id": 777, "message_template_name": "appt", "message_template_language": "en",
+                  "reason": "INVALID_FORMAT"} },
+                { "field": "account_update", "value": {"event": "VERIFIED_ACCOUNT"} },
                 { "field": "messages", "value": { "messages": [
                     {"from": "14155552671", "id": "wamid.C", "type": "poll_creation", "poll_creation": {"q": 1}},
                     {"from": "14155552671", "id": "wamid.D", "type": "unsupported",
@@ -352,7 +384,17 @@ mod tests {
         }))
         .expect("json");
         let env = parse(&body).expect("parse");
-        assert_eq!(env.ignored_fields, vec!["message_template_status_update"]);
+        assert_eq!(env.ignored_fields, vec!["account_update"]);
+        assert_eq!(
+            env.template_statuses,
+            vec![TemplateStatus {
+                event: "REJECTED".into(),
+                template_id: Some("777".into()),
+                name: Some("appt".into()),
+                language: Some("en".into()),
+                reason: Some("INVALID_FORMAT".into()),
+            }]
+        );
         assert_eq!(env.messages[0].kind, "poll_creation");
         assert_eq!(env.messages[0].payload["raw"]["poll_creation"]["q"], 1);
         assert_eq!(env.messages[1].kind, "unsupported");

@@ -699,16 +699,6 @@ pub struct SyncOut {
     pub unknown_to_provider: Vec<String>,
 }
 
-fn our_status(provider: &str) -> &'static str {
-    match provider.to_uppercase().as_str() {
-        "APPROVED" => "approved",
-        "PENDING" | "IN_APPEAL" | "REINSTATED" | "UNARCHIVED" => "pending",
-        "REJECTED" => "rejected",
-        "PAUSED" | "FLAGGED" => "paused",
-        _ => "disabled",
-    }
-}
-
 /// Pull the account's templates and their approval status from the provider's
 /// `message_templates` endpoint (admins).
 #[utoipa::path(post, path = "/channel-accounts/{account_id}/templates/sync", tag = "templates", security(("bearer" = [])),
@@ -749,7 +739,7 @@ pub async fn sync_templates(
         let provider_status = s("status").unwrap_or_else(|| "PENDING".into());
         let category = s("category").unwrap_or_default().to_lowercase();
         let synced = Synced {
-            status: our_status(&provider_status).to_owned(),
+            status: store::status_from_provider(&provider_status).to_owned(),
             category: if model::CATEGORIES.contains(&category.as_str()) {
                 category
             } else {

@@ -149,6 +149,20 @@ pub async fn receive_whatsapp(
     for st in &envelope.statuses {
         status::apply(&mut tx, tenant, account.id, st).await?;
     }
+    for t in &envelope.template_statuses {
+        let changed = notification_templates::store::apply_provider_status(
+            &mut tx,
+            tenant,
+            account.id,
+            &t.event,
+            t.template_id.as_deref(),
+            t.name.as_deref(),
+            t.language.as_deref(),
+            t.reason.as_deref(),
+        )
+        .await?;
+        tracing::info!(account = %account.id, event = %t.event, changed, "template status from the provider");
+    }
     tx.commit().await?;
     Ok(StatusCode::OK)
 }
