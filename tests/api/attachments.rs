@@ -220,3 +220,43 @@ async fn transcripts_list_a_message_s_attachments() {
         .await;
     assert_eq!(r.json["items"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn downloads_name_the_file_safely_and_forbid_sniffing() {
+    let app = spawn_app().await;
+    let r = upload(
+        &app,
+        &app.agent.token,
+        PNG.to_vec(),
+        "../../etc/ev'il name;x.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().expect("id");
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/attachments/{id}")))
+        .bearer_auth(&app.agent.token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let cd = res.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let plain = cd
+        .strip_prefix("inline; filename=\"")
+        .and_then(|rest| rest.split('"').next())
+        .expect("a quoted filename");
+    assert!(
+        plain.ends_with(".png")
+            && !plain.contains('/')
+            && !plain.contains(';')
+            && !plain.contains('\''),
+        "{cd}"
+    );
+    assert!(cd.contains("filename*=UTF-8''"), "{cd}");
+}

@@ -156,7 +156,40 @@ pub async fn download_attachment(
             "the attachment's bytes could not be read",
         )
     })?;
+    // A safe name: no path, no quotes or control characters (the original, percent-encoded,
+    // in filename*).
+    let original = meta.filename.as_deref().unwrap_or("attachment");
+    let base = original.rsplit(['/', '\\']).next().unwrap_or("attachment");
+    let ascii: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let ascii = if ascii.trim_matches('.').is_empty() {
+        "attachment".to_owned()
+    } else {
+        ascii
+    };
+    let encoded: String = base
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
     Response::builder()
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("inline; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"),
+        )
         .header(header::CONTENT_TYPE, meta.mime_type)
         .header(header::CONTENT_LENGTH, bytes.len())
         .header(header::CACHE_CONTROL, "private, max-age=86400, immutable")
