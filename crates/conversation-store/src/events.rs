@@ -235,17 +235,6 @@ pub async fn global_head(conn: &mut PgConnection) -> Result<i64, StoreError> {
     .unwrap_or(0))
 }
 
-/// The newest position of the tenant (where a client without a cursor starts).
-pub async fn head(conn: &mut PgConnection, tenant: TenantId) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT max(position) FROM events WHERE tenant_id = $1",
-    )
-    .bind(tenant.0)
-    .fetch_one(conn)
-    .await?
-    .unwrap_or(0))
-}
-
 /// Delete sequenced events older than `keep_secs`, recording per tenant the newest
 /// position removed. Returns how many were deleted.
 pub async fn prune(conn: &mut PgConnection, keep_secs: f64) -> Result<u64, StoreError> {

@@ -101,25 +101,9 @@ pub async fn ingest_inbound(
             .await?;
     // Async chat: a message on an ended (not done) interaction resumes it with its agent.
     if interaction.state == "ended"
-        && let Some(resumed) = interactions::set_state(
-            conn,
-            tenant,
-            parley_core::InteractionId(interaction.id),
-            "active",
-            None,
-            None,
-            None,
-        )
-        .await?
+        && let Some(resumed) =
+            interactions::resume(conn, tenant, parley_core::InteractionId(interaction.id)).await?
     {
-        crate::events::append(
-            conn,
-            tenant,
-            crate::events::Audience::Tenant,
-            "interaction.resumed",
-            &serde_json::json!({ "interaction": resumed }),
-        )
-        .await?;
         interaction = resumed;
     }
     let reply_to_id = match &inbound.reply_to_provider_id {

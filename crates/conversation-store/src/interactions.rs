@@ -179,3 +179,24 @@ pub async fn set_state(
     .await
     .map_err(StoreError::from_db)
 }
+
+/// Resume an ended interaction (async chat: a new message from either side): it becomes
+/// active again with its agent, and `interaction.resumed` is appended.
+pub async fn resume(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: InteractionId,
+) -> Result<Option<Interaction>, StoreError> {
+    let Some(resumed) = set_state(conn, tenant, id, "active", None, None, None).await? else {
+        return Ok(None);
+    };
+    crate::events::append(
+        conn,
+        tenant,
+        crate::events::Audience::Tenant,
+        "interaction.resumed",
+        &serde_json::json!({ "interaction": resumed }),
+    )
+    .await?;
+    Ok(Some(resumed))
+}

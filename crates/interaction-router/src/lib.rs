@@ -827,19 +827,9 @@ pub async fn reply_through(
         "active" => Ok(i),
         "ended" => {
             act_as(conn, &user.0.to_string()).await?;
-            let resumed =
-                interactions::set_state(conn, tenant, interaction, "active", None, None, None)
-                    .await?
-                    .ok_or(RouterError::NotFound)?;
-            events::append(
-                conn,
-                tenant,
-                Audience::Tenant,
-                "interaction.resumed",
-                &json!({ "interaction": resumed }),
-            )
-            .await?;
-            Ok(resumed)
+            interactions::resume(conn, tenant, interaction)
+                .await?
+                .ok_or(RouterError::NotFound)
         }
         "done" => Err(RouterError::WrongState(
             "the interaction is done; start a new one with POST /contacts/{id}/interactions".into(),
