@@ -194,3 +194,156 @@ async fn the_role_comes_from_the_database_not_the_token() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.code(), "forbidden");
 }
+
+/// Base64url without padding, as JWTs use it.
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// A token with any header and claims, HMAC-SHA256-signed with `secret` (or unsigned).
+fn craft(header: &serde_json::Value, claims: &serde_json::Value, secret: Option<&[u8]>) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let sig = match secret {
+        Some(s) => {
+            let hexed = channel_connector::signature::sign(s, signing_input.as_bytes());
+            let raw = hex::decode(hexed.trim_start_matches("sha256=")).expect("hex");
+            b64url(&raw)
+        }
+        None => String::new(),
+    };
+    format!("{signing_input}.{sig}")
+}
+
+#[tokio::test]
+async fn tokens_with_the_wrong_algorithm_issuer_time_or_contents_are_refused() {
+    let app = spawn_app().await;
+    let secret = test_support::TEST_JWT_SECRET.as_bytes();
+    let now = chrono::Utc::now().timestamp();
+    let claims = |extra: serde_json::Value| {
+        let mut c = json!({"sub": app.admin.id.0, "tid": app.tenant.0, "role": "admin",
+                           "iss": "parley", "iat": now, "exp": now + 600});
+        for (k, v) in extra.as_object().expect("object") {
+            if v.is_null() {
+                c.as_object_mut().expect("object").remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let hs256 = json!({"alg": "HS256", "typ": "JWT"});
+    // The crafting is right: a well-formed token made this way is accepted.
+    let good = craft(&hs256, &claims(json!({})), Some(secret));
+    let r = app.get("/api/v1/users", &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let tampered = {
+        // The admin's signed token with the payload swapped for another tenant's claim.
+        let parts: Vec<&str> = good.split('.').collect();
+        let other = claims(json!({"tid": TenantId::new().0}));
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64url(other.to_string().as_bytes()),
+            parts[2]
+        )
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none, unsigned",
+            craft(
+                &json!({"alg": "none", "typ": "JWT"}),
+                &claims(json!({})),
+                None,
+            ),
+        ),
+        (
+            "alg none with a signature",
+            craft(&json!({"alg": "none"}), &claims(json!({})), Some(secret)),
+        ),
+        (
+            "RS256 header over an HMAC with the secret (algorithm confusion)",
+            craft(&json!({"alg": "RS256"}), &claims(json!({})), Some(secret)),
+        ),
+        (
+            "HS384 header",
+            craft(&json!({"alg": "HS384"}), &claims(json!({})), Some(secret)),
+        ),
+        (
+            "wrong issuer",
+            craft(
+                &hs256,
+                &claims(json!({"iss": "someone-else"})),
+                Some(secret),
+            ),
+        ),
+        (
+            "no issuer",
+            craft(&hs256, &claims(json!({"iss": null})), Some(secret)),
+        ),
+        (
+            "no expiry",
+            craft(&hs256, &claims(json!({"exp": null})), Some(secret)),
+        ),
+        (
+            "not valid before an hour from now",
+            craft(&hs256, &claims(json!({"nbf": now + 3600})), Some(secret)),
+        ),
+        (
+            "issued an hour in the future",
+            craft(
+                &hs256,
+                &claims(json!({"iat": now + 3600, "exp": now + 7200})),
+                Some(secret),
+            ),
+        ),
+        ("tampered payload", tampered),
+        ("truncated", good[..good.len() - 4].to_owned()),
+        (
+            "two segments",
+            good.rsplit_once('.')
+                .map(|x| x.0)
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        ("garbage", "not a token at all".to_owned()),
+    ];
+    for (what, token) in cases {
+        let r = app.get("/api/v1/users", &token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text);
+        assert_eq!(r.code(), "invalid_token", "{what}");
+        assert_eq!(r.content_type(), "application/problem+json", "{what}");
+        // The socket refuses the same token.
+        let url = format!(
+            "ws://{}/api/v1/events?access_token={}",
+            app.addr,
+            token.replace(' ', "%20")
+        );
+        assert!(
+            tokio_tungstenite::connect_async(url).await.is_err(),
+            "{what}: the event stream accepted it"
+        );
+    }
+    let expired = craft(
+        &hs256,
+        &claims(json!({"iat": now - 7200, "exp": now - 3600})),
+        Some(secret),
+    );
+    let r = app.get("/api/v1/users", &expired).await;
+    assert_eq!(r.code(), "token_expired");
+}

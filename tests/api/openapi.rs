@@ -26,6 +26,17 @@ fn every_operation_documents_its_errors_and_security() {
     for (path, item) in paths {
         for (method, op) in item.as_object().expect("item") {
             let responses = op["responses"].as_object().expect("responses");
+            // Path parameters are the path's own; anything else is a query parameter.
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().expect("name");
+                let in_path = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    p["in"] == "path",
+                    in_path,
+                    "{method} {path}: parameter {name} is documented in {}",
+                    p["in"]
+                );
+            }
             if path.starts_with("/api/") || path.starts_with("/platform/") {
                 for status in ["400", "422", "500", "503"] {
                     let content = &responses

@@ -41,17 +41,19 @@ pub async fn record(
     Ok(())
 }
 
-/// The newest dead letters of a tenant.
+/// The newest dead letters of one of a tenant's channel accounts.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
+    account: Uuid,
     limit: i64,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
     sqlx::query_as::<_, DeadLetter>(
         "SELECT id, channel_account_id, reason, body, created_at FROM webhook_dead_letters
-         WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+         WHERE tenant_id = $1 AND channel_account_id = $2 ORDER BY id DESC LIMIT $3",
     )
     .bind(tenant.0)
+    .bind(account)
     .bind(limit)
     .fetch_all(conn)
     .await

@@ -60,6 +60,7 @@ impl JwtKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -87,9 +88,14 @@ impl JwtKeys {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
-    /// Check a token's signature, algorithm, issuer and expiry.
+    /// Check a token's signature, algorithm, issuer, expiry, `nbf` and `iat`.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+            // A token issued in the future was not issued by us (replicas share a
+            // clock to within a minute).
+            Ok(data) if data.claims.iat > chrono::Utc::now().timestamp() + 60 => {
+                Err(TokenError::Invalid)
+            }
             Ok(data) => Ok(Principal {
                 user_id: UserId(data.claims.sub),
                 tenant_id: TenantId(data.claims.tid),

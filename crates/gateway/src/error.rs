@@ -294,3 +294,27 @@ pub enum CommonErrors {
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }
+
+/// The 403 of an operation only admins may call.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminOnly {
+    /// Not an admin (`code: forbidden`).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+}
+
+/// The 403 of an operation only supervisors and admins may call.
+#[derive(utoipa::IntoResponses)]
+pub enum SupervisorOnly {
+    /// Not a supervisor or admin (`code: forbidden`).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+}
+
+/// The 403 of an operation on an interaction that belongs to another agent.
+#[derive(utoipa::IntoResponses)]
+pub enum NotYours {
+    /// The interaction (or its offer) belongs to another agent (`code: forbidden`).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+}

@@ -80,6 +80,7 @@ pub async fn run_pruner(db: PgPool, keep: Duration, shutdown: CancellationToken)
 
 /// Where to start and how to authenticate.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// The last event id the client saw; omitted: only events from now on.
     pub after: Option<i64>,

@@ -462,6 +462,22 @@ pub async fn route_round(
     Ok(changes)
 }
 
+/// Why there is no pending offer: the interaction is not this tenant's (404), or it is in
+/// another state (409).
+async fn no_offer(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    interaction: InteractionId,
+) -> RouterError {
+    match interactions::get(conn, tenant, interaction).await {
+        Ok(None) => RouterError::NotFound,
+        Ok(Some(_)) => {
+            RouterError::WrongState("there is no pending offer for this interaction".into())
+        }
+        Err(e) => e.into(),
+    }
+}
+
 async fn pending_offer(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -483,11 +499,9 @@ pub async fn accept(
     user: UserId,
     interaction: InteractionId,
 ) -> Result<Interaction, RouterError> {
-    let (offer, agent) = pending_offer(conn, tenant, interaction)
-        .await?
-        .ok_or_else(|| {
-            RouterError::WrongState("there is no pending offer for this interaction".into())
-        })?;
+    let Some((offer, agent)) = pending_offer(conn, tenant, interaction).await? else {
+        return Err(no_offer(conn, tenant, interaction).await);
+    };
     if agent != user.0 {
         return Err(RouterError::NotYours("the offer is for another agent"));
     }
@@ -530,11 +544,9 @@ pub async fn decline(
     user: UserId,
     interaction: InteractionId,
 ) -> Result<(), RouterError> {
-    let (offer, agent) = pending_offer(conn, tenant, interaction)
-        .await?
-        .ok_or_else(|| {
-            RouterError::WrongState("there is no pending offer for this interaction".into())
-        })?;
+    let Some((offer, agent)) = pending_offer(conn, tenant, interaction).await? else {
+        return Err(no_offer(conn, tenant, interaction).await);
+    };
     if agent != user.0 {
         return Err(RouterError::NotYours("the offer is for another agent"));
     }

@@ -100,13 +100,13 @@ pub async fn create(
         .map_err(conflict)
 }
 
-/// Replace a queue's settings.
+/// Replace a queue's settings; `None` when the tenant has no such queue.
 pub async fn update(
     conn: &mut PgConnection,
     tenant: TenantId,
     id: Uuid,
     spec: &QueueSpec,
-) -> Result<Queue, RouterError> {
+) -> Result<Option<Queue>, RouterError> {
     let sql = format!(
         "UPDATE queues SET name = $3, channels = $4, skills = $5, relax_after_secs = $6, relaxable_skills = $7,
                            offer_timeout_secs = $8, wrap_up_codes = $9, ended_counts = $10, updated_at = now()
@@ -125,10 +125,11 @@ pub async fn update(
         .bind(spec.ended_counts)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(conflict)?
-        .ok_or(RouterError::Missing("queue"))?;
-    // Relaxed skills or a new ended-counts rule may free agents for waiting work.
-    crate::wake(conn).await?;
+        .map_err(conflict)?;
+    if q.is_some() {
+        // Relaxed skills or a new ended-counts rule may free agents for waiting work.
+        crate::wake(conn).await?;
+    }
     Ok(q)
 }
 

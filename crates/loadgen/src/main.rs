@@ -9,6 +9,7 @@
 //! loadgen ingest      [--rate 500 | --closed 32] [--duration 20] [--contacts 1000]
 //! loadgen connections [--sockets 2000]
 //! loadgen conversation [--rate 20] [--duration 20] [--agents 10]
+//! loadgen search      [--messages 1000000] [--contacts 100000] [--queries 200]
 //! common: [--out result.json] [--gateway path/to/gateway]
 //! ```
 //!
@@ -19,6 +20,7 @@
 mod harness;
 mod modes;
 mod report;
+mod search;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -43,6 +45,10 @@ pub struct Args {
     pub sockets: usize,
     /// Baseline database clients.
     pub clients: usize,
+    /// Messages to seed for `search`.
+    pub messages: usize,
+    /// Timed requests per query kind for `search`.
+    pub queries: usize,
     /// Where to write the JSON result.
     pub out: Option<PathBuf>,
     /// The gateway executable.
@@ -52,7 +58,9 @@ pub struct Args {
 fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let Some(mode) = it.next() else {
-        bail!("usage: loadgen <baseline|ingest|connections|conversation> [options]; see --help");
+        bail!(
+            "usage: loadgen <baseline|ingest|connections|conversation|search> [options]; see --help"
+        );
     };
     if mode == "--help" || mode == "-h" {
         println!("{}", include_str!("usage.txt"));
@@ -68,6 +76,8 @@ fn parse_args() -> anyhow::Result<Args> {
         agents: 10,
         sockets: 2000,
         clients: 4,
+        messages: 1_000_000,
+        queries: 200,
         out: None,
         gateway: own.with_file_name("gateway"),
     };
@@ -88,6 +98,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--agents" => a.agents = num()? as usize,
             "--sockets" => a.sockets = num()? as usize,
             "--clients" => a.clients = num()? as usize,
+            "--messages" => a.messages = num()? as usize,
+            "--queries" => a.queries = num()? as usize,
             "--out" => a.out = Some(PathBuf::from(value)),
             "--gateway" => a.gateway = PathBuf::from(value),
             other => bail!("unknown option {other}; see --help"),
@@ -112,7 +124,10 @@ async fn run() -> anyhow::Result<()> {
         "ingest" => modes::ingest(&args).await?,
         "connections" => modes::connections(&args).await?,
         "conversation" => modes::conversation(&args).await?,
-        other => bail!("unknown mode {other}; use baseline, ingest, connections or conversation"),
+        "search" => search::run(&args).await?,
+        other => {
+            bail!("unknown mode {other}; use baseline, ingest, connections, conversation or search")
+        }
     };
     println!("{}", report::human(&result));
     if let Some(path) = &args.out {

@@ -197,9 +197,8 @@ fn map_err(e: AccountError) -> ApiError {
     request_body = CreateAccountIn,
     responses(
         (status = 201, description = "Created", body = AccountOut),
-        (status = 403, description = "Not an admin", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The phone number id is already configured", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::AdminOnly, CommonErrors,
     ))]
 pub async fn create_account(
     State(state): State<AppState>,
@@ -246,7 +245,7 @@ pub async fn create_account(
 
 /// The tenant's channel accounts (admin).
 #[utoipa::path(get, path = "/channel-accounts", tag = "channels", security(("bearer" = [])),
-    responses((status = 200, description = "Accounts", body = Vec<AccountOut>), CommonErrors))]
+    responses((status = 200, description = "Accounts", body = Vec<AccountOut>), crate::error::AdminOnly, CommonErrors))]
 pub async fn list_accounts(
     State(state): State<AppState>,
     principal: Principal,
@@ -263,7 +262,7 @@ pub async fn list_accounts(
     responses(
         (status = 200, description = "The account", body = AccountOut),
         (status = 404, description = "No such account in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::AdminOnly, CommonErrors,
     ))]
 pub async fn get_account(
     State(state): State<AppState>,
@@ -285,7 +284,7 @@ pub async fn get_account(
     responses(
         (status = 200, description = "The account", body = AccountOut),
         (status = 404, description = "No such account in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::AdminOnly, CommonErrors,
     ))]
 pub async fn patch_account(
     State(state): State<AppState>,
@@ -370,7 +369,11 @@ pub async fn patch_account(
 #[utoipa::path(get, path = "/channel-accounts/{account_id}/dead-letters", tag = "channels",
     security(("bearer" = [])),
     params(AccountPath),
-    responses((status = 200, description = "Dead letters", body = Vec<DeadLetterOut>), CommonErrors))]
+    responses(
+        (status = 200, description = "Dead letters", body = Vec<DeadLetterOut>),
+        (status = 404, description = "No such account in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
+        crate::error::AdminOnly, CommonErrors,
+    ))]
 pub async fn list_dead_letters(
     State(state): State<AppState>,
     principal: Principal,
@@ -378,10 +381,14 @@ pub async fn list_dead_letters(
 ) -> Result<axum::Json<Vec<DeadLetterOut>>, ApiError> {
     principal.require(Role::Admin)?;
     let mut conn = state.db.acquire().await?;
-    let list = channel_connector::dead_letters::list(&mut conn, principal.tenant_id, 100).await?;
+    accounts::get(&mut conn, principal.tenant_id, p.account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel account"))?;
+    let list =
+        channel_connector::dead_letters::list(&mut conn, principal.tenant_id, p.account_id, 100)
+            .await?;
     Ok(axum::Json(
         list.into_iter()
-            .filter(|d| d.channel_account_id == p.account_id)
             .map(|d| DeadLetterOut {
                 id: d.id,
                 reason: d.reason,

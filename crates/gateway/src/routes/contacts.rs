@@ -168,6 +168,7 @@ pub struct ContactPage {
 
 /// Directory search and paging.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ContactQuery {
     /// Matches the name or any address (a phone number matches however it is written).
@@ -254,6 +255,7 @@ impl From<Interaction> for InteractionOut {
 /// Transcript paging: open at the newest page, scroll back with `before`, forward with
 /// `after`, or jump to a message with `around`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TranscriptParams {
     /// Messages older than this message id (a previous page's `prev_cursor`).
@@ -482,9 +484,8 @@ pub async fn patch_contact(
     params(ContactPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "Not a supervisor or admin", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such contact in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::SupervisorOnly, CommonErrors,
     ))]
 pub async fn delete_contact(
     State(state): State<AppState>,

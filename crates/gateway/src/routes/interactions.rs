@@ -144,7 +144,7 @@ pub async fn put_my_state(
 
 /// Every agent's state and load (supervisors).
 #[utoipa::path(get, path = "/agents", tag = "routing", security(("bearer" = [])),
-    responses((status = 200, description = "Agents", body = Vec<AgentOut>), CommonErrors))]
+    responses((status = 200, description = "Agents", body = Vec<AgentOut>), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn list_agents(
     State(state): State<AppState>,
     principal: Principal,
@@ -162,6 +162,7 @@ pub async fn list_agents(
 
 /// Interaction filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InteractionQuery {
     /// `queued`, `offered`, `active`, `ended` or `done`.
@@ -229,7 +230,7 @@ pub struct DoneIn {
     responses(
         (status = 200, description = "Active", body = InteractionOut),
         (status = 409, description = "No pending offer", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::NotYours, CommonErrors,
     ))]
 pub async fn accept_interaction(
     State(state): State<AppState>,
@@ -254,7 +255,7 @@ pub async fn accept_interaction(
     responses(
         (status = 204, description = "Declined"),
         (status = 409, description = "No pending offer", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::NotYours, CommonErrors,
     ))]
 pub async fn decline_interaction(
     State(state): State<AppState>,
@@ -276,7 +277,7 @@ pub async fn decline_interaction(
 /// End my interaction (it still counts against my capacity until Done).
 #[utoipa::path(post, path = "/interactions/{interaction_id}/end", tag = "routing", security(("bearer" = [])),
     params(InteractionPath),
-    responses((status = 200, description = "Ended", body = InteractionOut), CommonErrors))]
+    responses((status = 200, description = "Ended", body = InteractionOut), crate::error::NotYours, CommonErrors))]
 pub async fn end_interaction(
     State(state): State<AppState>,
     principal: Principal,
@@ -298,7 +299,7 @@ pub async fn end_interaction(
 #[utoipa::path(post, path = "/interactions/{interaction_id}/done", tag = "routing", security(("bearer" = [])),
     params(InteractionPath),
     request_body = DoneIn,
-    responses((status = 200, description = "Done", body = InteractionOut), CommonErrors))]
+    responses((status = 200, description = "Done", body = InteractionOut), crate::error::NotYours, CommonErrors))]
 pub async fn done_interaction(
     State(state): State<AppState>,
     principal: Principal,
@@ -347,7 +348,7 @@ pub struct TransferIn {
     responses(
         (status = 200, description = "Transferred", body = InteractionOut),
         (status = 409, description = "Not active, or the agent cannot take it now", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::NotYours, CommonErrors,
     ))]
 pub async fn transfer_interaction(
     State(state): State<AppState>,
@@ -388,7 +389,7 @@ pub async fn transfer_interaction(
     responses(
         (status = 202, description = "Queued for delivery", body = crate::routes::messages::MessageOut),
         (status = 409, description = "Not accepted yet, or done", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::NotYours, CommonErrors,
     ))]
 pub async fn send_interaction_message(
     State(state): State<AppState>,

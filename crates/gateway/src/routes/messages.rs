@@ -149,6 +149,7 @@ impl From<Message> for MessageOut {
 
 /// Communication-tab filters and paging.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationParams {
     /// `chat` or `open_media`.
@@ -246,6 +247,7 @@ pub async fn list_conversations(
 
 /// Tenant-wide search parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// Words to find (every word must match; any script; emoji work).

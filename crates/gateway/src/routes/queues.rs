@@ -182,7 +182,7 @@ pub async fn list_queues(
 /// Create a queue (admins).
 #[utoipa::path(post, path = "/queues", tag = "routing", security(("bearer" = [])),
     request_body = QueueIn,
-    responses((status = 201, description = "Created", body = QueueOut), CommonErrors))]
+    responses((status = 201, description = "Created", body = QueueOut), crate::error::AdminOnly, CommonErrors))]
 pub async fn create_queue(
     State(state): State<AppState>,
     principal: Principal,
@@ -277,7 +277,11 @@ pub async fn get_queue(
 /// Replace a queue's settings (admins).
 #[utoipa::path(put, path = "/queues/{queue_id}", tag = "routing", security(("bearer" = [])),
     params(QueuePath), request_body = QueueIn,
-    responses((status = 200, description = "Updated", body = QueueOut), CommonErrors))]
+    responses(
+        (status = 200, description = "Updated", body = QueueOut),
+        (status = 404, description = "No such queue in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
+        crate::error::AdminOnly, CommonErrors,
+    ))]
 pub async fn update_queue(
     State(state): State<AppState>,
     principal: Principal,
@@ -287,7 +291,9 @@ pub async fn update_queue(
     principal.require(Role::Admin)?;
     let spec = spec(input)?;
     let mut tx = state.db.begin().await?;
-    let q = queues::update(&mut tx, principal.tenant_id, p.queue_id, &spec).await?;
+    let q = queues::update(&mut tx, principal.tenant_id, p.queue_id, &spec)
+        .await?
+        .ok_or_else(|| ApiError::not_found("queue"))?;
     tx.commit().await?;
     Ok(axum::Json(q.into()))
 }
@@ -295,7 +301,7 @@ pub async fn update_queue(
 /// Delete a queue (admins); what waits in it is routed without a queue.
 #[utoipa::path(delete, path = "/queues/{queue_id}", tag = "routing", security(("bearer" = [])),
     params(QueuePath),
-    responses((status = 204, description = "Deleted"), CommonErrors))]
+    responses((status = 204, description = "Deleted"), crate::error::AdminOnly, CommonErrors))]
 pub async fn delete_queue(
     State(state): State<AppState>,
     principal: Principal,
@@ -342,7 +348,7 @@ pub async fn list_reasons(
 /// Add or relabel a Not Ready reason code (admins).
 #[utoipa::path(post, path = "/not-ready-reasons", tag = "routing", security(("bearer" = [])),
     request_body = ReasonIn,
-    responses((status = 201, description = "Saved", body = ReasonIn), CommonErrors))]
+    responses((status = 201, description = "Saved", body = ReasonIn), crate::error::AdminOnly, CommonErrors))]
 pub async fn create_reason(
     State(state): State<AppState>,
     principal: Principal,
@@ -376,7 +382,7 @@ pub struct ReasonPath {
 /// Remove a Not Ready reason code (admins).
 #[utoipa::path(delete, path = "/not-ready-reasons/{code}", tag = "routing", security(("bearer" = [])),
     params(ReasonPath),
-    responses((status = 204, description = "Removed"), CommonErrors))]
+    responses((status = 204, description = "Removed"), crate::error::AdminOnly, CommonErrors))]
 pub async fn delete_reason(
     State(state): State<AppState>,
     principal: Principal,
@@ -398,6 +404,7 @@ pub async fn delete_reason(
 
 /// The report period.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// Start (RFC 3339), inclusive.
@@ -446,7 +453,7 @@ impl From<AgentReport> for AgentReportOut {
 /// time to accept (supervisors).
 #[utoipa::path(get, path = "/reports/agents", tag = "routing", security(("bearer" = [])),
     params(ReportQuery),
-    responses((status = 200, description = "Per agent", body = Vec<AgentReportOut>), CommonErrors))]
+    responses((status = 200, description = "Per agent", body = Vec<AgentReportOut>), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn agent_report(
     State(state): State<AppState>,
     principal: Principal,

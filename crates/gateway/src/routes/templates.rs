@@ -293,6 +293,7 @@ pub async fn list_templates(
 
 /// Template filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateQuery {
     /// Only this status.
@@ -303,7 +304,7 @@ pub struct TemplateQuery {
 /// the component and the rule.
 #[utoipa::path(post, path = "/templates", tag = "templates", security(("bearer" = [])),
     request_body = TemplateIn,
-    responses((status = 201, description = "Created", body = TemplateOut), CommonErrors))]
+    responses((status = 201, description = "Created", body = TemplateOut), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn create_template(
     State(state): State<AppState>,
     principal: Principal,
@@ -352,7 +353,7 @@ pub async fn get_template(
 /// Change a template (admins, supervisors); validated whole.
 #[utoipa::path(patch, path = "/templates/{template_id}", tag = "templates", security(("bearer" = [])),
     params(TemplatePath), request_body = TemplatePatch,
-    responses((status = 200, description = "Changed", body = TemplateOut), CommonErrors))]
+    responses((status = 200, description = "Changed", body = TemplateOut), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn patch_template(
     State(state): State<AppState>,
     principal: Principal,
@@ -383,7 +384,7 @@ pub async fn patch_template(
 /// Delete a template (admins, supervisors).
 #[utoipa::path(delete, path = "/templates/{template_id}", tag = "templates", security(("bearer" = [])),
     params(TemplatePath),
-    responses((status = 204, description = "Deleted"), CommonErrors))]
+    responses((status = 204, description = "Deleted"), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn delete_template(
     State(state): State<AppState>,
     principal: Principal,
@@ -706,7 +707,7 @@ pub struct SyncOut {
     responses(
         (status = 200, description = "Synced", body = SyncOut),
         (status = 502, description = "The provider failed", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::AdminOnly, CommonErrors,
     ))]
 pub async fn sync_templates(
     State(state): State<AppState>,
@@ -874,6 +875,7 @@ fn check_response(r: ResponseSpec) -> Result<ResponseSpec, ApiError> {
 
 /// Response search.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseQuery {
     /// Words in the name, category, shortcut or text.
@@ -912,7 +914,7 @@ pub async fn list_responses(
 /// Create a standard response (admins, supervisors).
 #[utoipa::path(post, path = "/standard-responses", tag = "templates", security(("bearer" = [])),
     request_body = ResponseIn,
-    responses((status = 201, description = "Created", body = ResponseOut), CommonErrors))]
+    responses((status = 201, description = "Created", body = ResponseOut), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn create_response(
     State(state): State<AppState>,
     principal: Principal,
@@ -961,7 +963,7 @@ pub async fn get_response(
 /// Change a standard response (admins, supervisors).
 #[utoipa::path(patch, path = "/standard-responses/{response_id}", tag = "templates", security(("bearer" = [])),
     params(ResponsePath), request_body = ResponsePatch,
-    responses((status = 200, description = "Changed", body = ResponseOut), CommonErrors))]
+    responses((status = 200, description = "Changed", body = ResponseOut), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn patch_response(
     State(state): State<AppState>,
     principal: Principal,
@@ -990,7 +992,7 @@ pub async fn patch_response(
 /// Delete a standard response (admins, supervisors).
 #[utoipa::path(delete, path = "/standard-responses/{response_id}", tag = "templates", security(("bearer" = [])),
     params(ResponsePath),
-    responses((status = 204, description = "Deleted"), CommonErrors))]
+    responses((status = 204, description = "Deleted"), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn delete_response(
     State(state): State<AppState>,
     principal: Principal,

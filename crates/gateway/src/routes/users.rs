@@ -116,6 +116,7 @@ pub struct UserPage {
 
 /// Paging.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// From a previous page's `next_cursor`.
@@ -136,9 +137,8 @@ pub struct UserPath {
     request_body = CreateUserIn,
     responses(
         (status = 201, description = "Created", body = UserOut),
-        (status = 403, description = "Not an admin", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::AdminOnly, CommonErrors,
     ))]
 pub async fn create_user(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -177,8 +177,7 @@ pub async fn create_user(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of users", body = UserPage),
-        (status = 403, description = "Not an admin", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::AdminOnly, CommonErrors,
     ))]
 pub async fn list_users(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -220,7 +219,7 @@ pub async fn list_users(
     responses(
         (status = 200, description = "The user", body = UserOut),
         (status = 404, description = "No such user in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::AdminOnly, CommonErrors,
     ))]
 pub async fn get_user(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -243,9 +242,8 @@ pub async fn get_user(
     request_body = PatchUserIn,
     responses(
         (status = 200, description = "The changed user", body = UserOut),
-        (status = 403, description = "Not an admin", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
-        CommonErrors,
+        crate::error::AdminOnly, CommonErrors,
     ))]
 pub async fn patch_user(
     axum::extract::State(state): axum::extract::State<AppState>,

@@ -39,6 +39,7 @@ pub struct WebhookPath {
 
 /// The verification handshake's query.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// Always `subscribe`.
     #[serde(rename = "hub.mode")]
