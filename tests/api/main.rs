@@ -8,6 +8,7 @@ mod auth;
 mod binary;
 mod contacts;
 mod deploy;
+mod drills;
 mod events;
 mod input;
 mod isolation;

@@ -72,6 +72,10 @@ pub struct DispatchConfig {
     pub poll: Duration,
     /// Rows claimed per round (sent concurrently; one per recipient).
     pub batch: i64,
+    /// This process's liveness key ([`crate::worker::Wakeups::instance`]). Rows leased by
+    /// a process whose key is no longer locked are taken over at once; `None` leases
+    /// without it (only the lease's expiry frees the row).
+    pub owner: Option<i32>,
 }
 
 impl Default for DispatchConfig {
@@ -84,6 +88,7 @@ impl Default for DispatchConfig {
             provider_timeout: Duration::from_secs(20),
             poll: Duration::from_secs(1),
             batch: 32,
+            owner: None,
         }
     }
 }
@@ -128,13 +133,14 @@ impl Dispatcher {
 
     /// Claim and process one batch; returns how many rows were claimed.
     pub async fn round(&self) -> Result<usize, sqlx::Error> {
-        let jobs = sqlx::query_as::<_, Job>(
-            "UPDATE outbox SET locked_until = now() + make_interval(secs => $1),
+        let sql = format!(
+            "UPDATE outbox SET locked_until = now() + make_interval(secs => $1), locked_by = $3,
                                attempts = attempts + 1, updated_at = now()
              WHERE id IN (
                  SELECT o.id FROM outbox o
                  WHERE o.state = 'pending' AND o.next_attempt_at <= now()
-                   AND (o.locked_until IS NULL OR o.locked_until < now())
+                   AND (o.locked_until IS NULL OR o.locked_until < now()
+                        OR (o.locked_by IS NOT NULL AND {}))
                    AND NOT EXISTS (
                        SELECT 1 FROM outbox p
                        WHERE p.state = 'pending' AND p.channel_account_id = o.channel_account_id
@@ -143,11 +149,14 @@ impl Dispatcher {
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED)
              RETURNING id, tenant_id, message_id, channel_account_id, request, attempts, created_at",
-        )
-        .bind(self.cfg.lease.as_secs_f64())
-        .bind(self.cfg.batch)
-        .fetch_all(&self.db)
-        .await?;
+            crate::worker::owner_gone_sql("o.locked_by")
+        );
+        let jobs = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+            .bind(self.cfg.lease.as_secs_f64())
+            .bind(self.cfg.batch)
+            .bind(self.cfg.owner)
+            .fetch_all(&self.db)
+            .await?;
         let n = jobs.len();
         let mut set = tokio::task::JoinSet::new();
         for job in jobs {

@@ -7,6 +7,11 @@
 //!
 //! [`run`]: do a round of work; when there was none, wait for a wake-up or a slow poll,
 //! until shutdown.
+//!
+//! The listener connection also proves this process alive: it holds a session advisory
+//! lock on the process's [`Wakeups::instance`] key. Work a process leases (outbox rows) is
+//! stamped with that key, so another process can take it over as soon as the owner's
+//! connection is gone (a crash), instead of waiting for the lease to run out.
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -21,14 +26,37 @@ pub type Wake = watch::Receiver<u64>;
 #[derive(Debug, Clone)]
 pub struct Wakeups {
     channels: Arc<HashMap<&'static str, watch::Sender<u64>>>,
+    instance: i32,
+}
+
+/// The advisory-lock namespace of process liveness keys (`pg_advisory_lock(ns, key)`).
+pub const LIVENESS_NAMESPACE: i32 = 20_261_201;
+
+/// SQL that is true when the process with liveness key `{key}` (an int4 expression) no
+/// longer holds its lock, i.e. it is gone.
+pub fn owner_gone_sql(key: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM pg_locks l
+                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                       AND l.classid = {LIVENESS_NAMESPACE}::oid AND l.objid = ({key})::oid
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+    )
 }
 
 impl Wakeups {
     /// Counters for `channels`.
     pub fn new(channels: &[&'static str]) -> Self {
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        let key = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) & i32::MAX;
         Self {
             channels: Arc::new(channels.iter().map(|c| (*c, watch::channel(0).0)).collect()),
+            instance: key,
         }
+    }
+
+    /// This process's liveness key (positive, random per process).
+    pub fn instance(&self) -> i32 {
+        self.instance
     }
 
     /// Wake-ups for `channel` (one that was never registered never fires; the worker
@@ -59,13 +87,19 @@ impl Wakeups {
 }
 
 /// Keep one listener subscribed to every channel of `wakeups` until `shutdown`,
-/// reconnecting (and waking everyone) after it is lost.
+/// reconnecting (and waking everyone) after it is lost. The listener's session holds this
+/// process's liveness lock.
 pub async fn listen(db: PgPool, wakeups: Wakeups, shutdown: CancellationToken) {
     let names = wakeups.names();
     loop {
         let connected = async {
             let mut l = PgListener::connect_with(&db).await?;
             l.listen_all(names.iter().copied()).await?;
+            sqlx::query("SELECT pg_advisory_lock($1, $2)")
+                .bind(LIVENESS_NAMESPACE)
+                .bind(wakeups.instance)
+                .execute(&mut l)
+                .await?;
             Ok::<_, sqlx::Error>(l)
         }
         .await;

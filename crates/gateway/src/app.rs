@@ -189,6 +189,7 @@ pub fn dispatcher(state: &AppState) -> channel_connector::outbox::Dispatcher {
         state.blobs.clone(),
         channel_connector::outbox::DispatchConfig {
             backoff_base: state.config.outbox_backoff,
+            owner: Some(state.wakeups.instance()),
             ..Default::default()
         },
     )
