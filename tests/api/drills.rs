@@ -134,9 +134,34 @@ async fn agent_send(
         .is_ok_and(|r| r.status().is_success())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
-    let db_url = test_support::fresh_database_url().await.expect("database");
+/// What every drill runs: the gateway binary on `db_url`, a WhatsApp simulator, a tenant
+/// with a channel account bound to the simulator, and contacts that have written.
+struct Rig {
+    db: sqlx::PgPool,
+    db_url: String,
+    sim: whatsapp_sim::Simulator,
+    stop: tokio_util::sync::CancellationToken,
+    data_dir: std::path::PathBuf,
+    port: u16,
+    base: String,
+    http: reqwest::Client,
+    token: String,
+    hook: String,
+    secret: String,
+    contacts: Arc<Vec<String>>,
+    gw: Proc,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+const CONTACTS: usize = 20;
+
+async fn rig(db_url: String) -> Rig {
     let db = sqlx::PgPool::connect(&db_url).await.expect("pool");
     let cfg = whatsapp_sim::SimConfig::default();
     let sim = whatsapp_sim::Simulator::new(cfg.clone());
@@ -152,7 +177,7 @@ async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
     let base = format!("http://127.0.0.1:{port}");
     let http = test_support::http();
 
-    let mut gw = spawn(&db_url, port, &data_dir);
+    let gw = spawn(&db_url, port, &data_dir);
     wait_ready(&http, &base).await;
     post(
         &http,
@@ -185,7 +210,6 @@ async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
     );
 
     // Contacts that have written (so the 24-hour window is open for replies).
-    const CONTACTS: usize = 20;
     for c in 0..CONTACTS {
         let (body, sig) = webhook(&cfg.app_secret, c, &format!("wamid.drill-seed-{c}"));
         assert!(deliver(&http, &hook, &body, &sig).await);
@@ -199,6 +223,53 @@ async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
         .collect();
     assert_eq!(contacts.len(), CONTACTS);
     let contacts = Arc::new(contacts);
+    Rig {
+        db,
+        db_url,
+        sim,
+        stop,
+        data_dir,
+        port,
+        base,
+        http,
+        token,
+        hook,
+        secret: cfg.app_secret,
+        contacts,
+        gw,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
+    let mut rig = rig(test_support::fresh_database_url().await.expect("database")).await;
+    let Rig {
+        db,
+        db_url,
+        sim,
+        data_dir,
+        port,
+        base,
+        http,
+        token,
+        hook,
+        secret,
+        contacts,
+        ..
+    } = &rig;
+    let (db, db_url, sim, data_dir, port, base, http, token, hook, contacts) = (
+        db.clone(),
+        db_url.clone(),
+        sim.clone(),
+        data_dir.clone(),
+        *port,
+        base.clone(),
+        http.clone(),
+        token.clone(),
+        hook.clone(),
+        contacts.clone(),
+    );
+    let secret = secret.clone();
 
     // Traffic: inbound webhooks and agent sends, each remembering whether it was answered.
     let running = Arc::new(AtomicBool::new(true));
@@ -214,7 +285,7 @@ async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
             seq.clone(),
             inbound.clone(),
         );
-        let secret = cfg.app_secret.clone();
+        let secret = secret.clone();
         workers.push(tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
@@ -251,11 +322,11 @@ async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    gw.0.kill().expect("kill -9");
-    let _ = gw.0.wait();
+    rig.gw.0.kill().expect("kill -9");
+    let _ = rig.gw.0.wait();
     let killed_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let gw = spawn(&db_url, port, &data_dir);
+    rig.gw = spawn(&db_url, port, &data_dir);
     wait_ready(&http, &base).await;
     let recovery = killed_at.elapsed();
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -275,7 +346,7 @@ async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
                 .trim_start_matches("wamid.drill-in-")
                 .parse()
                 .expect("n");
-            let (body, sig) = webhook(&cfg.app_secret, n % CONTACTS, wamid);
+            let (body, sig) = webhook(&secret, n % CONTACTS, wamid);
             let mut done = false;
             for _ in 0..50 {
                 if deliver(&http, &hook, &body, &sig).await {
@@ -379,7 +450,217 @@ async fn kill_9_under_traffic_loses_nothing_and_acts_once() {
         inbound.len() > 50 && outbound.len() > 20,
         "too little traffic"
     );
-    drop(gw);
-    stop.cancel();
-    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// The gateway's event socket, for the drills.
+async fn event_socket(
+    rig: &Rig,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!(
+        "ws://127.0.0.1:{}/api/v1/events?access_token={}",
+        rig.port, rig.token
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket")
+        .0
+}
+
+/// Wait (up to `secs`) for a `message.created` frame whose text is `text`.
+async fn frame_with(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    text: &str,
+    secs: u64,
+) -> bool {
+    use futures_util::StreamExt as _;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline.into(), ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m
+            && let Ok(v) = serde_json::from_str::<Value>(&t)
+            && v["kind"] == "message.created"
+            && v["payload"]["message"]["body"] == text
+        {
+            return true;
+        }
+    }
+    false
+}
+
+async fn liveness_locks(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
+           AND classid = $1::oid",
+    )
+    .bind(channel_connector::worker::LIVENESS_NAMESPACE)
+    .fetch_one(db)
+    .await
+    .unwrap_or(-1)
+}
+
+/// PostgreSQL stopped under traffic and started again: while it is down, webhooks are
+/// answered 503 problem+json (so the provider retries) and `/readyz` says so; once it is
+/// back the same gateway process serves again without a restart, its LISTEN connection
+/// (and liveness lock) returns, an event socket opened before the outage receives new
+/// events, and every retried webhook is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_is_answered_503_and_recovered_from_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("parley-drill-pg-{}", pg_cluster::random_hex(4)));
+    let mut opts = pg_cluster::ClusterOptions::persistent(&dir);
+    opts.fast_unsafe = true;
+    opts.socket_dir = Some(dir.join("sock"));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let start = |opts: pg_cluster::ClusterOptions| async move {
+        tokio::task::spawn_blocking(move || pg_cluster::Cluster::start(&opts))
+            .await
+            .expect("join")
+            .expect("postgres")
+    };
+    let cluster = start(opts.clone()).await;
+    let admin = sqlx::PgPool::connect(&cluster.url("postgres"))
+        .await
+        .expect("admin");
+    sqlx::query("CREATE DATABASE drill")
+        .execute(&admin)
+        .await
+        .expect("create");
+    admin.close().await;
+    let rig = rig(cluster.url("drill")).await;
+    let mut ws = event_socket(&rig).await;
+    assert_eq!(liveness_locks(&rig.db).await, 1);
+
+    // Stop PostgreSQL (fast shutdown: every session is terminated).
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .expect("stop");
+    let down_at = Instant::now();
+    let mut during = Vec::new();
+    for n in 0..8 {
+        let (http, hook, secret) = (rig.http.clone(), rig.hook.clone(), rig.secret.clone());
+        during.push(tokio::spawn(async move {
+            let wamid = format!("wamid.drill-outage-{n}");
+            let (body, sig) = webhook(&secret, n % CONTACTS, &wamid);
+            let r = http
+                .post(&hook)
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", sig)
+                .body(body)
+                .send()
+                .await
+                .expect("the gateway answers while the database is down");
+            let status = r.status().as_u16();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (wamid, status, ct)
+        }));
+    }
+    let ready = rig
+        .http
+        .get(format!("{}/readyz", rig.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(
+        ready.status().as_u16(),
+        503,
+        "readyz while the database is down"
+    );
+    let mut failed = Vec::new();
+    for d in during {
+        let (wamid, status, ct) = d.await.expect("join");
+        assert_eq!(status, 503, "{wamid} during the outage");
+        assert_eq!(ct, "application/problem+json");
+        failed.push(wamid);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let outage = down_at.elapsed();
+
+    // Start it again; the same gateway process must recover by itself.
+    let _cluster = start(opts.clone()).await;
+    let recovery = wait_ready(&rig.http, &rig.base).await;
+    for wamid in &failed {
+        let n: usize = wamid
+            .trim_start_matches("wamid.drill-outage-")
+            .parse()
+            .expect("n");
+        let (body, sig) = webhook(&rig.secret, n % CONTACTS, wamid);
+        let mut ok = false;
+        for _ in 0..100 {
+            if deliver(&rig.http, &rig.hook, &body, &sig).await {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "{wamid} was never stored after the restart");
+    }
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE provider_message_id LIKE 'wamid.drill-outage-%'",
+    )
+    .fetch_one(&rig.db)
+    .await
+    .expect("count");
+    assert_eq!(
+        stored,
+        failed.len() as i64,
+        "each retried webhook stored once"
+    );
+
+    // The listener is back (it holds the liveness lock again)…
+    let mut relisten = false;
+    for _ in 0..100 {
+        if liveness_locks(&rig.db).await == 1 {
+            relisten = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(relisten, "the LISTEN connection did not come back");
+    // …and the socket opened before the outage gets what happens after it.
+    let (body, sig) = webhook(&rig.secret, 1, "wamid.drill-after-outage");
+    assert!(deliver(&rig.http, &rig.hook, &body, &sig).await);
+    assert!(
+        frame_with(&mut ws, "wamid.drill-after-outage", 10).await,
+        "no event after the restart on the old socket"
+    );
+    // An agent send after the restart reaches the provider.
+    assert!(
+        agent_send(
+            &rig.http,
+            &rig.base,
+            &rig.token,
+            &rig.contacts[0],
+            9_999_999
+        )
+        .await
+    );
+    let t = Instant::now();
+    while !rig
+        .sim
+        .sent()
+        .iter()
+        .any(|s| s["text"]["body"] == "drill-out-9999999")
+    {
+        assert!(t.elapsed() < Duration::from_secs(15), "the send never left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "drill: database restart: {} webhooks during a {} ms outage, all 503 problem+json and readyz 503; \
+         recovered {} ms after the start without a gateway restart; reconciled {stored}; lost 0; duplicated 0; \
+         listener and event socket back",
+        failed.len(),
+        outage.as_millis(),
+        recovery.as_millis()
+    );
 }

@@ -270,7 +270,18 @@ impl From<StoreError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => ApiError::unavailable(&e),
+            // The server went away under us: shutting down, restarting, refusing new
+            // sessions (SQLSTATE class 57, operator intervention) or a broken connection
+            // (class 08). The client should retry, as after a pool timeout.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
+            {
                 ApiError::unavailable(&e)
             }
             _ => ApiError::internal(&e),

@@ -90,6 +90,9 @@ pub struct ClusterOptions {
     pub unprivileged_user: String,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
+    /// Where the unix socket goes; `None`: a fresh short directory under the temporary
+    /// directory. A fixed one keeps the connection URL the same across restarts.
+    pub socket_dir: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -101,6 +104,7 @@ impl ClusterOptions {
             fast_unsafe: false,
             unprivileged_user: "postgres".to_owned(),
             settings: Vec::new(),
+            socket_dir: None,
         }
     }
 
@@ -113,6 +117,7 @@ impl ClusterOptions {
             fast_unsafe: true,
             unprivileged_user: "postgres".to_owned(),
             settings: vec![("max_connections".to_owned(), "300".to_owned())],
+            socket_dir: None,
         }
     }
 }
@@ -158,7 +163,10 @@ impl Cluster {
         }
         clear_stale_pidfile(&pgdata)?;
 
-        let socket_dir = std::env::temp_dir().join(format!("parley-pg-{}", random_hex(4)));
+        let socket_dir = opts
+            .socket_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("parley-pg-{}", random_hex(4))));
         let socket_dir = if socket_dir.as_os_str().len() > 80 {
             PathBuf::from("/tmp").join(format!("parley-pg-{}", random_hex(4)))
         } else {
