@@ -189,6 +189,8 @@ pub fn dispatcher(state: &AppState) -> channel_connector::outbox::Dispatcher {
         state.blobs.clone(),
         channel_connector::outbox::DispatchConfig {
             backoff_base: state.config.outbox_backoff,
+            provider_timeout: state.config.provider_timeout,
+            lease: state.config.provider_timeout + Duration::from_secs(40),
             owner: Some(state.wakeups.instance()),
             ..Default::default()
         },

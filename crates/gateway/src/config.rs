@@ -128,6 +128,9 @@ pub struct Config {
     /// `PARLEY_OUTBOX_BACKOFF_MS` (default 1000): the first retry delay of a failed
     /// provider send; doubled per attempt, capped at 5 minutes.
     pub outbox_backoff: Duration,
+    /// `PARLEY_PROVIDER_TIMEOUT_SECS` (default 20): how long a provider call may take
+    /// before it counts as failed and is retried; the outbox lease is this plus 40 s.
+    pub provider_timeout: Duration,
     /// `PARLEY_SIMULATOR`: run the bundled WhatsApp Cloud API simulator beside the gateway
     /// with a demo channel account bound to it. Default: on in demo mode.
     pub simulator: bool,
@@ -299,6 +302,13 @@ impl Config {
                 1000,
                 1,
                 600_000,
+            )?),
+            provider_timeout: Duration::from_secs(number(
+                &get,
+                "PARLEY_PROVIDER_TIMEOUT_SECS",
+                20,
+                1,
+                300,
             )?),
             simulator: match get("PARLEY_SIMULATOR") {
                 None => demo,

@@ -49,6 +49,8 @@ pub struct Args {
     pub messages: usize,
     /// Timed requests per query kind for `search`.
     pub queries: usize,
+    /// An index to drop before `search` seeds (to measure what it buys).
+    pub without_index: Option<String>,
     /// Where to write the JSON result.
     pub out: Option<PathBuf>,
     /// The gateway executable.
@@ -78,6 +80,7 @@ fn parse_args() -> anyhow::Result<Args> {
         clients: 4,
         messages: 1_000_000,
         queries: 200,
+        without_index: None,
         out: None,
         gateway: own.with_file_name("gateway"),
     };
@@ -100,6 +103,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--clients" => a.clients = num()? as usize,
             "--messages" => a.messages = num()? as usize,
             "--queries" => a.queries = num()? as usize,
+            "--without-index" => a.without_index = Some(value),
             "--out" => a.out = Some(PathBuf::from(value)),
             "--gateway" => a.gateway = PathBuf::from(value),
             other => bail!("unknown option {other}; see --help"),

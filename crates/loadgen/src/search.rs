@@ -264,6 +264,22 @@ pub async fn run(a: &Args) -> anyhow::Result<Value> {
         .fetch_one(&h.db)
         .await
         .context("the provisioned tenant")?;
+    if let Some(index) = &a.without_index {
+        // Only the product's own message indexes may be dropped.
+        let known: Option<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = 'messages' AND indexname = $1",
+        )
+        .bind(index)
+        .fetch_optional(&h.db)
+        .await?;
+        let Some(index) = known else {
+            anyhow::bail!("messages has no index named {index}");
+        };
+        eprintln!("search: dropping {index} to measure without it");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {index}")))
+            .execute(&h.db)
+            .await?;
+    }
     eprintln!(
         "search: seeding {} messages across {} contacts with COPY...",
         a.messages, a.contacts
@@ -314,7 +330,7 @@ pub async fn run(a: &Args) -> anyhow::Result<Value> {
         .map(|_| "/api/v1/messages/search?q=qqqnomatchqqq&limit=50".to_owned())
         .collect();
     let mut result = json!({"mode": "search", "machine": machine(), "seed": seeded,
-                            "queries_each": q});
+                            "queries_each": q, "without_index": a.without_index});
     for (name, paths, expect) in [
         ("transcript_page", &transcript, true),
         ("in_contact_search", &in_contact, false),

@@ -80,6 +80,8 @@ pub struct Failure {
 struct Inner {
     cfg: Option<SimConfig>,
     sent: Vec<Value>,
+    /// While set, every send fails this way (a provider outage).
+    outage: Option<Failure>,
     media: HashMap<String, (Vec<u8>, String)>,
     failures: VecDeque<Failure>,
     no_whatsapp: HashSet<String>,
@@ -170,6 +172,11 @@ impl Simulator {
     /// The send requests received so far.
     pub fn sent(&self) -> Vec<Value> {
         self.lock().sent.clone()
+    }
+
+    /// Fail every send this way until called with `None` (a provider outage).
+    pub fn set_outage(&self, failure: Option<Failure>) {
+        self.lock().outage = failure;
     }
 
     /// Answer the next sends with these failures, in order.
@@ -371,7 +378,10 @@ async fn send_message(
             "body is not JSON",
         );
     };
-    let failure = sim.lock().failures.pop_front();
+    let failure = {
+        let mut inner = sim.lock();
+        inner.failures.pop_front().or_else(|| inner.outage.clone())
+    };
     if let Some(f) = failure {
         if f.hang_ms > 0 {
             tokio::time::sleep(Duration::from_millis(f.hang_ms)).await;
