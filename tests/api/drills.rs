@@ -989,3 +989,106 @@ async fn a_replica_killed_mid_traffic_leaves_the_survivor_to_finish() {
     }
     reader.abort();
 }
+
+/// Attachment storage that cannot be written (here: its path is a file, so every write
+/// fails as on a read-only or vanished volume): uploads get 507 problem+json, everything
+/// else goes on (webhooks, transcripts, sends, readiness), an inbound image's download is
+/// retried rather than dropped, and once storage is back both work again.
+#[tokio::test]
+async fn unwritable_attachment_storage_fails_uploads_clearly_and_breaks_nothing_else() {
+    use crate::attachments::{PNG, upload};
+    let blocked = std::env::temp_dir().join(format!("parley-blocked-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&blocked, b"not a directory").expect("file");
+    let blocked_str = blocked.to_str().expect("utf-8 path").to_owned();
+    let app = test_support::spawn_app_with(&[
+        ("PARLEY_ATTACHMENTS_DIR", &blocked_str),
+        ("PARLEY_OUTBOX_BACKOFF_MS", "100"),
+    ])
+    .await;
+    let wa = app.whatsapp().await;
+
+    let r = upload(&app, &app.agent.token, PNG.to_vec(), "a.png", "image/png").await;
+    assert_eq!(r.status.as_u16(), 507, "{}", r.text);
+    assert_eq!(r.content_type(), "application/problem+json");
+    assert_eq!(r.code(), "storage_unavailable");
+
+    let media_id = wa.sim.add_media(PNG.to_vec(), "image/png");
+    let (_, status) = wa
+        .sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "image", "image": {"id": media_id, "mime_type": "image/png"}}),
+        )
+        .await
+        .expect("inbound image");
+    assert_eq!(
+        status, 200,
+        "the webhook does not depend on attachment storage"
+    );
+    let (_, status) = wa
+        .sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "did you get it?"}}),
+        )
+        .await
+        .expect("inbound text");
+    assert_eq!(status, 200);
+    let contact: uuid::Uuid = sqlx::query_scalar("SELECT contact_id FROM channel_identities")
+        .fetch_one(&app.db)
+        .await
+        .expect("contact");
+    let r = app
+        .get(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(r.json["items"].as_array().map_or(0, Vec::len), 2);
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/contacts/{contact}/messages")))
+        .bearer_auth(&app.agent.token)
+        .header("idempotency-key", "storage-drill")
+        .json(&json!({"channel": "whatsapp", "text": "yes, one moment"}))
+        .send()
+        .await
+        .expect("send");
+    assert!(r.status().is_success());
+    app.eventually("the reply to reach the provider", || async {
+        wa.sim
+            .sent()
+            .iter()
+            .any(|s| s["text"]["body"] == "yes, one moment")
+    })
+    .await;
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+
+    // Storage comes back.
+    std::fs::remove_file(&blocked).expect("rm");
+    std::fs::create_dir_all(&blocked).expect("mkdir");
+    let r = upload(&app, &app.agent.token, PNG.to_vec(), "a.png", "image/png").await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+    app.eventually("the inbound image to be fetched after all", || async {
+        let r = app
+            .get(
+                &format!("/api/v1/contacts/{contact}/messages"),
+                &app.agent.token,
+            )
+            .await;
+        r.json["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|m| m["attachments"][0].is_object()))
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&blocked);
+}
