@@ -14,6 +14,7 @@ mod input;
 mod isolation;
 mod openapi;
 mod ops;
+mod pagination;
 mod platform;
 mod queues;
 mod roles;

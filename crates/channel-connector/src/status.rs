@@ -208,4 +208,58 @@ mod tests {
         assert!(!may_move("failed", "delivered"));
         assert!(!may_move("sent", "bogus"));
     }
+
+    const ALL: [&str; 7] = [
+        "queued",
+        "sent",
+        "delivered",
+        "read",
+        "played",
+        "failed",
+        "bogus",
+    ];
+
+    /// Apply `updates` in order from `queued`, as `advance` does; every state visited.
+    fn apply(updates: &[&'static str]) -> Vec<&'static str> {
+        let mut visited = vec!["queued"];
+        for u in updates {
+            let current = *visited.last().unwrap_or(&"queued");
+            if may_move(current, u) {
+                visited.push(u);
+            }
+        }
+        visited
+    }
+
+    proptest::proptest! {
+        /// Whatever order and duplication webhooks arrive in: the status never moves
+        /// back, `failed` is final, and without a failure the end state is the furthest
+        /// status received (so the order of arrival does not matter).
+        #[test]
+        fn statuses_are_monotonic_whatever_the_order(
+            picks in proptest::collection::vec(0..ALL.len(), 0..24)
+        ) {
+            let updates: Vec<&'static str> = picks.iter().map(|i| ALL[*i]).collect();
+            let visited = apply(&updates);
+            for w in visited.windows(2) {
+                proptest::prop_assert!(w[0] != "failed", "left failed for {}", w[1]);
+                if w[1] != "failed" {
+                    proptest::prop_assert!(rank(w[1]) > rank(w[0]), "{} -> {}", w[0], w[1]);
+                }
+            }
+            if !updates.contains(&"failed") {
+                let furthest = updates
+                    .iter()
+                    .copied()
+                    .filter(|u| rank(u) >= 0)
+                    .max_by_key(|u| rank(u))
+                    .unwrap_or("queued");
+                proptest::prop_assert_eq!(*visited.last().unwrap_or(&"queued"), furthest);
+                let mut reversed = updates.clone();
+                reversed.reverse();
+                let backwards = apply(&reversed);
+                proptest::prop_assert_eq!(backwards.last(), visited.last());
+            }
+        }
+    }
 }

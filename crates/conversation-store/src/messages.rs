@@ -533,6 +533,10 @@ pub struct SearchHit {
     pub highlight: String,
 }
 
+/// How many of the newest messages tenant-wide search looks through before it turns to
+/// the full-text index.
+const RECENT_WINDOW: i64 = 5000;
+
 /// Messages of the whole tenant matching `q`, newest first, after the `before` cursor.
 pub async fn search_tenant(
     conn: &mut PgConnection,
@@ -564,14 +568,21 @@ pub async fn search_tenant(
         ),
         None => None,
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM messages m
-         WHERE m.tenant_id = $1 AND m.search @@ $2::tsquery
-           AND ($3::text IS NULL OR m.media = $3)
-           AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5))
+    // Two phases, so that the cost never rests on the planner guessing a word's
+    // frequency. First the newest RECENT_WINDOW messages (a walk of the recency index):
+    // a common word fills the page there. Only when it does not is the word rare enough
+    // for the full-text index, which is then the only plan allowed (a recency walk for a
+    // rare word reads the whole tenant; a sequential scan reads every tenant).
+    let recent = format!(
+        "SELECT {COLUMNS} FROM (
+             SELECT * FROM messages m
+             WHERE m.tenant_id = $1
+               AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5))
+             ORDER BY m.created_at DESC, m.id DESC LIMIT {RECENT_WINDOW}) m
+         WHERE m.search @@ $2::tsquery AND ($3::text IS NULL OR m.media = $3)
          ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
     );
-    let mut rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
+    let mut rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(recent))
         .bind(tenant.0)
         .bind(&tsquery)
         .bind(media.map(Media::as_str))
@@ -580,6 +591,30 @@ pub async fn search_tenant(
         .bind(limit + 1)
         .fetch_all(&mut *conn)
         .await?;
+    if rows.len() <= take {
+        sqlx::raw_sql("SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = off")
+            .execute(&mut *conn)
+            .await?;
+        let indexed = format!(
+            "SELECT {COLUMNS} FROM messages m
+             WHERE m.tenant_id = $1 AND m.search @@ $2::tsquery
+               AND ($3::text IS NULL OR m.media = $3)
+               AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5))
+             ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
+        );
+        rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(indexed))
+            .bind(tenant.0)
+            .bind(&tsquery)
+            .bind(media.map(Media::as_str))
+            .bind(from)
+            .bind(before.map(|b| b.0))
+            .bind(limit + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+        sqlx::raw_sql("RESET enable_indexscan; RESET enable_seqscan")
+            .execute(&mut *conn)
+            .await?;
+    }
     let more = rows.len() > take;
     rows.truncate(take);
     let contact_ids: Vec<Uuid> = rows.iter().map(|r| r.contact_id).collect();

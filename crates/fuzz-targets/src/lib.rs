@@ -39,6 +39,14 @@ pub fn webhook_envelope(data: &[u8]) {
             m.phone.is_some() || m.bsuid.is_some(),
             "a message without a sender"
         );
+        // Everything parsed can be stored: PostgreSQL refuses NUL in text and jsonb.
+        for s in [&m.body, &m.profile_name].into_iter().flatten() {
+            assert!(!s.contains('\0'), "a NUL reached a stored string");
+        }
+        assert!(
+            parley_core::storable::first_nul(&m.payload).is_none(),
+            "a NUL reached the stored payload"
+        );
     }
     for s in &env.statuses {
         let _ = serde_json::to_string(&format!("{s:?}"));

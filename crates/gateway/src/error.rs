@@ -284,6 +284,15 @@ impl From<sqlx::Error> for ApiError {
             {
                 ApiError::unavailable(&e)
             }
+            // Text the database cannot store that slipped past the extractors' checks.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                ApiError::bad_request(
+                    "invalid_text",
+                    "the request carries text the database cannot store (such as a NUL character)",
+                )
+            }
             _ => ApiError::internal(&e),
         }
     }

@@ -57,8 +57,18 @@ where
     }
 }
 
-/// Deserialize `bytes`, reporting the path of the field at fault.
+/// Deserialize `bytes`, reporting the path of the field at fault. A string holding NUL
+/// (which PostgreSQL cannot store) is refused naming its field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if parley_core::storable::may_hold_nul(bytes)
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(path) = parley_core::storable::first_nul(&v)
+    {
+        return Err(ApiError::invalid_field(
+            path,
+            "must not contain the NUL character (U+0000)",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
@@ -130,6 +140,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_escaped_nul(parts.uri.path()) {
+            return Err(ApiError::bad_request(
+                "invalid_path_parameter",
+                "path parameters must not contain the NUL character (%00)",
+            ));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
             Err(e) => Err(ApiError::bad_request(
@@ -153,9 +169,21 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        if let Some(pair) = query.split('&').find(|p| has_escaped_nul(p)) {
+            let name = pair.split('=').next().unwrap_or_default();
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter `{name}` must not contain the NUL character (%00)"),
+            ));
+        }
         let de = serde_urlencoded_de(query);
         de.map(ApiQuery)
     }
+}
+
+/// Whether percent-encoded text carries a NUL (`%00`), which PostgreSQL cannot store.
+fn has_escaped_nul(s: &str) -> bool {
+    s.as_bytes().windows(3).any(|w| w == b"%00")
 }
 
 fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
@@ -199,5 +227,8 @@ mod tests {
         assert_eq!(status_of(r#"{"email": "#), 400);
         assert_eq!(status_of("[]"), 422);
         assert_eq!(status_of(r#"{"email": "a@b.c", "tries": 1}"#), 200);
+        let e = err(r#"{"email": "a\u0000@b.c", "tries": 1}"#);
+        assert_eq!(e.status().as_u16(), 422);
+        assert_eq!(e.fields(), vec!["email".to_owned()]);
     }
 }

@@ -68,8 +68,74 @@ pub fn base() -> utoipa::openapi::OpenApi {
 
 /// The whole document as YAML.
 pub fn yaml() -> Result<String, String> {
-    crate::app::api_router()
-        .into_openapi()
-        .to_yaml()
-        .map_err(|e| e.to_string())
+    let mut doc = crate::app::api_router().into_openapi();
+    document_common_failures(&mut doc);
+    doc.to_yaml().map_err(|e| e.to_string())
+}
+
+/// Answers that come from the shared extractors and middleware rather than from each
+/// handler, documented on every operation they can reach: 401 wherever a bearer token is
+/// required, 413 and 415 wherever a JSON body is read, 404 wherever the path names an
+/// object. Each is a problem+json document.
+fn document_common_failures(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            if !op.responses.responses.contains_key("400") {
+                continue;
+            }
+            let bearer =
+                path.starts_with("/api/") && op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let platform = path.starts_with("/platform/");
+            let json_body = matches!(&op.request_body, Some(RefOr::T(b)) if b.content.contains_key("application/json"));
+            let names_object = path.starts_with("/api/") && path.contains('{');
+            let mut add = |status: &str, description: &str| {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/problem+json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("Problem")))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+            };
+            if bearer {
+                add(
+                    "401",
+                    "No valid access token (`missing_token`, `invalid_token`, `token_expired`)",
+                );
+            }
+            if platform {
+                add("401", "No valid platform token");
+            }
+            if json_body {
+                add(
+                    "413",
+                    "The body is larger than the server accepts (`payload_too_large`)",
+                );
+                add(
+                    "415",
+                    "The body is not `application/json` (`unsupported_media_type`)",
+                );
+            }
+            if names_object {
+                add("404", "No such object in this tenant (`not_found`)");
+            }
+        }
+    }
 }

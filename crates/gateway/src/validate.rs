@@ -50,6 +50,24 @@ impl Checks {
         t
     }
 
+    /// A provider's object id (WhatsApp phone number id, WABA id): it becomes a URL path
+    /// segment, so letters, digits, `.`, `_` and `-` only, at most 64.
+    pub fn provider_id(&mut self, field: &str, raw: &str) -> String {
+        let t = raw.trim().to_owned();
+        if t.is_empty() || t.len() > 64 {
+            self.fail(field, "must be 1 to 64 characters");
+        } else if !t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            self.fail(
+                field,
+                "must be the provider's id: letters, digits, `.`, `_` and `-` only",
+            );
+        }
+        t
+    }
+
     /// Routing skills: short lowercase identifiers, no duplicates.
     pub fn skills(&mut self, field: &str, skills: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::with_capacity(skills.len());

@@ -89,8 +89,13 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
 
 /// Parse a webhook body (already signature-checked).
 pub fn parse(body: &[u8]) -> Result<Envelope, ParseError> {
-    let root: Value =
+    let mut root: Value =
         serde_json::from_slice(body).map_err(|e| ParseError(format!("body is not JSON: {e}")))?;
+    // A contact can send a NUL; PostgreSQL can store none. The message is kept with
+    // U+FFFD in its place rather than refused (a refused webhook is retried forever).
+    if parley_core::storable::may_hold_nul(body) {
+        parley_core::storable::replace_nul(&mut root);
+    }
     let object = root
         .get("object")
         .and_then(Value::as_str)

@@ -65,8 +65,18 @@ fn too_large() -> ApiError {
 pub async fn upload_attachment(
     State(state): State<AppState>,
     principal: Principal,
-    mut multipart: Multipart,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<(StatusCode, axum::Json<AttachmentOut>), ApiError> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "the body must be multipart/form-data with a `file` field: {}",
+                e.body_text()
+            ),
+        )
+    })?;
     let mut file: Option<(Vec<u8>, Option<String>)> = None;
     loop {
         let field = match multipart.next_field().await {
@@ -78,9 +88,12 @@ pub async fn upload_attachment(
         if field.name() != Some("file") {
             continue;
         }
-        let filename = field
-            .file_name()
-            .map(|f| f.chars().take(255).collect::<String>());
+        let filename = field.file_name().map(|f| {
+            f.chars()
+                .filter(|c| *c != '\0')
+                .take(255)
+                .collect::<String>()
+        });
         let bytes = match field.bytes().await {
             Ok(b) => b,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
@@ -130,7 +143,8 @@ pub async fn upload_attachment(
 #[utoipa::path(get, path = "/attachments/{attachment_id}", tag = "attachments", security(("bearer" = [])),
     params(AttachmentPath),
     responses(
-        (status = 200, description = "The file, with its content type", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The file, with its content type", content(
+            (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"))),
         (status = 404, description = "No such attachment in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
         CommonErrors,
     ))]

@@ -211,7 +211,15 @@ pub async fn create_account(
         c.fail("provider", "only `whatsapp` is supported");
     }
     let name = c.text("name", &input.name, 100);
-    let pnid = c.text("phone_number_id", &input.phone_number_id, 64);
+    let pnid = c.provider_id("phone_number_id", &input.phone_number_id);
+    let waba_id = input
+        .waba_id
+        .as_deref()
+        .map(|w| c.provider_id("waba_id", w));
+    let display_phone_number = input
+        .display_phone_number
+        .as_deref()
+        .map(|d| c.text("display_phone_number", d, 32));
     check_secret(&mut c, "access_token", &input.access_token);
     check_secret(&mut c, "app_secret", &input.app_secret);
     check_secret(&mut c, "verify_token", &input.verify_token);
@@ -227,8 +235,8 @@ pub async fn create_account(
         &NewAccount {
             name,
             phone_number_id: pnid,
-            waba_id: input.waba_id,
-            display_phone_number: input.display_phone_number,
+            waba_id,
+            display_phone_number,
             secrets: Secrets {
                 access_token: input.access_token,
                 app_secret: input.app_secret,
@@ -307,6 +315,14 @@ pub async fn patch_account(
     if let Some(u) = &input.api_base_url {
         check_url(&mut c, &state.config, "api_base_url", u);
     }
+    let waba_id = input
+        .waba_id
+        .as_deref()
+        .map(|w| c.provider_id("waba_id", w));
+    let display_phone_number = input
+        .display_phone_number
+        .as_deref()
+        .map(|d| c.text("display_phone_number", d, 32));
     let optin_template_name = input
         .optin_template_name
         .as_deref()
@@ -343,8 +359,8 @@ pub async fn patch_account(
         p.account_id,
         &AccountPatch {
             name,
-            waba_id: input.waba_id,
-            display_phone_number: input.display_phone_number,
+            waba_id,
+            display_phone_number,
             access_token: input.access_token,
             app_secret: input.app_secret,
             verify_token: input.verify_token,

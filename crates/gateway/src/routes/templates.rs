@@ -304,7 +304,7 @@ pub struct TemplateQuery {
 /// the component and the rule.
 #[utoipa::path(post, path = "/templates", tag = "templates", security(("bearer" = [])),
     request_body = TemplateIn,
-    responses((status = 201, description = "Created", body = TemplateOut), crate::error::SupervisorOnly, CommonErrors))]
+    responses((status = 201, description = "Created", body = TemplateOut), (status = 409, description = "The name (for templates: with the language; for responses: or the shortcut) is already used", body = crate::error::Problem, content_type = "application/problem+json"), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn create_template(
     State(state): State<AppState>,
     principal: Principal,
@@ -353,7 +353,7 @@ pub async fn get_template(
 /// Change a template (admins, supervisors); validated whole.
 #[utoipa::path(patch, path = "/templates/{template_id}", tag = "templates", security(("bearer" = [])),
     params(TemplatePath), request_body = TemplatePatch,
-    responses((status = 200, description = "Changed", body = TemplateOut), crate::error::SupervisorOnly, CommonErrors))]
+    responses((status = 200, description = "Changed", body = TemplateOut), (status = 409, description = "The name (for templates: with the language; for responses: or the shortcut) is already used", body = crate::error::Problem, content_type = "application/problem+json"), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn patch_template(
     State(state): State<AppState>,
     principal: Principal,
@@ -914,7 +914,7 @@ pub async fn list_responses(
 /// Create a standard response (admins, supervisors).
 #[utoipa::path(post, path = "/standard-responses", tag = "templates", security(("bearer" = [])),
     request_body = ResponseIn,
-    responses((status = 201, description = "Created", body = ResponseOut), crate::error::SupervisorOnly, CommonErrors))]
+    responses((status = 201, description = "Created", body = ResponseOut), (status = 409, description = "The name (for templates: with the language; for responses: or the shortcut) is already used", body = crate::error::Problem, content_type = "application/problem+json"), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn create_response(
     State(state): State<AppState>,
     principal: Principal,
@@ -963,7 +963,7 @@ pub async fn get_response(
 /// Change a standard response (admins, supervisors).
 #[utoipa::path(patch, path = "/standard-responses/{response_id}", tag = "templates", security(("bearer" = [])),
     params(ResponsePath), request_body = ResponsePatch,
-    responses((status = 200, description = "Changed", body = ResponseOut), crate::error::SupervisorOnly, CommonErrors))]
+    responses((status = 200, description = "Changed", body = ResponseOut), (status = 409, description = "The name (for templates: with the language; for responses: or the shortcut) is already used", body = crate::error::Problem, content_type = "application/problem+json"), crate::error::SupervisorOnly, CommonErrors))]
 pub async fn patch_response(
     State(state): State<AppState>,
     principal: Principal,

@@ -60,6 +60,7 @@ pub struct VerifyQuery {
     params(WebhookPath, VerifyQuery),
     responses(
         (status = 200, description = "The challenge, as plain text", body = String, content_type = "text/plain"),
+        (status = 400, description = "A malformed channel account id or query", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong verify token", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such channel account", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
@@ -96,6 +97,7 @@ pub async fn verify_whatsapp(
     request_body(content = Object, content_type = "application/json", description = "A Cloud API webhook envelope"),
     responses(
         (status = 200, description = "Stored"),
+        (status = 400, description = "A malformed channel account id or query", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong signature; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such channel account", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = crate::error::Problem, content_type = "application/problem+json"),
