@@ -97,3 +97,76 @@ async fn openapi_yaml_is_served() {
     );
     assert!(r.text.contains("/api/v1/auth/login"));
 }
+
+/// A client that opens connections and trickles nothing (slow-loris) holds at most
+/// `PARLEY_MAX_CONNECTIONS_PER_IP` of them; the next is closed at once, and a slot frees
+/// when one of its connections closes.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = test_support::spawn_app_with(&[("PARLEY_MAX_CONNECTIONS_PER_IP", "3")]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connect");
+        // Half a request line, then nothing.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        held.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The fourth is accepted by the kernel and closed by the gateway without an answer.
+    let mut extra = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        extra.read_to_end(&mut buf),
+    )
+    .await
+    .expect("closed promptly");
+    assert!(
+        read.is_err() || buf.is_empty(),
+        "answered beyond the cap: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    // One of the held connections goes away: a new client is served again.
+    drop(held.pop());
+    let mut ok = false;
+    for _ in 0..50 {
+        let client = test_support::http();
+        if let Ok(r) = client.get(app.url("/healthz")).send().await
+            && r.status().is_success()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a freed slot was not reused");
+}
+
+/// Event-stream sockets are capped per client address as well as per user.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_event_sockets() {
+    let app = test_support::spawn_app_with(&[("PARLEY_WS_MAX_PER_IP", "2")]).await;
+    let url = |token: &str| format!("ws://{}/api/v1/events?access_token={token}", app.addr);
+    let (_a, _) = tokio_tungstenite::connect_async(url(&app.agent.token))
+        .await
+        .expect("first");
+    let (_b, _) = tokio_tungstenite::connect_async(url(&app.supervisor.token))
+        .await
+        .expect("second");
+    match tokio_tungstenite::connect_async(url(&app.admin.token)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 429);
+        }
+        other => panic!("a third socket from one address was not refused: {other:?}"),
+    }
+}

@@ -264,16 +264,125 @@ pub fn media_fetcher(state: &AppState) -> channel_connector::media::MediaFetcher
 }
 
 /// Serve `router` on an already-bound listener until `shutdown` is cancelled, then finish
-/// in-flight requests.
+/// in-flight requests. At most `max_per_ip` connections from one client address are held
+/// open; one beyond that is closed as soon as it is accepted.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
+    max_per_ip: usize,
 ) -> std::io::Result<()> {
     axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        CappedListener {
+            inner: listener,
+            counts: crate::events::SocketCounts::default(),
+            max_per_ip,
+        },
+        router.into_make_service_with_connect_info::<ClientAddr>(),
     )
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await
+}
+
+/// The client's address, as `ConnectInfo<ClientAddr>` (the TCP peer; behind a proxy, the
+/// proxy).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CappedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CappedListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// A TCP listener that refuses a client address more than `max_per_ip` open connections.
+pub struct CappedListener {
+    inner: TcpListener,
+    counts: crate::events::SocketCounts,
+    max_per_ip: usize,
+}
+
+/// An accepted connection holding its address's slot until it closes.
+pub struct Counted {
+    stream: tokio::net::TcpStream,
+    _slot: crate::events::SocketSlot,
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = Counted;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            let key = crate::events::SlotKey::ConnectionsFrom(addr.ip());
+            match self.counts.take(key, self.max_per_ip) {
+                Some(slot) => {
+                    return (
+                        Counted {
+                            stream,
+                            _slot: slot,
+                        },
+                        addr,
+                    );
+                }
+                None => {
+                    tracing::warn!(client = %addr.ip(), "connection refused: too many from this address");
+                    drop(stream);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }

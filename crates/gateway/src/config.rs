@@ -27,6 +27,8 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_LOGIN_WINDOW_SECS",
     "PARLEY_OUTBOX_BACKOFF_MS",
     "PARLEY_PROVIDER_TIMEOUT_SECS",
+    "PARLEY_WS_MAX_PER_IP",
+    "PARLEY_MAX_CONNECTIONS_PER_IP",
     "PARLEY_SIMULATOR",
     "PARLEY_OFFER_TIMEOUT_SECS",
     "PARLEY_EVENT_RETENTION_HOURS",
@@ -155,6 +157,13 @@ pub struct Config {
     /// `PARLEY_WS_MAX_PER_USER` (default 20): event-stream sockets one user may hold open
     /// on one gateway process; more are refused with 429.
     pub ws_max_per_user: usize,
+    /// `PARLEY_WS_MAX_PER_IP` (default 1000): event-stream sockets one client address may
+    /// hold open on one gateway process (an office behind one NAT address counts once).
+    pub ws_max_per_ip: usize,
+    /// `PARLEY_MAX_CONNECTIONS_PER_IP` (default 2000): TCP connections one client
+    /// address may hold open on one gateway process; more are closed at once, so a
+    /// client trickling requests over many connections (slow-loris) cannot hold them all.
+    pub max_connections_per_ip: usize,
     /// `PARLEY_CONTINUATION_WINDOW_SECS` (default 86400): a contact writing again within
     /// this long goes first to the agent who last handled them.
     pub continuation_window: Duration,
@@ -359,6 +368,22 @@ impl Config {
                 10_000,
             )?)
             .unwrap_or(20),
+            ws_max_per_ip: usize::try_from(number(
+                &get,
+                "PARLEY_WS_MAX_PER_IP",
+                1000,
+                1,
+                1_000_000,
+            )?)
+            .unwrap_or(1000),
+            max_connections_per_ip: usize::try_from(number(
+                &get,
+                "PARLEY_MAX_CONNECTIONS_PER_IP",
+                2000,
+                1,
+                1_000_000,
+            )?)
+            .unwrap_or(2000),
             continuation_window: Duration::from_secs(number(
                 &get,
                 "PARLEY_CONTINUATION_WINDOW_SECS",

@@ -97,11 +97,14 @@ pub struct EventsQuery {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 401, description = "Missing, invalid or expired token", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The user has too many event-stream connections open", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The user or the client address has too many event-stream connections open", body = crate::error::Problem, content_type = "application/problem+json"),
         crate::error::CommonErrors,
     ))]
 pub async fn events_ws(
     State(state): State<AppState>,
+    axum::extract::ConnectInfo(crate::app::ClientAddr(peer)): axum::extract::ConnectInfo<
+        crate::app::ClientAddr,
+    >,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
     ws: WebSocketUpgrade,
@@ -125,9 +128,25 @@ pub async fn events_ws(
             "must be an event id (0 or more)",
         ));
     }
+    let from_ip = state
+        .sockets
+        .take(SlotKey::SocketsFrom(peer.ip()), state.config.ws_max_per_ip)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sockets",
+                format!(
+                    "this address already has {} event-stream connections open here",
+                    state.config.ws_max_per_ip
+                ),
+            )
+        })?;
     let slot = state
         .sockets
-        .take(principal.user_id.0, state.config.ws_max_per_user)
+        .take(
+            SlotKey::User(principal.user_id.0),
+            state.config.ws_max_per_user,
+        )
         .ok_or_else(|| {
             ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -166,40 +185,52 @@ pub async fn events_ws(
         .on_upgrade(move |socket| async move {
             serve_socket(state, principal, start, socket).await;
             drop(slot);
+            drop(from_ip);
         }))
 }
 
-/// Open sockets per user on this process.
+/// What a connection cap counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlotKey {
+    /// Event-stream sockets of one user.
+    User(uuid::Uuid),
+    /// Event-stream sockets from one client address.
+    SocketsFrom(std::net::IpAddr),
+    /// TCP connections from one client address.
+    ConnectionsFrom(std::net::IpAddr),
+}
+
+/// Open connections per user or client address on this process.
 #[derive(Debug, Clone, Default)]
 pub struct SocketCounts(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>>,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<SlotKey, usize>>>,
 );
 
-/// Holds one of a user's socket slots until dropped.
+/// Holds one slot until dropped.
 #[derive(Debug)]
 pub struct SocketSlot {
     counts: SocketCounts,
-    user: uuid::Uuid,
+    key: SlotKey,
 }
 
 impl SocketCounts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<SlotKey, usize>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A slot for `user`, unless they already hold `max`.
-    pub fn take(&self, user: uuid::Uuid, max: usize) -> Option<SocketSlot> {
+    /// A slot for `key`, unless it already holds `max`.
+    pub fn take(&self, key: SlotKey, max: usize) -> Option<SocketSlot> {
         let mut m = self.lock();
-        let n = m.entry(user).or_default();
+        let n = m.entry(key).or_default();
         if *n >= max {
             return None;
         }
         *n += 1;
         Some(SocketSlot {
             counts: self.clone(),
-            user,
+            key,
         })
     }
 }
@@ -207,10 +238,10 @@ impl SocketCounts {
 impl Drop for SocketSlot {
     fn drop(&mut self) {
         let mut m = self.counts.lock();
-        if let Some(n) = m.get_mut(&self.user) {
+        if let Some(n) = m.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                m.remove(&self.user);
+                m.remove(&self.key);
             }
         }
     }

@@ -201,7 +201,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::io::stdout().flush();
 
-    let served = serve(listener, router, shutdown.clone()).await;
+    let served = serve(
+        listener,
+        router,
+        shutdown.clone(),
+        state.config.max_connections_per_ip,
+    )
+    .await;
     tracing::info!("shutting down");
     shutdown.cancel();
     workers.close();

@@ -115,6 +115,9 @@ impl Harness {
             .env("PARLEY_SIMULATOR", "false")
             .env("PARLEY_PROVIDER_HOSTS", "127.0.0.1")
             .env("PARLEY_LOGIN_MAX_FAILURES_PER_IP", "1000")
+            // Every simulated agent and contact comes from loopback.
+            .env("PARLEY_WS_MAX_PER_IP", "1000000")
+            .env("PARLEY_MAX_CONNECTIONS_PER_IP", "1000000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

@@ -1,6 +1,6 @@
 //! Login and "who am I".
 
-use std::{net::SocketAddr, sync::OnceLock};
+use std::sync::OnceLock;
 
 use axum::extract::{ConnectInfo, State};
 use conversation_store::accounts;
@@ -73,7 +73,7 @@ fn dummy_hash() -> String {
     ))]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(crate::app::ClientAddr(peer)): ConnectInfo<crate::app::ClientAddr>,
     ApiJson(input): ApiJson<LoginIn>,
 ) -> Result<axum::Json<TokenOut>, ApiError> {
     let mut c = Checks::default();
