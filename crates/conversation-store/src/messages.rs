@@ -582,12 +582,14 @@ pub async fn search_tenant(
          WHERE m.search @@ $2::tsquery AND ($3::text IS NULL OR m.media = $3)
          ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
     );
+    // Both phases take the same parameters.
+    let (media, cursor_id) = (media.map(Media::as_str), before.map(|b| b.0));
     let mut rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(recent))
         .bind(tenant.0)
         .bind(&tsquery)
-        .bind(media.map(Media::as_str))
+        .bind(media)
         .bind(from)
-        .bind(before.map(|b| b.0))
+        .bind(cursor_id)
         .bind(limit + 1)
         .fetch_all(&mut *conn)
         .await?;
@@ -605,9 +607,9 @@ pub async fn search_tenant(
         rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(indexed))
             .bind(tenant.0)
             .bind(&tsquery)
-            .bind(media.map(Media::as_str))
+            .bind(media)
             .bind(from)
-            .bind(before.map(|b| b.0))
+            .bind(cursor_id)
             .bind(limit + 1)
             .fetch_all(&mut *conn)
             .await?;

@@ -87,14 +87,19 @@ impl Channel {
         if raw.chars().count() > 256 || raw.chars().any(char::is_control) {
             return Err(AddressError("is not a valid address".to_owned()));
         }
-        match self {
-            Channel::Whatsapp if is_bsuid(raw) => Ok(raw.to_owned()),
-            Channel::Whatsapp | Channel::Sms => parse_e164(raw),
+        let address = match self {
+            Channel::Whatsapp if is_bsuid(raw) => raw.to_owned(),
+            Channel::Whatsapp | Channel::Sms => parse_e164(raw)?,
             Channel::Twitter | Channel::TwitterPublic => {
-                Ok(raw.trim_start_matches('@').to_lowercase())
+                raw.trim_start_matches('@').trim().to_lowercase()
             }
-            _ => Ok(raw.to_owned()),
+            _ => raw.to_owned(),
+        };
+        // "@" alone is no handle.
+        if address.is_empty() {
+            return Err(AddressError("must not be empty".to_owned()));
         }
+        Ok(address)
     }
 }
 
@@ -230,5 +235,17 @@ mod tests {
         }
         assert_eq!(Channel::TwitterPublic.media(), Media::OpenMedia);
         assert_eq!(Channel::Whatsapp.media(), Media::Chat);
+    }
+
+    #[test]
+    fn a_handle_is_more_than_its_at_sign() {
+        // Found by the e164 fuzz target: "@\x0c" trimmed to an empty handle.
+        for raw in ["@", "@\x0c", " @ ", "@@"] {
+            assert!(Channel::Twitter.parse_address(raw).is_err(), "{raw:?}");
+        }
+        assert_eq!(
+            Channel::Twitter.parse_address("@Parley").as_deref(),
+            Ok("parley")
+        );
     }
 }

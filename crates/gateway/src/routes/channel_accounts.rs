@@ -192,6 +192,19 @@ fn map_err(e: AccountError) -> ApiError {
     }
 }
 
+/// The WABA id (a URL path segment, so provider-id characters only) and the display
+/// number, when given.
+fn number_fields(
+    c: &mut Checks,
+    waba_id: Option<&str>,
+    display: Option<&str>,
+) -> (Option<String>, Option<String>) {
+    (
+        waba_id.map(|w| c.provider_id("waba_id", w)),
+        display.map(|d| c.text("display_phone_number", d, 32)),
+    )
+}
+
 /// Add a channel account (admin).
 #[utoipa::path(post, path = "/channel-accounts", tag = "channels", security(("bearer" = [])),
     request_body = CreateAccountIn,
@@ -212,14 +225,11 @@ pub async fn create_account(
     }
     let name = c.text("name", &input.name, 100);
     let pnid = c.provider_id("phone_number_id", &input.phone_number_id);
-    let waba_id = input
-        .waba_id
-        .as_deref()
-        .map(|w| c.provider_id("waba_id", w));
-    let display_phone_number = input
-        .display_phone_number
-        .as_deref()
-        .map(|d| c.text("display_phone_number", d, 32));
+    let (waba_id, display_phone_number) = number_fields(
+        &mut c,
+        input.waba_id.as_deref(),
+        input.display_phone_number.as_deref(),
+    );
     check_secret(&mut c, "access_token", &input.access_token);
     check_secret(&mut c, "app_secret", &input.app_secret);
     check_secret(&mut c, "verify_token", &input.verify_token);
@@ -315,14 +325,11 @@ pub async fn patch_account(
     if let Some(u) = &input.api_base_url {
         check_url(&mut c, &state.config, "api_base_url", u);
     }
-    let waba_id = input
-        .waba_id
-        .as_deref()
-        .map(|w| c.provider_id("waba_id", w));
-    let display_phone_number = input
-        .display_phone_number
-        .as_deref()
-        .map(|d| c.text("display_phone_number", d, 32));
+    let (waba_id, display_phone_number) = number_fields(
+        &mut c,
+        input.waba_id.as_deref(),
+        input.display_phone_number.as_deref(),
+    );
     let optin_template_name = input
         .optin_template_name
         .as_deref()
