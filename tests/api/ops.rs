@@ -170,3 +170,37 @@ async fn one_address_holds_at_most_its_share_of_event_sockets() {
         other => panic!("a third socket from one address was not refused: {other:?}"),
     }
 }
+
+/// A client that starts a request and never finishes its headers (slow-loris) is cut off
+/// after `PARLEY_HEADER_TIMEOUT_SECS`, while a prompt client on another connection is
+/// served meanwhile.
+#[tokio::test]
+async fn a_request_whose_headers_never_finish_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = test_support::spawn_app_with(&[("PARLEY_HEADER_TIMEOUT_SECS", "1")]).await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("prompt");
+    assert!(r.status().is_success());
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_end(&mut buf),
+    )
+    .await
+    .expect("the half-sent request was never cut off");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        read.is_err() || buf.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "unexpected answer: {text}"
+    );
+}

@@ -265,37 +265,61 @@ pub fn media_fetcher(state: &AppState) -> channel_connector::media::MediaFetcher
 
 /// Serve `router` on an already-bound listener until `shutdown` is cancelled, then finish
 /// in-flight requests. At most `max_per_ip` connections from one client address are held
-/// open; one beyond that is closed as soon as it is accepted.
+/// open (one beyond is closed as soon as it is accepted), and a client has
+/// `header_timeout` to send a request's headers once it has started them (slow-loris).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     max_per_ip: usize,
+    header_timeout: Duration,
 ) -> std::io::Result<()> {
-    axum::serve(
-        CappedListener {
-            inner: listener,
-            counts: crate::events::SocketCounts::default(),
-            max_per_ip,
-        },
-        router.into_make_service_with_connect_info::<ClientAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    use axum::serve::Listener as _;
+    let mut listener = CappedListener {
+        inner: listener,
+        counts: crate::events::SocketCounts::default(),
+        max_per_ip,
+    };
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (io, addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(ClientAddr(addr)));
+                tower::ServiceExt::oneshot(router.clone(), req)
+            });
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 /// The client's address, as `ConnectInfo<ClientAddr>` (the TCP peer; behind a proxy, the
 /// proxy).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CappedListener>>
-    for ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, CappedListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
 
 /// A TCP listener that refuses a client address more than `max_per_ip` open connections.
 pub struct CappedListener {

@@ -29,6 +29,7 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_PROVIDER_TIMEOUT_SECS",
     "PARLEY_WS_MAX_PER_IP",
     "PARLEY_MAX_CONNECTIONS_PER_IP",
+    "PARLEY_HEADER_TIMEOUT_SECS",
     "PARLEY_SIMULATOR",
     "PARLEY_OFFER_TIMEOUT_SECS",
     "PARLEY_EVENT_RETENTION_HOURS",
@@ -164,6 +165,9 @@ pub struct Config {
     /// address may hold open on one gateway process; more are closed at once, so a
     /// client trickling requests over many connections (slow-loris) cannot hold them all.
     pub max_connections_per_ip: usize,
+    /// `PARLEY_HEADER_TIMEOUT_SECS` (default 10): once a client starts a request it has
+    /// this long to send all its headers; then the connection is closed (slow-loris).
+    pub header_timeout: Duration,
     /// `PARLEY_CONTINUATION_WINDOW_SECS` (default 86400): a contact writing again within
     /// this long goes first to the agent who last handled them.
     pub continuation_window: Duration,
@@ -384,6 +388,13 @@ impl Config {
                 1_000_000,
             )?)
             .unwrap_or(2000),
+            header_timeout: Duration::from_secs(number(
+                &get,
+                "PARLEY_HEADER_TIMEOUT_SECS",
+                10,
+                1,
+                300,
+            )?),
             continuation_window: Duration::from_secs(number(
                 &get,
                 "PARLEY_CONTINUATION_WINDOW_SECS",

@@ -206,6 +206,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         router,
         shutdown.clone(),
         state.config.max_connections_per_ip,
+        state.config.header_timeout,
     )
     .await;
     tracing::info!("shutting down");

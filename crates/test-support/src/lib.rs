@@ -268,8 +268,11 @@ pub async fn spawn_replica(app: &TestApp) -> (String, CancellationToken) {
     let addr = listener.local_addr().expect("addr");
     let router = gateway::build_router(state.clone());
     let stop = state.shutdown.clone();
-    let cap = state.config.max_connections_per_ip;
-    tokio::spawn(gateway::serve(listener, router, stop.clone(), cap));
+    let (cap, headers) = (
+        state.config.max_connections_per_ip,
+        state.config.header_timeout,
+    );
+    tokio::spawn(gateway::serve(listener, router, stop.clone(), cap, headers));
     start_background(&state, &stop);
     let parent = app.shutdown.clone();
     let child = stop.clone();
@@ -335,8 +338,17 @@ async fn try_spawn_app(overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
     let jwt = state.jwt.clone();
     let router = gateway::build_router(state.clone());
     let shutdown = state.shutdown.clone();
-    let cap = state.config.max_connections_per_ip;
-    tokio::spawn(gateway::serve(listener, router, shutdown.clone(), cap));
+    let (cap, headers) = (
+        state.config.max_connections_per_ip,
+        state.config.header_timeout,
+    );
+    tokio::spawn(gateway::serve(
+        listener,
+        router,
+        shutdown.clone(),
+        cap,
+        headers,
+    ));
     let workers = shutdown.child_token();
     start_background(&state, &workers);
     let (tenant, users) = seed_tenant(&db, &jwt, "Test Tenant", "test").await?;
