@@ -582,29 +582,26 @@ pub async fn search_tenant(
          WHERE m.search @@ $2::tsquery AND ($3::text IS NULL OR m.media = $3)
          ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
     );
-    // Both phases take the same parameters.
+    let indexed = format!(
+        "SELECT {COLUMNS} FROM messages m
+         WHERE m.tenant_id = $1 AND m.search @@ $2::tsquery
+           AND ($3::text IS NULL OR m.media = $3)
+           AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5))
+         ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
+    );
     let (media, cursor_id) = (media.map(Media::as_str), before.map(|b| b.0));
-    let mut rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(recent))
-        .bind(tenant.0)
-        .bind(&tsquery)
-        .bind(media)
-        .bind(from)
-        .bind(cursor_id)
-        .bind(limit + 1)
-        .fetch_all(&mut *conn)
-        .await?;
-    if rows.len() <= take {
-        sqlx::raw_sql("SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = off")
-            .execute(&mut *conn)
-            .await?;
-        let indexed = format!(
-            "SELECT {COLUMNS} FROM messages m
-             WHERE m.tenant_id = $1 AND m.search @@ $2::tsquery
-               AND ($3::text IS NULL OR m.media = $3)
-               AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5))
-             ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
-        );
-        rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(indexed))
+    let mut rows: Vec<MessageRow> = Vec::new();
+    for (phase, sql) in [recent, indexed].into_iter().enumerate() {
+        let index_phase = phase == 1;
+        if index_phase {
+            if rows.len() > take {
+                break;
+            }
+            sqlx::raw_sql("SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = off")
+                .execute(&mut *conn)
+                .await?;
+        }
+        rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
             .bind(tenant.0)
             .bind(&tsquery)
             .bind(media)
@@ -613,9 +610,11 @@ pub async fn search_tenant(
             .bind(limit + 1)
             .fetch_all(&mut *conn)
             .await?;
-        sqlx::raw_sql("RESET enable_indexscan; RESET enable_seqscan")
-            .execute(&mut *conn)
-            .await?;
+        if index_phase {
+            sqlx::raw_sql("RESET enable_indexscan; RESET enable_seqscan")
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     let more = rows.len() > take;
     rows.truncate(take);
