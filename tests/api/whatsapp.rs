@@ -1396,3 +1396,108 @@ async fn provider_urls_must_point_at_allowed_hosts() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.text.contains("contacts_check_url"), "{}", r.text);
 }
+
+#[tokio::test]
+async fn webhooks_arriving_together_share_a_commit_and_a_bad_one_spoils_only_itself() {
+    // One writer: webhooks that arrive while it commits wait and go into its next batch.
+    let app = test_support::spawn_app_with(&[
+        ("PARLEY_INGEST_WRITERS", "1"),
+        ("PARLEY_INGEST_BATCH_MAX", "64"),
+    ])
+    .await;
+    let wa = std::sync::Arc::new(app.whatsapp().await);
+    let app = std::sync::Arc::new(app);
+    let text = |from: &str, id: &str, body: &str| {
+        envelope(vec![value(
+            from,
+            "Batch",
+            vec![
+                json!({"from": from, "id": id, "timestamp": "1732000000", "type": "text", "text": {"body": body}}),
+            ],
+        )])
+    };
+    let contacts: Vec<String> = (0..8).map(|c| format!("1415555{c:04}")).collect();
+    let send_all = |round: u32| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for from in &contacts {
+            let (app, wa, from) = (app.clone(), wa.clone(), from.clone());
+            tasks.spawn(async move {
+                let mut answers = Vec::new();
+                // Each contact writes in order; the contacts write at the same time.
+                for n in 0..5 {
+                    let body = text(
+                        &from,
+                        &format!("wamid.G{from}-{n}"),
+                        &format!("{from} #{n}"),
+                    );
+                    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+                    answers.push((round, r.status));
+                }
+                answers
+            });
+        }
+        tasks
+    };
+    // One webhook the database refuses (as it would a row breaking a constraint).
+    sqlx::raw_sql(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.provider_message_id = 'wamid.POISON' THEN
+                 RAISE EXCEPTION 'refused for the test';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION poison();",
+    )
+    .execute(&app.db)
+    .await
+    .expect("trigger");
+    let mut tasks = send_all(1);
+    let bad = text("14155559999", "wamid.POISON", "refused");
+    let bad_answer = post_signed(&app, &wa, &bad, Some(sign(&wa, &bad))).await;
+    while let Some(answers) = tasks.join_next().await {
+        for (_, status) in answers.expect("task") {
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    assert_ne!(
+        bad_answer.status,
+        StatusCode::OK,
+        "the refused webhook is not acknowledged: {bad_answer:?}"
+    );
+    for from in &contacts {
+        let items = transcript(&app, &contact_of(&app, from).await).await;
+        let bodies: Vec<&str> = items.iter().filter_map(|m| m["text"].as_str()).collect();
+        let want: Vec<String> = (0..5).map(|n| format!("{from} #{n}")).collect();
+        assert_eq!(
+            bodies, want,
+            "each contact's messages once, in the order written"
+        );
+    }
+    // Provider retries of everything, together again: nothing is stored twice.
+    let mut again = send_all(2);
+    while let Some(answers) = again.join_next().await {
+        for (_, status) in answers.expect("task") {
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 40);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM messages WHERE provider_message_id = 'wamid.POISON'"
+        )
+        .await,
+        0
+    );
+    // Grouped: the 40 messages' events came from fewer than 40 transactions.
+    let transactions = count(
+        &app,
+        "SELECT count(DISTINCT xid) FROM events WHERE kind = 'message.created'",
+    )
+    .await;
+    assert!(
+        transactions < 40,
+        "40 concurrent webhooks took {transactions} commits"
+    );
+}

@@ -199,17 +199,22 @@ pub async fn for_webhook(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<(Account, Secrets)>, sqlx::Error> {
-    let acc = sqlx::query_as::<_, Account>(concat!(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        account: Account,
+        #[sqlx(flatten)]
+        secrets: Secrets,
+    }
+    let row = sqlx::query_as::<_, Row>(concat!(
         "SELECT ",
         account_columns!(),
-        " FROM channel_accounts WHERE id = $1"
+        ", access_token, app_secret, verify_token FROM channel_accounts WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(acc) = acc else { return Ok(None) };
-    let secrets = secrets(conn, TenantId(acc.tenant_id), id).await?;
-    Ok(secrets.map(|s| (acc, s)))
+    Ok(row.map(|r| (r.account, r.secrets)))
 }
 
 /// The account's secrets.

@@ -49,6 +49,17 @@ pub async fn append(
     Ok(id)
 }
 
+/// A statement appending the rows a `SELECT` yields (columns: tenant id, audience
+/// spelling, user id, kind, payload) as events, with the sequencer's wake-up, so a caller
+/// can compute an event's payload and append it in one round trip.
+pub fn append_from(select: &str) -> String {
+    format!(
+        "WITH e AS (INSERT INTO events (tenant_id, audience, user_id, kind, payload)
+                    {select} RETURNING id)
+         SELECT count(*) FROM e, pg_notify('parley_events', '') AS n"
+    )
+}
+
 /// A stored event.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Event {

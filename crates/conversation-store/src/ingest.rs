@@ -3,7 +3,7 @@
 
 use parley_core::{AttachmentId, ContactId, IdentityId, MessageId, TenantId, channel::Channel};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use crate::{
@@ -48,6 +48,8 @@ pub struct Ingested {
     pub interaction: Interaction,
     /// Whether that interaction was created by this message.
     pub interaction_created: bool,
+    /// The sender identity's status (e.g. `connect_requested`); empty for a replay.
+    pub identity_status: String,
     /// The stored message; `None` for a replay of one already stored.
     pub message: Option<Message>,
 }
@@ -62,11 +64,10 @@ pub async fn ingest_inbound(
 ) -> Result<Ingested, StoreError> {
     // A replay must not open a new interaction for an old message.
     if let Some(pid) = &inbound.provider_message_id {
-        let existing: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
-            "SELECT contact_id, interaction_id FROM messages
-             WHERE tenant_id = $1 AND channel_account_id IS NOT DISTINCT FROM $2
-               AND provider_message_id = $3",
-        )
+        let existing: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT contact_id, interaction_id FROM messages WHERE {}",
+            by_provider_id(inbound.channel_account_id)
+        )))
         .bind(tenant.0)
         .bind(inbound.channel_account_id)
         .bind(pid)
@@ -81,21 +82,14 @@ pub async fn ingest_inbound(
                 contact_created: false,
                 interaction: i,
                 interaction_created: false,
+                identity_status: String::new(),
                 message: None,
             });
         }
     }
 
-    let (contact_id, identity_id, contact_created) =
+    let (contact_id, identity_id, identity_status, contact_created) =
         find_or_create_contact(conn, tenant, inbound).await?;
-    sqlx::query(
-        "UPDATE channel_identities SET last_inbound_at = GREATEST(last_inbound_at, now())
-         WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant.0)
-    .bind(identity_id.0)
-    .execute(&mut *conn)
-    .await?;
     let (mut interaction, interaction_created) =
         interactions::open_or_create(conn, tenant, contact_id, inbound.channel, Some(identity_id))
             .await?;
@@ -107,11 +101,12 @@ pub async fn ingest_inbound(
         interaction = resumed;
     }
     let reply_to_id = match &inbound.reply_to_provider_id {
-        Some(pid) => sqlx::query_scalar::<_, Uuid>(
-            "SELECT id FROM messages WHERE tenant_id = $1 AND provider_message_id = $2
-             ORDER BY created_at LIMIT 1",
-        )
+        Some(pid) => sqlx::query_scalar::<_, Uuid>(AssertSqlSafe(format!(
+            "SELECT id FROM messages WHERE {}",
+            by_provider_id(inbound.channel_account_id)
+        )))
         .bind(tenant.0)
+        .bind(inbound.channel_account_id)
         .bind(pid)
         .fetch_optional(&mut *conn)
         .await?
@@ -143,20 +138,62 @@ pub async fn ingest_inbound(
         contact_created,
         interaction,
         interaction_created,
+        identity_status,
         message,
     })
 }
 
+/// The condition finding a message by its provider id (`$1` tenant, `$2` account, `$3`
+/// provider id), spelled so that the unique index answers it: `IS NOT DISTINCT FROM`
+/// would leave only the tenant as an index condition and walk every message of the tenant.
+fn by_provider_id(account: Option<Uuid>) -> &'static str {
+    match account {
+        Some(_) => "tenant_id = $1 AND channel_account_id = $2 AND provider_message_id = $3",
+        None => {
+            "tenant_id = $1 AND channel_account_id IS NULL AND $2::uuid IS NULL
+               AND provider_message_id = $3"
+        }
+    }
+}
+
+/// The sender's contact and identity (created when new), with the identity's last inbound
+/// time moved to now: `(contact, identity, identity status, contact created)`.
 async fn find_or_create_contact(
     conn: &mut PgConnection,
     tenant: TenantId,
     inbound: &Inbound,
-) -> Result<(ContactId, IdentityId, bool), StoreError> {
-    if let Some(i) =
-        crate::contacts::find_identity(conn, tenant, inbound.channel, &inbound.address).await?
-    {
-        return Ok((ContactId(i.contact_id), IdentityId(i.id), false));
+) -> Result<(ContactId, IdentityId, String, bool), StoreError> {
+    // The common case, a known sender, in one round trip.
+    let known: Option<(Uuid, Uuid, String)> = sqlx::query_as(
+        "UPDATE channel_identities SET last_inbound_at = GREATEST(last_inbound_at, now())
+         WHERE tenant_id = $1 AND channel = $2 AND address = $3
+         RETURNING contact_id, id, status",
+    )
+    .bind(tenant.0)
+    .bind(inbound.channel.as_str())
+    .bind(&inbound.address)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((contact, identity, status)) = known {
+        return Ok((ContactId(contact), IdentityId(identity), status, false));
     }
+    let (contact, identity, created) = create_contact(conn, tenant, inbound).await?;
+    let status: String = sqlx::query_scalar(
+        "UPDATE channel_identities SET last_inbound_at = GREATEST(last_inbound_at, now())
+         WHERE tenant_id = $1 AND id = $2 RETURNING status",
+    )
+    .bind(tenant.0)
+    .bind(identity.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((contact, identity, status, created))
+}
+
+async fn create_contact(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    inbound: &Inbound,
+) -> Result<(ContactId, IdentityId, bool), StoreError> {
     let name = inbound
         .profile_name
         .as_deref()

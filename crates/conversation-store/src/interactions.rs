@@ -91,6 +91,10 @@ pub async fn open_or_create(
     channel: Channel,
     identity: Option<IdentityId>,
 ) -> Result<(Interaction, bool), StoreError> {
+    // Usually the contact is already in conversation: one read.
+    if let Some(open) = open_one(&mut *conn, tenant, contact, channel).await? {
+        return Ok((open, false));
+    }
     let created = sqlx::query_as::<_, Interaction>(concat!(
         "INSERT INTO interactions (id, tenant_id, contact_id, channel, identity_id)
          VALUES ($1, $2, $3, $4, $5)
@@ -113,7 +117,20 @@ pub async fn open_or_create(
             .await?;
         return Ok((i, true));
     }
-    let existing = sqlx::query_as::<_, Interaction>(concat!(
+    // Another transaction opened one first.
+    let existing = open_one(conn, tenant, contact, channel)
+        .await?
+        .ok_or(StoreError::NotFound("interaction"))?;
+    Ok((existing, false))
+}
+
+async fn open_one(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channel: Channel,
+) -> Result<Option<Interaction>, StoreError> {
+    Ok(sqlx::query_as::<_, Interaction>(concat!(
         "SELECT ",
         interaction_columns!(),
         " FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3 AND state <> 'done'"
@@ -122,9 +139,7 @@ pub async fn open_or_create(
     .bind(contact.0)
     .bind(channel.as_str())
     .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::NotFound("interaction"))?;
-    Ok((existing, false))
+    .await?)
 }
 
 /// One interaction of `tenant`.

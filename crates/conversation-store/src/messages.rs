@@ -147,8 +147,19 @@ async fn with_attachments(
     tenant: TenantId,
     rows: Vec<MessageRow>,
 ) -> Result<Vec<Message>, StoreError> {
+    rows_to_messages(conn, tenant, rows, true).await
+}
+
+/// `may_have_attachments: false` when the caller knows there are none (a message it has
+/// just inserted without any): no query.
+async fn rows_to_messages(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    rows: Vec<MessageRow>,
+    may_have_attachments: bool,
+) -> Result<Vec<Message>, StoreError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let links = if ids.is_empty() {
+    let links = if ids.is_empty() || !may_have_attachments {
         Vec::new()
     } else {
         sqlx::query_as::<_, AttachmentLink>(
@@ -284,7 +295,7 @@ pub async fn insert(
     .bind(row.created_at)
     .execute(&mut *conn)
     .await?;
-    let message = with_attachments(conn, tenant, vec![row])
+    let message = rows_to_messages(conn, tenant, vec![row], !new.attachment_ids.is_empty())
         .await?
         .pop()
         .ok_or(StoreError::NotFound("message"))?;
@@ -297,14 +308,15 @@ pub async fn insert(
     )
     .await?;
     if new.direction == Direction::Inbound {
-        let unread = unread_count(conn, tenant, new.contact_id).await?;
-        events::append(
-            conn,
-            tenant,
-            Audience::Tenant,
-            "conversation.unread",
-            &json!({ "contact_id": new.contact_id, "unread_count": unread }),
-        )
+        // `conversation.unread`, counted and appended in one round trip.
+        sqlx::query(AssertSqlSafe(events::append_from(&format!(
+            "SELECT $1::uuid, 'tenant', NULL::uuid, 'conversation.unread',
+                    jsonb_build_object('contact_id', $2::uuid, 'unread_count', unread.count)
+             FROM ({UNREAD_COUNT}) AS unread"
+        ))))
+        .bind(tenant.0)
+        .bind(new.contact_id.0)
+        .execute(&mut *conn)
         .await?;
     }
     Ok(Some(message))
@@ -649,21 +661,22 @@ pub async fn search_tenant(
     Ok((hits, next))
 }
 
+/// The contact's unread inbound messages (`$1` tenant, `$2` contact).
+const UNREAD_COUNT: &str = "SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id
+     WHERE m.tenant_id = $1 AND m.contact_id = $2 AND m.direction = 'inbound'
+       AND (c.read_up_to_at IS NULL OR (m.created_at, m.id) > (c.read_up_to_at, c.read_up_to_id))";
+
 /// Inbound messages of the contact not yet read by an agent.
 pub async fn unread_count(
     conn: &mut PgConnection,
     tenant: TenantId,
     contact: ContactId,
 ) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id
-         WHERE m.tenant_id = $1 AND m.contact_id = $2 AND m.direction = 'inbound'
-           AND (c.read_up_to_at IS NULL OR (m.created_at, m.id) > (c.read_up_to_at, c.read_up_to_id))",
-    )
-    .bind(tenant.0)
-    .bind(contact.0)
-    .fetch_one(conn)
-    .await?)
+    Ok(sqlx::query_scalar(UNREAD_COUNT)
+        .bind(tenant.0)
+        .bind(contact.0)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Mark the contact's messages read up to and including `up_to`; returns the new unread

@@ -41,8 +41,12 @@ pub struct AppState {
     pub wakeups: channel_connector::worker::Wakeups,
     /// Open event-stream sockets per user on this process.
     pub sockets: crate::events::SocketCounts,
+    /// When this process last wrote each connected user's presence.
+    pub presence: crate::events::PresenceMarks,
     /// Newly sequenced events, read once per process and shared by its sockets.
     pub feed: crate::events::Feed,
+    /// The group-commit writer that stores webhooks.
+    pub ingest: crate::ingest::IngestWriter,
     /// Cancelled at shutdown; WebSocket tasks and workers watch it (axum's graceful
     /// shutdown does not wait for upgraded sockets).
     pub shutdown: CancellationToken,
@@ -65,6 +69,12 @@ impl AppState {
             shutdown: CancellationToken::new(),
             feed: crate::events::feed(config.event_feed_pages),
             sockets: crate::events::SocketCounts::default(),
+            presence: crate::events::PresenceMarks::default(),
+            ingest: crate::ingest::IngestWriter::new(
+                db.clone(),
+                config.ingest_writers,
+                config.ingest_batch_max,
+            ),
             db,
             jwt,
             blobs,

@@ -27,6 +27,8 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_LOGIN_WINDOW_SECS",
     "PARLEY_OUTBOX_BACKOFF_MS",
     "PARLEY_PROVIDER_TIMEOUT_SECS",
+    "PARLEY_INGEST_WRITERS",
+    "PARLEY_INGEST_BATCH_MAX",
     "PARLEY_WS_MAX_PER_IP",
     "PARLEY_MAX_CONNECTIONS_PER_IP",
     "PARLEY_HEADER_TIMEOUT_SECS",
@@ -135,6 +137,12 @@ pub struct Config {
     /// `PARLEY_PROVIDER_TIMEOUT_SECS` (default 20): how long a provider call may take
     /// before it counts as failed and is retried; the outbox lease is this plus 40 s.
     pub provider_timeout: Duration,
+    /// `PARLEY_INGEST_WRITERS` (default 4): webhook transactions in flight at once (each
+    /// holds a pool connection while it writes).
+    pub ingest_writers: usize,
+    /// `PARLEY_INGEST_BATCH_MAX` (default 64): the most webhooks one transaction stores
+    /// (group commit); 1 stores each webhook in its own transaction.
+    pub ingest_batch_max: usize,
     /// `PARLEY_SIMULATOR`: run the bundled WhatsApp Cloud API simulator beside the gateway
     /// with a demo channel account bound to it. Default: on in demo mode.
     pub simulator: bool,
@@ -324,6 +332,16 @@ impl Config {
                 1,
                 300,
             )?),
+            ingest_writers: usize::try_from(number(&get, "PARLEY_INGEST_WRITERS", 4, 1, 64)?)
+                .unwrap_or(4),
+            ingest_batch_max: usize::try_from(number(
+                &get,
+                "PARLEY_INGEST_BATCH_MAX",
+                64,
+                1,
+                1000,
+            )?)
+            .unwrap_or(64),
             simulator: match get("PARLEY_SIMULATOR") {
                 None => demo,
                 Some(v) => parse_bool("PARLEY_SIMULATOR", &v)?,

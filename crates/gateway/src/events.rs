@@ -177,9 +177,10 @@ pub async fn events_ws(
         }));
     }
     // Small buffers: an idle socket costs a few KiB instead of the ~128 KiB default. Frames
-    // the client sends are tiny (pongs, close); ours are bounded by the page size.
+    // the client sends are tiny (pongs, close; the read buffer grows for a bigger one);
+    // ours are bounded by the page size.
     Ok(ws
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move {
@@ -232,6 +233,48 @@ impl SocketCounts {
             counts: self.clone(),
             key,
         })
+    }
+}
+
+impl SocketCounts {
+    /// Slots now held for `key`.
+    pub fn held(&self, key: SlotKey) -> usize {
+        self.lock().get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// When this process last recorded each user's presence, so a user with many sockets open
+/// here costs one write per interval, not one per socket.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceMarks(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>>,
+);
+
+impl PresenceMarks {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, std::time::Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `user`'s presence should be written now (and if so, claims it: other
+    /// sockets of the user skip until `every` has passed).
+    fn claim(&self, user: uuid::Uuid, every: Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut m = self.lock();
+        match m.get(&user) {
+            Some(at) if now.duration_since(*at) < every => false,
+            _ => {
+                m.insert(user, now);
+                true
+            }
+        }
+    }
+
+    fn forget(&self, user: uuid::Uuid) {
+        self.lock().remove(&user);
     }
 }
 
@@ -416,12 +459,14 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
     let is_supervisor = principal.has_role(Role::Supervisor);
     let send_timeout = state.config.ws_send_timeout;
     // Presence: refreshed well within the offline grace period while the socket lives.
-    let mut presence = tokio::time::interval(
-        (state.config.offline_grace / 3).clamp(Duration::from_millis(200), PING_EVERY),
-    );
+    let presence_every =
+        (state.config.offline_grace / 3).clamp(Duration::from_millis(200), PING_EVERY);
+    let mut presence = tokio::time::interval(presence_every);
     'outer: loop {
         if synced.is_none() {
-            match catch_up(&state, &principal, is_supervisor, &mut tx, cursor).await {
+            // Boxed: the catch-up's database futures would otherwise sit in every idle
+            // socket's task for its whole life.
+            match Box::pin(catch_up(&state, &principal, is_supervisor, &mut tx, cursor)).await {
                 Ok(Some((c, s))) => {
                     cursor = c;
                     synced = Some(s);
@@ -464,7 +509,11 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
             _ = retry.tick(), if synced.is_none() => {},
-            _ = presence.tick() => touch_presence(&state, &principal).await,
+            _ = presence.tick() => {
+                if state.presence.claim(principal.user_id.0, presence_every) {
+                    Box::pin(touch_presence(&state, &principal)).await;
+                }
+            }
             _ = ping.tick() => {
                 if tx.send(Message::Ping(Default::default())).await.is_err() {
                     break;
@@ -476,8 +525,12 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
             },
         }
     }
-    // The grace period before `offline` counts from the disconnect.
-    touch_presence(&state, &principal).await;
+    // The grace period before `offline` counts from the last disconnect (this socket's
+    // slot is still held here).
+    if state.sockets.held(SlotKey::User(principal.user_id.0)) <= 1 {
+        state.presence.forget(principal.user_id.0);
+        Box::pin(touch_presence(&state, &principal)).await;
+    }
 }
 
 async fn touch_presence(state: &AppState, principal: &Principal) {
@@ -487,6 +540,8 @@ async fn touch_presence(state: &AppState, principal: &Principal) {
     }
     .await;
     if let Err(e) = touched {
+        // Let the next tick (of any of the user's sockets) try again.
+        state.presence.forget(principal.user_id.0);
         tracing::debug!(error = %e, "presence not recorded");
     }
 }

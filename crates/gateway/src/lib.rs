@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

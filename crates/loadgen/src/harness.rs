@@ -69,6 +69,18 @@ impl Harness {
         eprintln!("starting PostgreSQL (durable, synchronous_commit=on)...");
         let mut opts = ClusterOptions::ephemeral();
         opts.fast_unsafe = false;
+        // Per-statement timings, so a run can say which statement the database spends its
+        // time on (`top_statements`).
+        opts.settings.push((
+            "shared_preload_libraries".to_owned(),
+            "pg_stat_statements".to_owned(),
+        ));
+        // A run starts on empty tables and lasts seconds; with the default one-minute
+        // autovacuum nap the planner would plan for empty tables throughout (sequential
+        // scans cached in every connection's prepared statements), which a database in
+        // service, analysed as it grew, does not do.
+        opts.settings
+            .push(("autovacuum_naptime".to_owned(), "1s".to_owned()));
         let cluster = tokio::task::spawn_blocking(move || Cluster::start(&opts))
             .await?
             .context("starting PostgreSQL")?;
@@ -118,6 +130,8 @@ impl Harness {
             // Every simulated agent and contact comes from loopback.
             .env("PARLEY_WS_MAX_PER_IP", "1000000")
             .env("PARLEY_MAX_CONNECTIONS_PER_IP", "1000000")
+            // `connections` opens all its sockets as one user.
+            .env("PARLEY_WS_MAX_PER_USER", "10000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -146,6 +160,12 @@ impl Harness {
         };
         h.wait_ready().await?;
         h.provision(&platform, &cfg, sim_addr, agents).await?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&h.db)
+            .await?;
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&h.db)
+            .await?;
         Ok(h)
     }
 
@@ -333,6 +353,34 @@ impl Harness {
     }
 
     /// Connections to the gateway's database.
+    /// The `n` statements the database spent the most time executing since provisioning,
+    /// with calls, mean time and share of the total: where the database time goes.
+    pub async fn top_statements(&self, n: i64) -> Value {
+        let rows: Vec<(String, i64, f64, f64)> = sqlx::query_as(
+            "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, mean_exec_time,
+                    100 * total_exec_time / NULLIF(sum(total_exec_time) OVER (), 0)
+             FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'parley')
+             ORDER BY total_exec_time DESC LIMIT $1",
+        )
+        .bind(n)
+        .fetch_all(&self.db)
+        .await
+        .unwrap_or_default();
+        Value::Array(
+            rows.into_iter()
+                .map(|(q, calls, mean, share)| {
+                    json!({
+                        "share_pct": (share * 10.0).round() / 10.0,
+                        "calls": calls,
+                        "mean_ms": (mean * 1000.0).round() / 1000.0,
+                        "query": q.chars().take(160).collect::<String>(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     pub async fn pg_connections(&self) -> i64 {
         sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = 'parley' AND application_name NOT LIKE 'loadgen%'",

@@ -319,6 +319,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
         "gateway_peak_rss_mib": peak / 1024,
         "pg_connections_max": max_conns.load(Ordering::Relaxed),
+        "top_statements": h.top_statements(8).await,
     }))
 }
 
@@ -356,9 +357,17 @@ pub async fn connections(a: &Args) -> anyhow::Result<Value> {
         });
     }
     let mut failed = 0;
+    let mut first_error = None;
     while let Some(r) = opening.join_next().await {
         if !matches!(r, Ok(Ok(()))) {
             failed += 1;
+            if first_error.is_none() {
+                first_error = Some(match r {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(())) => String::new(),
+                });
+            }
         }
     }
     drop(tx);
@@ -369,6 +378,7 @@ pub async fn connections(a: &Args) -> anyhow::Result<Value> {
     let t0 = Instant::now();
     let (body, sig) = h.webhook(1, "wamid.BROADCAST", "one event for everyone");
     let status = h.send_webhook(body, sig).await;
+    let answered = t0.elapsed();
     anyhow::ensure!(status == 200, "the webhook was answered {status}");
     let mut delivered = histogram();
     let mut last = t0;
@@ -386,11 +396,13 @@ pub async fn connections(a: &Args) -> anyhow::Result<Value> {
         "machine": machine(),
         "sockets_open": open,
         "sockets_failed": failed,
+        "first_failure": first_error,
         "gateway_rss_kib_before": rss0,
         "gateway_rss_kib_after": rss1,
         "kib_per_socket": if open > 0 { ((rss1.saturating_sub(rss0)) as f64 / open as f64 * 10.0).round() / 10.0 } else { 0.0 },
         "delivered": delivered.len(),
         "delivery": summary(&delivered),
+        "webhook_answered_ms": answered.as_millis(),
         "all_delivered_ms": (last - t0).as_millis(),
         "gateway_peak_rss_mib": peak / 1024,
     }))
@@ -556,5 +568,6 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         "agent_send_to_status_event": summary(&lock(&send_to_status)),
         "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
         "gateway_peak_rss_mib": peak / 1024,
+        "top_statements": h.top_statements(8).await,
     }))
 }

@@ -22,6 +22,7 @@ pub fn summary(h: &Histogram<u64>) -> Value {
     let ms = |us: u64| (us as f64 / 1000.0 * 100.0).round() / 100.0;
     json!({
         "count": h.len(),
+        "min_ms": ms(h.min()),
         "p50_ms": ms(h.value_at_quantile(0.50)),
         "p90_ms": ms(h.value_at_quantile(0.90)),
         "p99_ms": ms(h.value_at_quantile(0.99)),
@@ -47,9 +48,21 @@ pub fn human(result: &Value) -> String {
             }
             match v {
                 Value::Object(o) if o.contains_key("p99_ms") => out.push_str(&format!(
-                    "{k:<28} n={:<8} p50={}ms p90={}ms p99={}ms p99.9={}ms max={}ms\n",
-                    o["count"], o["p50_ms"], o["p90_ms"], o["p99_ms"], o["p99_9_ms"], o["max_ms"]
+                    "{k:<28} n={:<8} min={}ms p50={}ms p90={}ms p99={}ms p99.9={}ms max={}ms\n",
+                    o["count"],
+                    o["min_ms"],
+                    o["p50_ms"],
+                    o["p90_ms"],
+                    o["p99_ms"],
+                    o["p99_9_ms"],
+                    o["max_ms"]
                 )),
+                Value::Array(rows) if rows.iter().all(Value::is_object) => {
+                    out.push_str(&format!("{k}:\n"));
+                    for r in rows {
+                        out.push_str(&format!("  {r}\n"));
+                    }
+                }
                 other => out.push_str(&format!("{k:<28} {other}\n")),
             }
         }

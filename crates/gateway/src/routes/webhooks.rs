@@ -145,18 +145,32 @@ pub async fn receive_whatsapp(
     for err in &envelope.errors {
         tracing::warn!(account = %account.id, error = %err, "provider reported an error");
     }
-    let mut tx = state.db.begin().await?;
+    state
+        .ingest
+        .store(tenant, account.id, envelope)
+        .await
+        .map(|()| StatusCode::OK)
+}
+
+/// Store everything one webhook carries, in the caller's transaction (the group-commit
+/// writer's: see `crate::ingest`).
+pub(crate) async fn apply(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    account: Uuid,
+    envelope: &webhook::Envelope,
+) -> Result<(), ApiError> {
     for m in &envelope.messages {
-        ingest_one(&mut tx, tenant, account.id, m).await?;
+        ingest_one(tx, tenant, account, m).await?;
     }
     for st in &envelope.statuses {
-        status::apply(&mut tx, tenant, account.id, st).await?;
+        status::apply(tx, tenant, account, st).await?;
     }
     for t in &envelope.template_statuses {
         let changed = notification_templates::store::apply_provider_status(
-            &mut tx,
+            tx,
             tenant,
-            account.id,
+            account,
             &t.event,
             t.template_id.as_deref(),
             t.name.as_deref(),
@@ -164,10 +178,9 @@ pub async fn receive_whatsapp(
             t.reason.as_deref(),
         )
         .await?;
-        tracing::info!(account = %account.id, event = %t.event, changed, "template status from the provider");
+        tracing::info!(%account, event = %t.event, changed, "template status from the provider");
     }
-    tx.commit().await?;
-    Ok(StatusCode::OK)
+    Ok(())
 }
 
 async fn ingest_one(
@@ -210,7 +223,9 @@ async fn ingest_one(
         },
     )
     .await?;
-    if let Some(stored) = &got.message {
+    if let Some(stored) = &got.message
+        && got.identity_status == "connect_requested"
+    {
         crate::routes::connect::apply_connect_answer(conn, tenant, &address_used, stored).await?;
     }
     if let (Some(stored), Some((media_id, mime))) = (&got.message, &m.media) {

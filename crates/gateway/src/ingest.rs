@@ -1,0 +1,183 @@
+//! Group commit for provider webhooks.
+//!
+//! Every verified, parsed webhook is handed to a small set of writer tasks. A writer takes
+//! the first waiting webhook and whatever else is already waiting (up to the batch limit),
+//! stores them all in one transaction and commits once; each webhook's request is answered
+//! only after that commit. Under light load a batch is one webhook, so nothing waits for
+//! company; under heavy load one commit (and its WAL flush) serves many webhooks.
+//!
+//! If a batch fails (a deadlock with another batch, one webhook's bad data, a lost
+//! connection), its webhooks are stored again one transaction each, so one webhook's
+//! failure is only its own. Replays are no-ops (provider ids are unique), so storing again
+//! after an unknown commit outcome cannot store anything twice.
+
+use std::sync::{Arc, OnceLock};
+
+use channel_connector::whatsapp::webhook::Envelope;
+use parley_core::TenantId;
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// One verified webhook waiting to be stored.
+struct Job {
+    tenant: TenantId,
+    account: Uuid,
+    envelope: Envelope,
+    done: oneshot::Sender<Result<(), ApiError>>,
+}
+
+impl Job {
+    /// The order batches take their row locks in: by sender (contacts, identities and
+    /// interactions are all the sender's), so two batches never wait on each other in a
+    /// circle for the common case.
+    fn lock_key(&self) -> (Uuid, &str) {
+        let first = self
+            .envelope
+            .messages
+            .iter()
+            .filter_map(|m| m.phone.as_deref().or(m.bsuid.as_deref()))
+            .chain(
+                self.envelope
+                    .statuses
+                    .iter()
+                    .map(|s| s.provider_message_id.as_str()),
+            )
+            .min()
+            .unwrap_or_default();
+        (self.tenant.0, first)
+    }
+}
+
+/// The hand-off to the writers. Cheap to clone; writers start on first use.
+#[derive(Clone)]
+pub struct IngestWriter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: PgPool,
+    writers: usize,
+    batch_max: usize,
+    queue: OnceLock<mpsc::Sender<Job>>,
+}
+
+impl std::fmt::Debug for IngestWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestWriter")
+            .field("writers", &self.inner.writers)
+            .field("batch_max", &self.inner.batch_max)
+            .finish()
+    }
+}
+
+impl IngestWriter {
+    /// `writers` concurrent transactions of at most `batch_max` webhooks each.
+    pub fn new(db: PgPool, writers: usize, batch_max: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                writers: writers.max(1),
+                batch_max: batch_max.max(1),
+                queue: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Store one webhook's content; returns once it is committed (or failed).
+    pub async fn store(
+        &self,
+        tenant: TenantId,
+        account: Uuid,
+        envelope: Envelope,
+    ) -> Result<(), ApiError> {
+        let (done, answer) = oneshot::channel();
+        let job = Job {
+            tenant,
+            account,
+            envelope,
+            done,
+        };
+        if self.queue().send(job).await.is_err() {
+            return Err(writer_gone());
+        }
+        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    fn queue(&self) -> &mpsc::Sender<Job> {
+        self.inner.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(self.inner.batch_max * self.inner.writers * 4);
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..self.inner.writers {
+                tokio::spawn(write_loop(
+                    self.inner.db.clone(),
+                    rx.clone(),
+                    self.inner.batch_max,
+                ));
+            }
+            tx
+        })
+    }
+}
+
+fn writer_gone() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the webhook writer has stopped; the provider will retry",
+    )
+}
+
+async fn write_loop(db: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_max: usize) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = queue.lock().await;
+            match rx.recv().await {
+                Some(job) => batch.push(job),
+                None => return,
+            }
+            while batch.len() < batch_max {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        write_batch(&db, batch).await;
+    }
+}
+
+async fn write_batch(db: &PgPool, mut batch: Vec<Job>) {
+    batch.sort_by(|a, b| a.lock_key().cmp(&b.lock_key()));
+    match store_all(db, &batch).await {
+        Ok(()) => {
+            for job in batch {
+                let _ = job.done.send(Ok(()));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.pop() {
+                let _ = job.done.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(size = batch.len(), error = ?e, "webhook batch failed; storing one by one");
+            for job in batch {
+                let alone = store_all(db, std::slice::from_ref(&job)).await;
+                let _ = job.done.send(alone);
+            }
+        }
+    }
+}
+
+async fn store_all(db: &PgPool, jobs: &[Job]) -> Result<(), ApiError> {
+    let mut tx = db.begin().await?;
+    for job in jobs {
+        crate::routes::webhooks::apply(&mut tx, job.tenant, job.account, &job.envelope).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
