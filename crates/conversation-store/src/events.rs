@@ -49,6 +49,47 @@ pub async fn append(
     Ok(id)
 }
 
+/// Append several events in one round trip, in the order given.
+pub async fn append_many(
+    conn: &mut PgConnection,
+    events: &[(TenantId, Audience, &str, Value)],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut tenants = Vec::with_capacity(events.len());
+    let mut audiences = Vec::with_capacity(events.len());
+    let mut users = Vec::with_capacity(events.len());
+    let mut kinds = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    for (tenant, audience, kind, payload) in events {
+        let (aud, user) = match audience {
+            Audience::Tenant => ("tenant", None),
+            Audience::Supervisors => ("supervisors", None),
+            Audience::User(u) => ("user", Some(u.0)),
+        };
+        tenants.push(tenant.0);
+        audiences.push(aud);
+        users.push(user);
+        kinds.push(*kind);
+        payloads.push(payload.clone());
+    }
+    sqlx::query(sqlx::AssertSqlSafe(append_from(
+        "SELECT x.tenant_id, x.audience, x.user_id, x.kind, x.payload
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[])
+              WITH ORDINALITY AS x(tenant_id, audience, user_id, kind, payload, ord)
+         ORDER BY x.ord",
+    )))
+    .bind(tenants)
+    .bind(audiences)
+    .bind(users)
+    .bind(kinds)
+    .bind(payloads)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// A statement appending the rows a `SELECT` yields (columns: tenant id, audience
 /// spelling, user id, kind, payload) as events, with the sequencer's wake-up, so a caller
 /// can compute an event's payload and append it in one round trip.

@@ -227,3 +227,169 @@ async fn create_contact(
         Err(e) => Err(e),
     }
 }
+
+/// What the database knows of a sender, for storing many messages at once.
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// The contact.
+    pub contact_id: ContactId,
+    /// The sender's identity.
+    pub identity_id: IdentityId,
+    /// The identity's status (e.g. `connect_requested`).
+    pub identity_status: String,
+    /// The contact's interaction on this channel that is not done, with its state.
+    pub open_interaction: Option<(parley_core::InteractionId, String)>,
+    /// The provider id is already stored: nothing to do.
+    pub replay: bool,
+}
+
+/// Look up, in one round trip, what `ingest_known` needs for each message: `None` for a
+/// sender not yet known (store that one with [`ingest_inbound`]). Messages need a channel
+/// account and a provider id.
+pub async fn lookup_known(
+    conn: &mut PgConnection,
+    items: &[(TenantId, &Inbound)],
+) -> Result<Vec<Option<Known>>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        ord: i64,
+        contact_id: Uuid,
+        identity_id: Uuid,
+        status: String,
+        interaction_id: Option<Uuid>,
+        interaction_state: Option<String>,
+        replay: bool,
+    }
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT x.ord, ci.contact_id, ci.id AS identity_id, ci.status,
+                i.id AS interaction_id, i.state AS interaction_state,
+                EXISTS (SELECT 1 FROM messages m
+                        WHERE m.tenant_id = x.tenant_id AND m.channel_account_id = x.account
+                          AND m.provider_message_id = x.pmid) AS replay
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[])
+              WITH ORDINALITY AS x(tenant_id, channel, address, account, pmid, ord)
+         JOIN channel_identities ci
+           ON ci.tenant_id = x.tenant_id AND ci.channel = x.channel AND ci.address = x.address
+         LEFT JOIN interactions i
+           ON i.tenant_id = x.tenant_id AND i.contact_id = ci.contact_id
+          AND i.channel = x.channel AND i.state <> 'done'",
+    )
+    .bind(items.iter().map(|(t, _)| t.0).collect::<Vec<_>>())
+    .bind(
+        items
+            .iter()
+            .map(|(_, m)| m.channel.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        items
+            .iter()
+            .map(|(_, m)| m.address.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        items
+            .iter()
+            .map(|(_, m)| m.channel_account_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        items
+            .iter()
+            .map(|(_, m)| m.provider_message_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut known = vec![None; items.len()];
+    for r in rows {
+        let k = usize::try_from(r.ord - 1).unwrap_or(usize::MAX);
+        if let Some(slot) = known.get_mut(k) {
+            *slot = Some(Known {
+                contact_id: ContactId(r.contact_id),
+                identity_id: IdentityId(r.identity_id),
+                identity_status: r.status,
+                open_interaction: r
+                    .interaction_id
+                    .zip(r.interaction_state)
+                    .map(|(id, state)| (parley_core::InteractionId(id), state)),
+                replay: r.replay || items[k].1.provider_message_id.is_none(),
+            });
+        }
+    }
+    Ok(known)
+}
+
+/// Store messages of known senders whose interaction is open (not ended, not done), as
+/// [`ingest_inbound`] would, in a fixed number of round trips: the identities' last
+/// inbound time, then [`messages::insert_many`]. Returns each stored message (`None` for
+/// a replay).
+pub async fn ingest_known(
+    conn: &mut PgConnection,
+    items: &[(TenantId, &Inbound, &Known)],
+) -> Result<Vec<Option<Message>>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    for (_, inbound, k) in items {
+        if inbound.reply_to_provider_id.is_some() {
+            return Err(StoreError::Invalid {
+                field: "reply_to",
+                message: "ingest_known does not resolve replies; use ingest_inbound".to_owned(),
+            });
+        }
+        match &k.open_interaction {
+            Some((_, state)) if state != "ended" => {}
+            _ => {
+                return Err(StoreError::Invalid {
+                    field: "interaction",
+                    message: "ingest_known needs an open interaction".to_owned(),
+                });
+            }
+        }
+    }
+    sqlx::query(
+        "UPDATE channel_identities ci SET last_inbound_at = GREATEST(ci.last_inbound_at, now())
+         FROM (SELECT c.id FROM channel_identities c
+               JOIN unnest($1::uuid[], $2::uuid[]) AS x(tenant_id, id)
+                 ON c.tenant_id = x.tenant_id AND c.id = x.id
+               ORDER BY c.id FOR UPDATE OF c) AS locked
+         WHERE ci.id = locked.id",
+    )
+    .bind(items.iter().map(|(t, _, _)| t.0).collect::<Vec<_>>())
+    .bind(
+        items
+            .iter()
+            .map(|(_, _, k)| k.identity_id.0)
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    let new: Vec<NewMessage> = items
+        .iter()
+        .map(|(_, inbound, k)| NewMessage {
+            contact_id: k.contact_id,
+            interaction_id: k.open_interaction.as_ref().map(|(id, _)| *id),
+            channel: inbound.channel,
+            direction: Direction::Inbound,
+            sender_user_id: None,
+            kind: inbound.kind.clone(),
+            body: inbound.body.clone(),
+            payload: inbound.payload.clone(),
+            channel_account_id: inbound.channel_account_id,
+            provider_message_id: inbound.provider_message_id.clone(),
+            reply_to_id: None,
+            status: "received".to_owned(),
+            attachment_ids: inbound.attachment_ids.clone(),
+        })
+        .collect();
+    let pairs: Vec<(TenantId, &NewMessage)> = items
+        .iter()
+        .zip(&new)
+        .map(|((t, _, _), n)| (*t, n))
+        .collect();
+    messages::insert_many(conn, &pairs).await
+}

@@ -220,106 +220,221 @@ pub async fn insert(
     tenant: TenantId,
     new: &NewMessage,
 ) -> Result<Option<Message>, StoreError> {
-    if let Some(b) = &new.body {
-        check_body(b)?;
+    Ok(insert_many(conn, &[(tenant, new)]).await?.pop().flatten())
+}
+
+/// Store several messages at once (each of its own tenant), in order: one statement for
+/// the messages, one for the contacts' activity, one for their `message.created` events
+/// and one for the inbound ones' `conversation.unread` events, whatever their number.
+/// Each result is `None` for a replay (the provider id is already stored, or repeated
+/// earlier in `items`).
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    items: &[(TenantId, &NewMessage)],
+) -> Result<Vec<Option<Message>>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
-    if !new.attachment_ids.is_empty() {
-        let ids: Vec<Uuid> = new.attachment_ids.iter().map(|a| a.0).collect();
-        let found: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM attachments WHERE tenant_id = $1 AND id = ANY($2)",
-        )
-        .bind(tenant.0)
-        .bind(&ids)
-        .fetch_one(&mut *conn)
-        .await?;
-        if usize::try_from(found).unwrap_or(0) != ids.len() {
-            return Err(StoreError::Invalid {
-                field: "attachment_ids",
-                message: "refers to an attachment that does not exist".to_owned(),
-            });
+    for (tenant, new) in items {
+        if let Some(b) = &new.body {
+            check_body(b)?;
+        }
+        if !new.attachment_ids.is_empty() {
+            let ids: Vec<Uuid> = new.attachment_ids.iter().map(|a| a.0).collect();
+            let found: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM attachments WHERE tenant_id = $1 AND id = ANY($2)",
+            )
+            .bind(tenant.0)
+            .bind(&ids)
+            .fetch_one(&mut *conn)
+            .await?;
+            if usize::try_from(found).unwrap_or(0) != ids.len() {
+                return Err(StoreError::Invalid {
+                    field: "attachment_ids",
+                    message: "refers to an attachment that does not exist".to_owned(),
+                });
+            }
         }
     }
-    let mut search_text = new.body.clone().unwrap_or_default();
-    if let Some(caption) = new.payload.get("caption").and_then(Value::as_str) {
-        search_text.push(' ');
-        search_text.push_str(caption);
-    }
+    let ids: Vec<Uuid> = items.iter().map(|_| MessageId::new().0).collect();
+    let col = |f: &dyn Fn(&NewMessage) -> Option<String>| -> Vec<Option<String>> {
+        items.iter().map(|(_, n)| f(n)).collect()
+    };
+    let search: Vec<Option<String>> = col(&|n| {
+        let mut text = n.body.clone().unwrap_or_default();
+        if let Some(caption) = n.payload.get("caption").and_then(Value::as_str) {
+            text.push(' ');
+            text.push_str(caption);
+        }
+        Some(search::tsvector_literal(&text))
+    });
     let sql = format!(
         "INSERT INTO messages AS m (id, tenant_id, contact_id, interaction_id, channel, media,
             direction, sender_user_id, kind, body, payload, channel_account_id,
             provider_message_id, reply_to_id, status, search)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::tsvector)
+         SELECT x.id, x.tenant_id, x.contact_id, x.interaction_id, x.channel, x.media,
+            x.direction, x.sender_user_id, x.kind, x.body, x.payload, x.channel_account_id,
+            x.provider_message_id, x.reply_to_id, x.status, x.search::tsvector
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                     $7::text[], $8::uuid[], $9::text[], $10::text[], $11::jsonb[], $12::uuid[],
+                     $13::text[], $14::uuid[], $15::text[], $16::text[])
+              WITH ORDINALITY AS x(id, tenant_id, contact_id, interaction_id, channel, media,
+                     direction, sender_user_id, kind, body, payload, channel_account_id,
+                     provider_message_id, reply_to_id, status, search, ord)
+         ORDER BY x.ord
          ON CONFLICT ON CONSTRAINT messages_provider_id_key DO NOTHING
          RETURNING {COLUMNS}"
     );
-    let row = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
-        .bind(MessageId::new().0)
-        .bind(tenant.0)
-        .bind(new.contact_id.0)
-        .bind(new.interaction_id.map(|i| i.0))
-        .bind(new.channel.as_str())
-        .bind(new.channel.media().as_str())
-        .bind(new.direction.as_str())
-        .bind(new.sender_user_id.map(|u| u.0))
-        .bind(&new.kind)
-        .bind(new.body.as_deref())
-        .bind(&new.payload)
-        .bind(new.channel_account_id)
-        .bind(new.provider_message_id.as_deref())
-        .bind(new.reply_to_id.map(|r| r.0))
-        .bind(&new.status)
-        .bind(search::tsvector_literal(&search_text))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(StoreError::from_db)?;
-    let Some(row) = row else { return Ok(None) };
-    for (pos, att) in new.attachment_ids.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO message_attachments (message_id, attachment_id, tenant_id, position)
-             VALUES ($1, $2, $3, $4)",
+    let uuids = |f: &dyn Fn(&NewMessage) -> Option<Uuid>| -> Vec<Option<Uuid>> {
+        items.iter().map(|(_, n)| f(n)).collect()
+    };
+    let rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(items.iter().map(|(t, _)| t.0).collect::<Vec<_>>())
+        .bind(uuids(&|n| Some(n.contact_id.0)))
+        .bind(uuids(&|n| n.interaction_id.map(|i| i.0)))
+        .bind(col(&|n| Some(n.channel.as_str().to_owned())))
+        .bind(col(&|n| Some(n.channel.media().as_str().to_owned())))
+        .bind(col(&|n| Some(n.direction.as_str().to_owned())))
+        .bind(uuids(&|n| n.sender_user_id.map(|u| u.0)))
+        .bind(col(&|n| Some(n.kind.clone())))
+        .bind(col(&|n| n.body.clone()))
+        .bind(
+            items
+                .iter()
+                .map(|(_, n)| n.payload.clone())
+                .collect::<Vec<_>>(),
         )
-        .bind(row.id)
-        .bind(att.0)
-        .bind(tenant.0)
-        .bind(i32::try_from(pos).unwrap_or(i32::MAX))
-        .execute(&mut *conn)
+        .bind(uuids(&|n| n.channel_account_id))
+        .bind(col(&|n| n.provider_message_id.clone()))
+        .bind(uuids(&|n| n.reply_to_id.map(|r| r.0)))
+        .bind(col(&|n| Some(n.status.clone())))
+        .bind(search)
+        .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::from_db)?;
+    if rows.is_empty() {
+        return Ok(vec![None; items.len()]);
     }
+    let mut any_attachments = false;
+    for row in &rows {
+        let Some((tenant, new)) = ids.iter().position(|id| *id == row.id).map(|k| items[k]) else {
+            continue;
+        };
+        for (pos, att) in new.attachment_ids.iter().enumerate() {
+            any_attachments = true;
+            sqlx::query(
+                "INSERT INTO message_attachments (message_id, attachment_id, tenant_id, position)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(row.id)
+            .bind(att.0)
+            .bind(tenant.0)
+            .bind(i32::try_from(pos).unwrap_or(i32::MAX))
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::from_db)?;
+        }
+    }
+    // The rows came back in no promised order; put them in the order given.
+    let tenant_of = |id: Uuid| {
+        ids.iter()
+            .position(|x| *x == id)
+            .map(|k| items[k].0)
+            .unwrap_or(TenantId(Uuid::nil()))
+    };
+    let mut by_tenant: Vec<(TenantId, MessageRow)> =
+        rows.into_iter().map(|r| (tenant_of(r.id), r)).collect();
+    by_tenant.sort_by_key(|(_, r)| ids.iter().position(|x| *x == r.id));
+    let stored_tenants: Vec<Uuid> = by_tenant.iter().map(|(t, _)| t.0).collect();
+    let stored_contacts: Vec<Uuid> = by_tenant.iter().map(|(_, r)| r.contact_id).collect();
+    let stored_at: Vec<DateTime<Utc>> = by_tenant.iter().map(|(_, r)| r.created_at).collect();
+    let stored_ids: Vec<Uuid> = by_tenant.iter().map(|(_, r)| r.id).collect();
+    let inbound: Vec<bool> = by_tenant
+        .iter()
+        .map(|(_, r)| r.direction == Direction::Inbound.as_str())
+        .collect();
+    // Activity: rows locked in id order, so two batches never wait on each other in a circle.
     sqlx::query(
-        "UPDATE contacts SET last_activity_at = GREATEST(last_activity_at, $3)
-         WHERE tenant_id = $1 AND id = $2",
+        "UPDATE contacts c SET last_activity_at = GREATEST(c.last_activity_at, x.at)
+         FROM (SELECT t.tenant_id, t.contact_id, max(t.at) AS at
+               FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS t(tenant_id, contact_id, at)
+               GROUP BY 1, 2) AS x,
+              (SELECT k.id FROM contacts k
+               WHERE k.tenant_id = ANY($1) AND k.id = ANY($2)
+               ORDER BY k.id FOR UPDATE OF k) AS locked
+         WHERE c.tenant_id = x.tenant_id AND c.id = x.contact_id AND locked.id = c.id",
     )
-    .bind(tenant.0)
-    .bind(new.contact_id.0)
-    .bind(row.created_at)
+    .bind(&stored_tenants)
+    .bind(&stored_contacts)
+    .bind(&stored_at)
     .execute(&mut *conn)
     .await?;
-    let message = rows_to_messages(conn, tenant, vec![row], !new.attachment_ids.is_empty())
-        .await?
-        .pop()
-        .ok_or(StoreError::NotFound("message"))?;
-    events::append(
-        conn,
-        tenant,
-        Audience::Tenant,
-        "message.created",
-        &json!({ "message": message }),
-    )
-    .await?;
-    if new.direction == Direction::Inbound {
-        // `conversation.unread`, counted and appended in one round trip.
-        sqlx::query(AssertSqlSafe(events::append_from(&format!(
-            "SELECT $1::uuid, 'tenant', NULL::uuid, 'conversation.unread',
-                    jsonb_build_object('contact_id', $2::uuid, 'unread_count', unread.count)
-             FROM ({UNREAD_COUNT}) AS unread"
-        ))))
-        .bind(tenant.0)
-        .bind(new.contact_id.0)
+    let mut messages = Vec::with_capacity(by_tenant.len());
+    let mut rows_of_tenant: Vec<(TenantId, Message)> = Vec::with_capacity(by_tenant.len());
+    for (tenant, row) in by_tenant {
+        let m = rows_to_messages(conn, tenant, vec![row], any_attachments)
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound("message"))?;
+        rows_of_tenant.push((tenant, m));
+    }
+    let created: Vec<(TenantId, Audience, &str, Value)> = rows_of_tenant
+        .iter()
+        .map(|(t, m)| {
+            (
+                *t,
+                Audience::Tenant,
+                "message.created",
+                json!({ "message": m }),
+            )
+        })
+        .collect();
+    events::append_many(conn, &created).await?;
+    // `conversation.unread` for each inbound message: the contact's unread count as of it.
+    let pick = |v: &[Uuid]| -> Vec<Uuid> {
+        v.iter()
+            .zip(&inbound)
+            .filter(|(_, i)| **i)
+            .map(|(x, _)| *x)
+            .collect()
+    };
+    let unread_at: Vec<DateTime<Utc>> = stored_at
+        .iter()
+        .zip(&inbound)
+        .filter(|(_, i)| **i)
+        .map(|(x, _)| *x)
+        .collect();
+    if !unread_at.is_empty() {
+        sqlx::query(AssertSqlSafe(events::append_from(
+            "SELECT x.tenant_id, 'tenant', NULL::uuid, 'conversation.unread',
+                    jsonb_build_object('contact_id', x.contact_id, 'unread_count',
+                        (SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id
+                         WHERE m.tenant_id = x.tenant_id AND m.contact_id = x.contact_id
+                           AND m.direction = 'inbound'
+                           AND (c.read_up_to_at IS NULL
+                                OR (m.created_at, m.id) > (c.read_up_to_at, c.read_up_to_id))
+                           AND (m.created_at, m.id) <= (x.created_at, x.id)))
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[])
+                  WITH ORDINALITY AS x(tenant_id, contact_id, id, created_at, ord)
+             ORDER BY x.ord",
+        )))
+        .bind(pick(&stored_tenants))
+        .bind(pick(&stored_contacts))
+        .bind(pick(&stored_ids))
+        .bind(unread_at)
         .execute(&mut *conn)
         .await?;
     }
-    Ok(Some(message))
+    let mut stored = rows_of_tenant.into_iter().map(|(_, m)| m).peekable();
+    for id in &ids {
+        if stored.peek().is_some_and(|m| m.id == *id) {
+            messages.push(stored.next());
+        } else {
+            messages.push(None);
+        }
+    }
+    Ok(messages)
 }
 
 /// One message of `tenant`.

@@ -174,10 +174,16 @@ async fn write_batch(db: &PgPool, mut batch: Vec<Job>) {
 }
 
 async fn store_all(db: &PgPool, jobs: &[Job]) -> Result<(), ApiError> {
+    let batch: Vec<crate::routes::webhooks::Delivery<'_>> = jobs
+        .iter()
+        .map(|j| crate::routes::webhooks::Delivery {
+            tenant: j.tenant,
+            account: j.account,
+            envelope: &j.envelope,
+        })
+        .collect();
     let mut tx = db.begin().await?;
-    for job in jobs {
-        crate::routes::webhooks::apply(&mut tx, job.tenant, job.account, &job.envelope).await?;
-    }
+    crate::routes::webhooks::apply_batch(&mut tx, &batch).await?;
     tx.commit().await?;
     Ok(())
 }
