@@ -80,7 +80,7 @@ impl Harness {
         // scans cached in every connection's prepared statements), which a database in
         // service, analysed as it grew, does not do.
         opts.settings
-            .push(("autovacuum_naptime".to_owned(), "1s".to_owned()));
+            .push(("autovacuum_naptime".to_owned(), "10s".to_owned()));
         let cluster = tokio::task::spawn_blocking(move || Cluster::start(&opts))
             .await?
             .context("starting PostgreSQL")?;

@@ -37,6 +37,8 @@ pub struct Args {
     pub closed: Option<usize>,
     /// How long to drive traffic.
     pub duration: Duration,
+    /// Traffic before the measured part (`ingest`).
+    pub warmup: Duration,
     /// Distinct contacts.
     pub contacts: usize,
     /// Agents.
@@ -74,6 +76,7 @@ fn parse_args() -> anyhow::Result<Args> {
         rate: 500.0,
         closed: None,
         duration: Duration::from_secs(20),
+        warmup: Duration::from_secs(2),
         contacts: 1000,
         agents: 10,
         sockets: 2000,
@@ -97,6 +100,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rate" => a.rate = num()?,
             "--closed" => a.closed = Some(num()? as usize),
             "--duration" => a.duration = Duration::from_secs_f64(num()?),
+            "--warmup" => {
+                a.warmup = Duration::from_secs_f64(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| *v >= 0.0)
+                        .with_context(|| format!("{flag} must be 0 or more seconds"))?,
+                )
+            }
             "--contacts" => a.contacts = num()? as usize,
             "--agents" => a.agents = num()? as usize,
             "--sockets" => a.sockets = num()? as usize,

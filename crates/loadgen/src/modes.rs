@@ -89,17 +89,24 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
             a.clients, a.duration
         );
         let rows = Arc::new(AtomicU64::new(0));
+        let latency = Arc::new(Mutex::new(histogram()));
         let deadline = Instant::now() + a.duration;
         let seq = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for c in 0..a.clients {
-            let (db, rows, seq, contacts) =
-                (h.db.clone(), rows.clone(), seq.clone(), contacts.clone());
+            let (db, rows, seq, contacts, latency) = (
+                h.db.clone(),
+                rows.clone(),
+                seq.clone(),
+                contacts.clone(),
+                latency.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut conn = db.acquire().await?;
                 let mut i = c;
                 while Instant::now() < deadline {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
                     sqlx::query(
                         "INSERT INTO bench_messages (id, tenant_id, contact_id, channel, media, direction, kind, body,
                                                      status, channel_account_id, provider_message_id)
@@ -115,6 +122,7 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
                     .bind(batch)
                     .execute(&mut *conn)
                     .await?;
+                    record(&mut lock(&latency), t.elapsed());
                     rows.fetch_add(u64::try_from(batch).unwrap_or(0), Ordering::Relaxed);
                     i += 7;
                 }
@@ -131,6 +139,12 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
             "batch50_rows_per_sec"
         };
         result[key] = json!(rate.round());
+        // The commit latency the database alone gives: the floor under any ack latency.
+        result[if batch == 1 {
+            "insert_commit_latency"
+        } else {
+            "batch50_commit_latency"
+        }] = summary(&lock(&latency));
     }
     eprintln!(
         "baseline: no-op axum handler parsing a webhook body, {:?}...",
@@ -180,6 +194,9 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let pending: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
     let e2e: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     let ack: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    // When the slow acks happened (seconds into the run): a tail that comes in bursts
+    // points at something periodic.
+    let slow: Shared<Vec<(f64, f64)>> = Arc::new(Mutex::new(Vec::new()));
     let errors: Shared<BTreeMap<String, u64>> = Arc::new(Mutex::new(BTreeMap::new()));
     let events = Arc::new(AtomicU64::new(0));
     {
@@ -219,9 +236,12 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         })
     };
     let started = Instant::now();
+    // Requests of the warm-up (connections opened, statements prepared, first contacts
+    // created) are sent but not measured.
+    let measured_from = started + a.warmup;
     let seq = Arc::new(AtomicUsize::new(0));
     let one = {
-        let (h, pending, ack, errors, acked, sent, seq) = (
+        let (h, pending, ack, errors, acked, sent, seq, slow) = (
             h.clone(),
             pending.clone(),
             ack.clone(),
@@ -229,26 +249,44 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
             acked.clone(),
             sent.clone(),
             seq.clone(),
+            slow.clone(),
         );
         let contacts = a.contacts.max(1);
         move |scheduled: Instant| {
-            let (h, pending, ack, errors, acked, sent) = (
+            let (h, pending, ack, errors, acked, sent, slow) = (
                 h.clone(),
                 pending.clone(),
                 ack.clone(),
                 errors.clone(),
                 acked.clone(),
                 sent.clone(),
+                slow.clone(),
             );
             let n = seq.fetch_add(1, Ordering::Relaxed);
             async move {
                 let wamid = format!("wamid.LOAD{n}");
                 let (body, sig) = h.webhook(n % contacts, &wamid, "hello, is anyone there?");
-                lock(&pending).insert(wamid.clone(), scheduled);
-                sent.fetch_add(1, Ordering::Relaxed);
+                let measured = scheduled >= measured_from;
+                if measured {
+                    lock(&pending).insert(wamid.clone(), scheduled);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
                 let status = h.send_webhook(body, sig).await;
-                if status == 200 {
-                    record(&mut lock(&ack), scheduled.elapsed());
+                if !measured {
+                    if status != 200 {
+                        *lock(&errors)
+                            .entry(format!("warmup_http_{status}"))
+                            .or_default() += 1;
+                    }
+                } else if status == 200 {
+                    let took = scheduled.elapsed();
+                    record(&mut lock(&ack), took);
+                    if took > Duration::from_millis(50) {
+                        lock(&slow).push((
+                            (scheduled - measured_from).as_secs_f64(),
+                            took.as_secs_f64() * 1000.0,
+                        ));
+                    }
                     acked.fetch_add(1, Ordering::Relaxed);
                 } else {
                     lock(&pending).remove(&wamid);
@@ -260,7 +298,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let mut tasks = tokio::task::JoinSet::new();
     match a.closed {
         Some(c) => {
-            let deadline = started + a.duration;
+            let deadline = measured_from + a.duration;
             for _ in 0..c {
                 let one = one.clone();
                 tasks.spawn(async move {
@@ -271,7 +309,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
             }
         }
         None => {
-            let total = (a.rate * a.duration.as_secs_f64()) as u64;
+            let total = (a.rate * (a.warmup + a.duration).as_secs_f64()) as u64;
             let interval = Duration::from_secs_f64(1.0 / a.rate);
             for i in 0..total {
                 let at = started + interval.mul_f64(i as f64);
@@ -286,8 +324,9 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         }
     }
     while tasks.join_next().await.is_some() {}
-    let elapsed = started.elapsed();
-    let cpu = h.cpu_secs() - cpu0;
+    let elapsed = measured_from.elapsed();
+    // CPU over the whole run, warm-up included.
+    let cpu = (h.cpu_secs() - cpu0) * elapsed.as_secs_f64() / started.elapsed().as_secs_f64();
     // Let the last events arrive.
     for _ in 0..100 {
         if lock(&pending).is_empty() {
@@ -315,6 +354,8 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         "ack": summary(&lock(&ack)),
         "webhook_to_message_created": summary(&lock(&e2e)),
         "events_missing": missing,
+        "acks_over_50ms": lock(&slow).len(),
+        "acks_over_50ms_at_secs": slow_bursts(&lock(&slow)),
         "errors": *lock(&errors),
         "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
         "gateway_peak_rss_mib": peak / 1024,
@@ -323,9 +364,30 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     }))
 }
 
+/// The slow acks grouped by the tenth of a second they were sent in: `"12.3s": n`.
+fn slow_bursts(slow: &[(f64, f64)]) -> Value {
+    let mut at: BTreeMap<u64, u64> = BTreeMap::new();
+    for (t, _) in slow {
+        *at.entry((t * 10.0) as u64).or_default() += 1;
+    }
+    Value::String(
+        at.iter()
+            .take(40)
+            .map(|(k, n)| format!("{:.1}s×{n}", *k as f64 / 10.0))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// K idle sockets: memory per socket, then one event to all of them.
 pub async fn connections(a: &Args) -> anyhow::Result<Value> {
     let h = Arc::new(Harness::start(&a.gateway, 0).await?);
+    // The contact writes once before the sockets open, so the timed event is a known
+    // contact's message (what the time measures is the fan-out, not the first webhook's
+    // contact creation and statement preparation).
+    let (body, sig) = h.webhook(1, "wamid.WARMUP", "first message");
+    let status = h.send_webhook(body, sig).await;
+    anyhow::ensure!(status == 200, "the warm-up webhook was answered {status}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss0, _) = h.rss_kib();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
