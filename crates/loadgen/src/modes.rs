@@ -404,14 +404,18 @@ pub async fn connections(a: &Args) -> anyhow::Result<Value> {
             let ws = ws?;
             connected.fetch_add(1, Ordering::Relaxed);
             // Cheap on the client side (no JSON parse), so the measurement is the server's.
+            // The socket stays open after the event (closing 10,000 sockets while the
+            // rest are still being delivered to would be timed as delivery).
             tokio::spawn(async move {
                 let mut ws = ws;
+                let mut seen = false;
                 while let Some(Ok(m)) = ws.next().await {
                     if let Message::Text(t) = m
+                        && !seen
                         && t.contains("\"message.created\"")
                     {
+                        seen = true;
                         let _ = tx.send(Instant::now());
-                        return;
                     }
                 }
             });
