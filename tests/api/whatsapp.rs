@@ -1501,3 +1501,64 @@ async fn webhooks_arriving_together_share_a_commit_and_a_bad_one_spoils_only_its
         "40 concurrent webhooks took {transactions} commits"
     );
 }
+
+#[tokio::test]
+async fn several_messages_of_a_known_contact_in_one_webhook_keep_order_and_count_unread_each() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let from = "14155550142";
+    let msg = |id: &str, body: &str| json!({"from": from, "id": id, "timestamp": "1732000000", "type": "text", "text": {"body": body}});
+    // The first message creates the contact and its interaction (the full path)...
+    let first = envelope(vec![value(from, "Ana", vec![msg("wamid.K0", "zero")])]);
+    let r = post_signed(&app, &wa, &first, Some(sign(&wa, &first))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // ...the next three, in one webhook, are a known sender's (the batched path), one of
+    // them repeated.
+    let three = envelope(vec![value(
+        from,
+        "Ana",
+        vec![
+            msg("wamid.K1", "one"),
+            msg("wamid.K2", "two"),
+            msg("wamid.K2", "two"),
+            msg("wamid.K3", "three"),
+        ],
+    )]);
+    let r = post_signed(&app, &wa, &three, Some(sign(&wa, &three))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let contact = contact_of(&app, from).await;
+    let bodies: Vec<String> = transcript(&app, &contact)
+        .await
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(bodies, ["zero", "one", "two", "three"]);
+    let mut conn = app.db.acquire().await.expect("conn");
+    let evs = conversation_store::events::list_after(&mut conn, app.tenant, 0, 1000)
+        .await
+        .expect("events");
+    let created: Vec<&str> = evs
+        .iter()
+        .filter(|e| e.kind == "message.created")
+        .filter_map(|e| e.payload["message"]["body"].as_str())
+        .collect();
+    assert_eq!(
+        created,
+        ["zero", "one", "two", "three"],
+        "one event per message, in order"
+    );
+    let unread: Vec<Value> = evs
+        .iter()
+        .filter(|e| e.kind == "conversation.unread" && e.payload["contact_id"] == contact)
+        .map(|e| e.payload["unread_count"].clone())
+        .collect();
+    assert_eq!(
+        unread,
+        [json!(1), json!(2), json!(3), json!(4)],
+        "the count as of each message"
+    );
+    // The same webhook again: nothing new.
+    let r = post_signed(&app, &wa, &three, Some(sign(&wa, &three))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 4);
+}

@@ -244,8 +244,8 @@ pub struct Known {
 }
 
 /// Look up, in one round trip, what `ingest_known` needs for each message: `None` for a
-/// sender not yet known (store that one with [`ingest_inbound`]). Messages need a channel
-/// account and a provider id.
+/// sender not yet known, or a message without a channel account or provider id (store
+/// those with [`ingest_inbound`]).
 pub async fn lookup_known(
     conn: &mut PgConnection,
     items: &[(TenantId, &Inbound)],
@@ -307,7 +307,10 @@ pub async fn lookup_known(
     let mut known = vec![None; items.len()];
     for r in rows {
         let k = usize::try_from(r.ord - 1).unwrap_or(usize::MAX);
-        if let Some(slot) = known.get_mut(k) {
+        let keyed = items.get(k).is_some_and(|(_, m)| {
+            m.channel_account_id.is_some() && m.provider_message_id.is_some()
+        });
+        if let Some(slot) = known.get_mut(k).filter(|_| keyed) {
             *slot = Some(Known {
                 contact_id: ContactId(r.contact_id),
                 identity_id: IdentityId(r.identity_id),
@@ -316,7 +319,7 @@ pub async fn lookup_known(
                     .interaction_id
                     .zip(r.interaction_state)
                     .map(|(id, state)| (parley_core::InteractionId(id), state)),
-                replay: r.replay || items[k].1.provider_message_id.is_none(),
+                replay: r.replay,
             });
         }
     }
