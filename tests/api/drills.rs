@@ -796,7 +796,10 @@ async fn a_replica_killed_mid_traffic_leaves_the_survivor_to_finish() {
         tokio::spawn(async move {
             let mut port = port_a;
             let mut after: Option<i64> = None;
-            let deadline = Instant::now() + Duration::from_secs(40);
+            // Until the test is done with it (it is aborted then): a fixed 40 s here once
+            // cut the desktop off before the last event while a loaded machine ran the
+            // rest of the test slowly, which read as an event lost.
+            let deadline = Instant::now() + Duration::from_secs(300);
             while Instant::now() < deadline {
                 let mut url = format!("ws://127.0.0.1:{port}/api/v1/events?access_token={token}");
                 if let Some(a) = after {
