@@ -18,6 +18,17 @@ pub enum Audience {
     User(UserId),
 }
 
+impl Audience {
+    /// The `audience` and `user_id` columns.
+    fn columns(&self) -> (&'static str, Option<uuid::Uuid>) {
+        match self {
+            Audience::Tenant => ("tenant", None),
+            Audience::Supervisors => ("supervisors", None),
+            Audience::User(u) => ("user", Some(u.0)),
+        }
+    }
+}
+
 /// Append an event; returns its id.
 pub async fn append(
     conn: &mut PgConnection,
@@ -26,11 +37,7 @@ pub async fn append(
     kind: &str,
     payload: &Value,
 ) -> Result<i64, StoreError> {
-    let (aud, user) = match audience {
-        Audience::Tenant => ("tenant", None),
-        Audience::Supervisors => ("supervisors", None),
-        Audience::User(u) => ("user", Some(u.0)),
-    };
+    let (aud, user) = audience.columns();
     // One round trip: the row, and a wake-up for the sequencer delivered at commit. The
     // notification's payload is constant, so PostgreSQL folds a transaction's many
     // appends into one notification.
@@ -63,11 +70,7 @@ pub async fn append_many(
     let mut kinds = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
     for (tenant, audience, kind, payload) in events {
-        let (aud, user) = match audience {
-            Audience::Tenant => ("tenant", None),
-            Audience::Supervisors => ("supervisors", None),
-            Audience::User(u) => ("user", Some(u.0)),
-        };
+        let (aud, user) = audience.columns();
         tenants.push(tenant.0);
         audiences.push(aud);
         users.push(user);

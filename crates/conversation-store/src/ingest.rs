@@ -37,6 +37,32 @@ pub struct Inbound {
     pub reply_to_provider_id: Option<String>,
 }
 
+impl Inbound {
+    /// The message row this inbound message becomes.
+    fn message(
+        &self,
+        contact_id: ContactId,
+        interaction: parley_core::InteractionId,
+        reply_to_id: Option<MessageId>,
+    ) -> NewMessage {
+        NewMessage {
+            contact_id,
+            interaction_id: Some(interaction),
+            channel: self.channel,
+            direction: Direction::Inbound,
+            sender_user_id: None,
+            kind: self.kind.clone(),
+            body: self.body.clone(),
+            payload: self.payload.clone(),
+            channel_account_id: self.channel_account_id,
+            provider_message_id: self.provider_message_id.clone(),
+            reply_to_id,
+            status: "received".to_owned(),
+            attachment_ids: self.attachment_ids.clone(),
+        }
+    }
+}
+
 /// What ingesting did.
 #[derive(Debug, Clone)]
 pub struct Ingested {
@@ -116,21 +142,11 @@ pub async fn ingest_inbound(
     let message = messages::insert(
         conn,
         tenant,
-        &NewMessage {
+        &inbound.message(
             contact_id,
-            interaction_id: Some(parley_core::InteractionId(interaction.id)),
-            channel: inbound.channel,
-            direction: Direction::Inbound,
-            sender_user_id: None,
-            kind: inbound.kind.clone(),
-            body: inbound.body.clone(),
-            payload: inbound.payload.clone(),
-            channel_account_id: inbound.channel_account_id,
-            provider_message_id: inbound.provider_message_id.clone(),
+            parley_core::InteractionId(interaction.id),
             reply_to_id,
-            status: "received".to_owned(),
-            attachment_ids: inbound.attachment_ids.clone(),
-        },
+        ),
     )
     .await?;
     Ok(Ingested {
@@ -373,22 +389,13 @@ pub async fn ingest_known(
     .await?;
     let new: Vec<NewMessage> = items
         .iter()
-        .map(|(_, inbound, k)| NewMessage {
-            contact_id: k.contact_id,
-            interaction_id: k.open_interaction.as_ref().map(|(id, _)| *id),
-            channel: inbound.channel,
-            direction: Direction::Inbound,
-            sender_user_id: None,
-            kind: inbound.kind.clone(),
-            body: inbound.body.clone(),
-            payload: inbound.payload.clone(),
-            channel_account_id: inbound.channel_account_id,
-            provider_message_id: inbound.provider_message_id.clone(),
-            reply_to_id: None,
-            status: "received".to_owned(),
-            attachment_ids: inbound.attachment_ids.clone(),
+        .map(|(_, inbound, k)| {
+            k.open_interaction
+                .as_ref()
+                .map(|(interaction, _)| inbound.message(k.contact_id, *interaction, None))
+                .ok_or(StoreError::NotFound("interaction"))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let pairs: Vec<(TenantId, &NewMessage)> = items
         .iter()
         .zip(&new)
