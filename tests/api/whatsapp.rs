@@ -1500,6 +1500,17 @@ async fn webhooks_arriving_together_share_a_commit_and_a_bad_one_spoils_only_its
         transactions < 40,
         "40 concurrent webhooks took {transactions} commits"
     );
+    // Operators see the grouping: every acknowledged webhook (40, then their 40 replays)
+    // counted once, in fewer transactions than webhooks.
+    let r = app.call(Method::GET, "/metrics", None, None).await;
+    let metric = |name: &str| -> f64 {
+        r.text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {}", r.text))
+    };
+    assert_eq!(metric("parley_ingest_batch_webhooks_sum"), 80.0);
+    assert!(metric("parley_ingest_batch_webhooks_count") < 80.0);
 }
 
 #[tokio::test]

@@ -57,6 +57,7 @@ impl AppState {
     pub fn new(db: sqlx::PgPool, config: Config, jwt_secret: &[u8]) -> Self {
         let jwt = Arc::new(JwtKeys::new(jwt_secret, config.access_token_ttl));
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(config.attachments_dir()));
+        let metrics = Metrics::new();
         Self {
             provider_http: channel_connector::http_client(Duration::from_secs(10)),
             wakeups: channel_connector::worker::Wakeups::new(&[
@@ -72,6 +73,7 @@ impl AppState {
             presence: crate::events::PresenceMarks::default(),
             ingest: crate::ingest::IngestWriter::new(
                 db.clone(),
+                metrics.clone(),
                 config.ingest_writers,
                 config.ingest_batch_max,
             ),
@@ -79,7 +81,7 @@ impl AppState {
             jwt,
             blobs,
             config: Arc::new(config),
-            metrics: Metrics::new(),
+            metrics,
         }
     }
 }

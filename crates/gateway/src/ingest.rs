@@ -59,6 +59,7 @@ pub struct IngestWriter {
 
 struct Inner {
     db: PgPool,
+    metrics: Arc<crate::metrics::Metrics>,
     writers: usize,
     batch_max: usize,
     queue: OnceLock<mpsc::Sender<Job>>,
@@ -75,10 +76,16 @@ impl std::fmt::Debug for IngestWriter {
 
 impl IngestWriter {
     /// `writers` concurrent transactions of at most `batch_max` webhooks each.
-    pub fn new(db: PgPool, writers: usize, batch_max: usize) -> Self {
+    pub fn new(
+        db: PgPool,
+        metrics: Arc<crate::metrics::Metrics>,
+        writers: usize,
+        batch_max: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 db,
+                metrics,
                 writers: writers.max(1),
                 batch_max: batch_max.max(1),
                 queue: OnceLock::new(),
@@ -113,6 +120,7 @@ impl IngestWriter {
             for _ in 0..self.inner.writers {
                 tokio::spawn(write_loop(
                     self.inner.db.clone(),
+                    self.inner.metrics.clone(),
                     rx.clone(),
                     self.inner.batch_max,
                 ));
@@ -130,7 +138,12 @@ fn writer_gone() -> ApiError {
     )
 }
 
-async fn write_loop(db: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_max: usize) {
+async fn write_loop(
+    db: PgPool,
+    metrics: Arc<crate::metrics::Metrics>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    batch_max: usize,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -146,14 +159,15 @@ async fn write_loop(db: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_ma
                 }
             }
         }
-        write_batch(&db, batch).await;
+        write_batch(&db, &metrics, batch).await;
     }
 }
 
-async fn write_batch(db: &PgPool, mut batch: Vec<Job>) {
+async fn write_batch(db: &PgPool, metrics: &crate::metrics::Metrics, mut batch: Vec<Job>) {
     batch.sort_by(|a, b| a.lock_key().cmp(&b.lock_key()));
     match store_all(db, &batch).await {
         Ok(()) => {
+            metrics.ingest_batch.observe(batch.len() as f64);
             for job in batch {
                 let _ = job.done.send(Ok(()));
             }
@@ -165,8 +179,12 @@ async fn write_batch(db: &PgPool, mut batch: Vec<Job>) {
         }
         Err(e) => {
             tracing::debug!(size = batch.len(), error = ?e, "webhook batch failed; storing one by one");
+            metrics.ingest_split.inc();
             for job in batch {
                 let alone = store_all(db, std::slice::from_ref(&job)).await;
+                if alone.is_ok() {
+                    metrics.ingest_batch.observe(1.0);
+                }
                 let _ = job.done.send(alone);
             }
         }

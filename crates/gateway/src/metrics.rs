@@ -44,6 +44,10 @@ pub struct Metrics {
     pool_size: Gauge,
     pool_idle: Gauge,
     pool_max: Gauge,
+    /// Webhooks per committed webhook transaction (group commit).
+    pub ingest_batch: Histogram,
+    /// Webhook batches that failed and were stored again one webhook per transaction.
+    pub ingest_split: Counter,
 }
 
 impl Metrics {
@@ -82,8 +86,22 @@ impl Metrics {
             "The database pool's maximum size",
             pool_max.clone(),
         );
+        let ingest_batch = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        registry.register(
+            "ingest_batch_webhooks",
+            "Webhooks stored by each committed webhook transaction (group commit)",
+            ingest_batch.clone(),
+        );
+        let ingest_split = Counter::default();
+        registry.register(
+            "ingest_batches_split",
+            "Webhook batches that failed together and were stored again one by one",
+            ingest_split.clone(),
+        );
         Arc::new(Self {
             registry,
+            ingest_batch,
+            ingest_split,
             requests,
             latency,
             pool_size,
