@@ -375,7 +375,7 @@ pub async fn ingest_known(
          FROM (SELECT c.id FROM channel_identities c
                JOIN unnest($1::uuid[], $2::uuid[]) AS x(tenant_id, id)
                  ON c.tenant_id = x.tenant_id AND c.id = x.id
-               ORDER BY c.id FOR UPDATE OF c) AS locked
+               ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked
          WHERE ci.id = locked.id",
     )
     .bind(items.iter().map(|(t, _, _)| t.0).collect::<Vec<_>>())

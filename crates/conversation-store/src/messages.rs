@@ -354,7 +354,10 @@ pub async fn insert_many(
         .iter()
         .map(|(_, r)| r.direction == Direction::Inbound.as_str())
         .collect();
-    // Activity: rows locked in id order, so two batches never wait on each other in a circle.
+    // Activity: rows locked in id order, so two batches never wait on each other in a
+    // circle, and with the lock an UPDATE takes anyway (`NO KEY UPDATE`): `FOR UPDATE`
+    // would conflict with the key-share lock every message insert's foreign-key check
+    // holds on its contact, and two transactions writing to one contact deadlocked.
     sqlx::query(
         "UPDATE contacts c SET last_activity_at = GREATEST(c.last_activity_at, x.at)
          FROM (SELECT t.tenant_id, t.contact_id, max(t.at) AS at
@@ -362,7 +365,7 @@ pub async fn insert_many(
                GROUP BY 1, 2) AS x,
               (SELECT k.id FROM contacts k
                WHERE k.tenant_id = ANY($1) AND k.id = ANY($2)
-               ORDER BY k.id FOR UPDATE OF k) AS locked
+               ORDER BY k.id FOR NO KEY UPDATE OF k) AS locked
          WHERE c.tenant_id = x.tenant_id AND c.id = x.contact_id AND locked.id = c.id",
     )
     .bind(&stored_tenants)
