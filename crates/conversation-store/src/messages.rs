@@ -316,9 +316,12 @@ pub async fn insert_many(
     if rows.is_empty() {
         return Ok(vec![None; items.len()]);
     }
+    // Each returned row's place in `items` (rows come back in no promised order).
+    let index_of: std::collections::HashMap<Uuid, usize> =
+        ids.iter().enumerate().map(|(k, id)| (*id, k)).collect();
     let mut any_attachments = false;
     for row in &rows {
-        let Some((tenant, new)) = ids.iter().position(|id| *id == row.id).map(|k| items[k]) else {
+        let Some((tenant, new)) = index_of.get(&row.id).map(|k| items[*k]) else {
             continue;
         };
         for (pos, att) in new.attachment_ids.iter().enumerate() {
@@ -336,16 +339,14 @@ pub async fn insert_many(
             .map_err(StoreError::from_db)?;
         }
     }
-    // The rows came back in no promised order; put them in the order given.
-    let tenant_of = |id: Uuid| {
-        ids.iter()
-            .position(|x| *x == id)
-            .map(|k| items[k].0)
-            .unwrap_or(TenantId(Uuid::nil()))
-    };
-    let mut by_tenant: Vec<(TenantId, MessageRow)> =
-        rows.into_iter().map(|r| (tenant_of(r.id), r)).collect();
-    by_tenant.sort_by_key(|(_, r)| ids.iter().position(|x| *x == r.id));
+    // In the order given, each with its tenant.
+    let mut by_tenant: Vec<(usize, TenantId, MessageRow)> = rows
+        .into_iter()
+        .filter_map(|r| index_of.get(&r.id).map(|k| (*k, items[*k].0, r)))
+        .collect();
+    by_tenant.sort_by_key(|(k, _, _)| *k);
+    let by_tenant: Vec<(TenantId, MessageRow)> =
+        by_tenant.into_iter().map(|(_, t, r)| (t, r)).collect();
     let stored_tenants: Vec<Uuid> = by_tenant.iter().map(|(t, _)| t.0).collect();
     let stored_contacts: Vec<Uuid> = by_tenant.iter().map(|(_, r)| r.contact_id).collect();
     let stored_at: Vec<DateTime<Utc>> = by_tenant.iter().map(|(_, r)| r.created_at).collect();
