@@ -1573,3 +1573,102 @@ async fn several_messages_of_a_known_contact_in_one_webhook_keep_order_and_count
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 4);
 }
+
+/// The unread count is kept on the contact rather than counted each time, so it must stay
+/// equal to a count of the inbound messages after the read mark while messages arrive (in
+/// group-committed batches, several per webhook) and agents mark them read at the same
+/// time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_unread_count_matches_a_recount_while_reads_race_arrivals() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let wa = std::sync::Arc::new(app.whatsapp().await);
+    const FROM: &str = "14155550177";
+    let from = FROM;
+    let msg = move |id: String| json!({"from": from, "id": id, "timestamp": "1732000000", "type": "text", "text": {"body": "hi"}});
+    let first = envelope(vec![value(from, "Race", vec![msg("wamid.R-first".into())])]);
+    let r = post_signed(&app, &wa, &first, Some(sign(&wa, &first))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let contact = contact_of(&app, from).await;
+    let recount = format!(
+        "SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id
+         WHERE c.id = '{contact}' AND m.direction = 'inbound'
+           AND (c.read_up_to_at IS NULL OR (m.created_at, m.id) > (c.read_up_to_at, c.read_up_to_id))"
+    );
+    let kept = format!("SELECT unread_count::bigint FROM contacts WHERE id = '{contact}'");
+    let mut tasks = Vec::new();
+    for s in 0..4 {
+        let (app, wa) = (app.clone(), wa.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0..12 {
+                let batch = (0..1 + (n % 3))
+                    .map(|k| msg(format!("wamid.R-{s}-{n}-{k}")))
+                    .collect();
+                let body = envelope(vec![value(from, "Race", batch)]);
+                let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+                assert_eq!(r.status, StatusCode::OK);
+            }
+        }));
+    }
+    // Two desktops mark read up to the newest message as fast as they can meanwhile.
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (app, contact, sending) = (app.clone(), contact.clone(), sending.clone());
+        readers.push(tokio::spawn(async move {
+            let mut marks = 0;
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                let newest: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT id FROM messages WHERE contact_id = '{contact}'
+                     ORDER BY created_at DESC, id DESC LIMIT 1"
+                )))
+                .fetch_one(&app.db)
+                .await
+                .expect("newest");
+                let r = app
+                    .post(
+                        &format!("/api/v1/contacts/{contact}/read"),
+                        &app.agent.token,
+                        &json!({"up_to_message_id": newest}),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+                marks += 1;
+            }
+            marks
+        }));
+    }
+    for t in tasks {
+        t.await.expect("sender");
+    }
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.expect("reader") > 0, "the reads raced nothing");
+    }
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM messages").await,
+        1 + 4 * 24
+    );
+    let expected = count(&app, &recount).await;
+    assert_eq!(count(&app, &kept).await, expected, "kept count drifted");
+    let r = app.get("/api/v1/conversations", &app.agent.token).await;
+    assert_eq!(r.json["items"][0]["unread_count"], expected, "{}", r.text);
+    // Read to the end: nothing unread; one more message: one.
+    let newest = transcript(&app, &contact)
+        .await
+        .last()
+        .and_then(|m| m["id"].as_str().map(str::to_owned))
+        .expect("a message");
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/read"),
+            &app.agent.token,
+            &json!({"up_to_message_id": newest}),
+        )
+        .await;
+    assert_eq!(r.json["unread_count"], 0, "{}", r.text);
+    let last = envelope(vec![value(from, "Race", vec![msg("wamid.R-last".into())])]);
+    let r = post_signed(&app, &wa, &last, Some(sign(&wa, &last))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(count(&app, &kept).await, 1);
+    assert_eq!(count(&app, &recount).await, 1);
+}

@@ -77,12 +77,15 @@ pub async fn append_many(
         kinds.push(*kind);
         payloads.push(payload.clone());
     }
-    sqlx::query(sqlx::AssertSqlSafe(append_from(
-        "SELECT x.tenant_id, x.audience, x.user_id, x.kind, x.payload
-         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[])
-              WITH ORDINALITY AS x(tenant_id, audience, user_id, kind, payload, ord)
-         ORDER BY x.ord",
-    )))
+    // With the sequencer's wake-up, as in `append`.
+    sqlx::query(
+        "WITH e AS (INSERT INTO events (tenant_id, audience, user_id, kind, payload)
+                    SELECT x.tenant_id, x.audience, x.user_id, x.kind, x.payload
+                    FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[])
+                         WITH ORDINALITY AS x(tenant_id, audience, user_id, kind, payload, ord)
+                    ORDER BY x.ord RETURNING id)
+         SELECT count(*) FROM e, pg_notify('parley_events', '') AS n",
+    )
     .bind(tenants)
     .bind(audiences)
     .bind(users)
@@ -91,17 +94,6 @@ pub async fn append_many(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// A statement appending the rows a `SELECT` yields (columns: tenant id, audience
-/// spelling, user id, kind, payload) as events, with the sequencer's wake-up, so a caller
-/// can compute an event's payload and append it in one round trip.
-pub fn append_from(select: &str) -> String {
-    format!(
-        "WITH e AS (INSERT INTO events (tenant_id, audience, user_id, kind, payload)
-                    {select} RETURNING id)
-         SELECT count(*) FROM e, pg_notify('parley_events', '') AS n"
-    )
 }
 
 /// A stored event.

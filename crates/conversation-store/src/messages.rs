@@ -355,24 +355,44 @@ pub async fn insert_many(
         .iter()
         .map(|(_, r)| r.direction == Direction::Inbound.as_str())
         .collect();
-    // Activity: rows locked in id order, so two batches never wait on each other in a
-    // circle, and with the lock an UPDATE takes anyway (`NO KEY UPDATE`): `FOR UPDATE`
-    // would conflict with the key-share lock every message insert's foreign-key check
-    // holds on its contact, and two transactions writing to one contact deadlocked.
-    sqlx::query(
-        "UPDATE contacts c SET last_activity_at = GREATEST(c.last_activity_at, x.at)
-         FROM (SELECT t.tenant_id, t.contact_id, max(t.at) AS at
-               FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS t(tenant_id, contact_id, at)
+    // Activity and unread counts: rows locked in id order, so two batches never wait on
+    // each other in a circle, and with the lock an UPDATE takes anyway (`NO KEY UPDATE`):
+    // `FOR UPDATE` would conflict with the key-share lock every message insert's
+    // foreign-key check holds on its contact, and two transactions writing to one contact
+    // deadlocked. An inbound message counts as unread when it is after the read mark as
+    // the row stands once locked (a mark moved meanwhile is seen: see `mark_read`).
+    let counted: Vec<Counted> = sqlx::query_as(
+        "UPDATE contacts c SET last_activity_at = GREATEST(c.last_activity_at, x.at),
+                unread_count = c.unread_count + CASE
+                    WHEN x.inbound = 0 THEN 0
+                    -- All of them after the mark (the rule but for a race with a read).
+                    WHEN c.read_up_to_at IS NULL
+                         OR (x.first_at, x.first_id) > (c.read_up_to_at, c.read_up_to_id)
+                      THEN x.inbound
+                    ELSE (SELECT count(*) FROM unnest($2::uuid[], $3::timestamptz[], $4::uuid[], $5::bool[])
+                                             AS y(contact_id, at, id, inbound)
+                          WHERE y.contact_id = c.id AND y.inbound
+                            AND (y.at, y.id) > (c.read_up_to_at, c.read_up_to_id))::int
+                END
+         FROM (SELECT t.tenant_id, t.contact_id, max(t.at) AS at,
+                      (count(*) FILTER (WHERE t.inbound))::int AS inbound,
+                      (array_agg(t.at ORDER BY t.at, t.id) FILTER (WHERE t.inbound))[1] AS first_at,
+                      (array_agg(t.id ORDER BY t.at, t.id) FILTER (WHERE t.inbound))[1] AS first_id
+               FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::bool[])
+                    AS t(tenant_id, contact_id, at, id, inbound)
                GROUP BY 1, 2) AS x,
               (SELECT k.id FROM contacts k
                WHERE k.tenant_id = ANY($1) AND k.id = ANY($2)
                ORDER BY k.id FOR NO KEY UPDATE OF k) AS locked
-         WHERE c.tenant_id = x.tenant_id AND c.id = x.contact_id AND locked.id = c.id",
+         WHERE c.tenant_id = x.tenant_id AND c.id = x.contact_id AND locked.id = c.id
+         RETURNING c.id, c.unread_count, c.read_up_to_at, c.read_up_to_id",
     )
     .bind(&stored_tenants)
     .bind(&stored_contacts)
     .bind(&stored_at)
-    .execute(&mut *conn)
+    .bind(&stored_ids)
+    .bind(&inbound)
+    .fetch_all(&mut *conn)
     .await?;
     let mut messages = Vec::with_capacity(by_tenant.len());
     let mut rows_of_tenant: Vec<(TenantId, Message)> = Vec::with_capacity(by_tenant.len());
@@ -383,7 +403,17 @@ pub async fn insert_many(
             .ok_or(StoreError::NotFound("message"))?;
         rows_of_tenant.push((tenant, m));
     }
-    let created: Vec<(TenantId, Audience, &str, Value)> = rows_of_tenant
+    // `message.created` for each message, then `conversation.unread` for each inbound
+    // one: the contact's unread count as of that message (what it was before this batch
+    // plus the counted messages of the batch up to it).
+    let counts = unread_as_of(
+        &counted,
+        &stored_contacts,
+        &stored_at,
+        &stored_ids,
+        &inbound,
+    );
+    let mut appended: Vec<(TenantId, Audience, &str, Value)> = rows_of_tenant
         .iter()
         .map(|(t, m)| {
             (
@@ -394,42 +424,17 @@ pub async fn insert_many(
             )
         })
         .collect();
-    events::append_many(conn, &created).await?;
-    // `conversation.unread` for each inbound message: the contact's unread count as of it.
-    let pick = |v: &[Uuid]| -> Vec<Uuid> {
-        v.iter()
-            .zip(&inbound)
-            .filter(|(_, i)| **i)
-            .map(|(x, _)| *x)
-            .collect()
-    };
-    let unread_at: Vec<DateTime<Utc>> = stored_at
-        .iter()
-        .zip(&inbound)
-        .filter(|(_, i)| **i)
-        .map(|(x, _)| *x)
-        .collect();
-    if !unread_at.is_empty() {
-        sqlx::query(AssertSqlSafe(events::append_from(
-            "SELECT x.tenant_id, 'tenant', NULL::uuid, 'conversation.unread',
-                    jsonb_build_object('contact_id', x.contact_id, 'unread_count',
-                        (SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id
-                         WHERE m.tenant_id = x.tenant_id AND m.contact_id = x.contact_id
-                           AND m.direction = 'inbound'
-                           AND (c.read_up_to_at IS NULL
-                                OR (m.created_at, m.id) > (c.read_up_to_at, c.read_up_to_id))
-                           AND (m.created_at, m.id) <= (x.created_at, x.id)))
-             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[])
-                  WITH ORDINALITY AS x(tenant_id, contact_id, id, created_at, ord)
-             ORDER BY x.ord",
-        )))
-        .bind(pick(&stored_tenants))
-        .bind(pick(&stored_contacts))
-        .bind(pick(&stored_ids))
-        .bind(unread_at)
-        .execute(&mut *conn)
-        .await?;
+    for ((t, m), count) in rows_of_tenant.iter().zip(&counts) {
+        if let Some(n) = count {
+            appended.push((
+                *t,
+                Audience::Tenant,
+                "conversation.unread",
+                json!({ "contact_id": m.contact_id, "unread_count": n }),
+            ));
+        }
     }
+    events::append_many(conn, &appended).await?;
     let mut stored = rows_of_tenant.into_iter().map(|(_, m)| m).peekable();
     for id in &ids {
         if stored.peek().is_some_and(|m| m.id == *id) {
@@ -439,6 +444,53 @@ pub async fn insert_many(
         }
     }
     Ok(messages)
+}
+
+/// A contact as storing messages left it: its unread count and read mark.
+#[derive(sqlx::FromRow)]
+struct Counted {
+    id: Uuid,
+    unread_count: i32,
+    read_up_to_at: Option<DateTime<Utc>>,
+    read_up_to_id: Option<Uuid>,
+}
+
+/// For each stored message (in order), the unread count of its contact as of that
+/// message when it is inbound, given each contact's count after the batch and its read
+/// mark: the count before the batch plus the batch's counted messages up to it.
+fn unread_as_of(
+    counted: &[Counted],
+    contacts: &[Uuid],
+    at: &[DateTime<Utc>],
+    ids: &[Uuid],
+    inbound: &[bool],
+) -> Vec<Option<i64>> {
+    let mark: std::collections::HashMap<Uuid, &Counted> =
+        counted.iter().map(|c| (c.id, c)).collect();
+    let counts = |k: usize| {
+        inbound[k]
+            && mark
+                .get(&contacts[k])
+                .is_some_and(|c| match (c.read_up_to_at, c.read_up_to_id) {
+                    (Some(t), Some(i)) => (at[k], ids[k]) > (t, i),
+                    _ => true,
+                })
+    };
+    (0..contacts.len())
+        .map(|k| {
+            let c = mark.get(&contacts[k])?;
+            if !inbound[k] {
+                return None;
+            }
+            // Counted messages of this contact in the batch after this one.
+            let later = (0..contacts.len())
+                .filter(|j| {
+                    contacts[*j] == contacts[k] && counts(*j) && (at[*j], ids[*j]) > (at[k], ids[k])
+                })
+                .count();
+            Some(i64::from(c.unread_count) - i64::try_from(later).unwrap_or(0))
+        })
+        .collect()
 }
 
 /// One message of `tenant`.
@@ -780,22 +832,19 @@ pub async fn search_tenant(
     Ok((hits, next))
 }
 
-/// The contact's unread inbound messages (`$1` tenant, `$2` contact).
-const UNREAD_COUNT: &str = "SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id
-     WHERE m.tenant_id = $1 AND m.contact_id = $2 AND m.direction = 'inbound'
-       AND (c.read_up_to_at IS NULL OR (m.created_at, m.id) > (c.read_up_to_at, c.read_up_to_id))";
-
-/// Inbound messages of the contact not yet read by an agent.
+/// Inbound messages of the contact not yet read by an agent (kept on the contact).
 pub async fn unread_count(
     conn: &mut PgConnection,
     tenant: TenantId,
     contact: ContactId,
 ) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(UNREAD_COUNT)
-        .bind(tenant.0)
-        .bind(contact.0)
-        .fetch_one(conn)
-        .await?)
+    let n: Option<i32> =
+        sqlx::query_scalar("SELECT unread_count FROM contacts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0)
+            .bind(contact.0)
+            .fetch_optional(conn)
+            .await?;
+    Ok(n.map(i64::from).unwrap_or(0))
 }
 
 /// Mark the contact's messages read up to and including `up_to`; returns the new unread
@@ -808,8 +857,20 @@ pub async fn mark_read(
     by: UserId,
 ) -> Result<i64, StoreError> {
     let at = anchor(conn, tenant, contact, up_to, "up_to_message_id").await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // The contact's row lock first, and the count in a later statement: a writer that
+    // added to the count before we locked has committed by now and its messages are seen;
+    // one that locks after us sees the new mark and counts against it.
+    sqlx::query("SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE")
+        .bind(tenant.0)
+        .bind(contact.0)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
-        "UPDATE contacts SET read_up_to_at = $3, read_up_to_id = $4
+        "UPDATE contacts c SET read_up_to_at = $3, read_up_to_id = $4,
+                unread_count = (SELECT count(*) FROM messages m
+                                WHERE m.tenant_id = $1 AND m.contact_id = $2
+                                  AND m.direction = 'inbound' AND (m.created_at, m.id) > ($3, $4))
          WHERE tenant_id = $1 AND id = $2
            AND (read_up_to_at IS NULL OR (read_up_to_at, read_up_to_id) < ($3, $4))",
     )
@@ -817,17 +878,18 @@ pub async fn mark_read(
     .bind(contact.0)
     .bind(at.0)
     .bind(at.1)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
-    let unread = unread_count(conn, tenant, contact).await?;
+    let unread = unread_count(&mut tx, tenant, contact).await?;
     events::append(
-        conn,
+        &mut tx,
         tenant,
         Audience::Tenant,
         "conversation.unread",
         &json!({ "contact_id": contact, "unread_count": unread, "read_by": by }),
     )
     .await?;
+    tx.commit().await?;
     Ok(unread)
 }
 
@@ -868,10 +930,7 @@ pub async fn conversations(
     let pattern = q.map(|q| format!("%{}%", crate::contacts::like_escape(q.trim())));
     let sql = format!(
         "SELECT c.name AS contact_name, c.last_activity_at,
-                (SELECT count(*) FROM messages u
-                  WHERE u.tenant_id = c.tenant_id AND u.contact_id = c.id AND u.direction = 'inbound'
-                    AND (c.read_up_to_at IS NULL
-                         OR (u.created_at, u.id) > (c.read_up_to_at, c.read_up_to_id))) AS unread_count,
+                c.unread_count::bigint AS unread_count,
                 {COLUMNS}
          FROM contacts c
          CROSS JOIN LATERAL (
