@@ -257,7 +257,7 @@ async fn resuming_from_before_pruned_events_is_told_to_resync() {
     let app = spawn_app().await;
     app.inbound("+14155552671", "old news").await;
     app.eventually("sequenced", || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE position IS NOT NULL")
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM event_stream")
             .fetch_one(&app.db)
             .await
             .unwrap_or(0)
@@ -439,4 +439,85 @@ async fn a_user_may_hold_only_so_many_sockets() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(reopened, "the closed socket's slot was not freed");
+}
+
+/// Upgrading a database whose events carried their positions on the event row: the
+/// positions given keep their events, the events not yet sequenced get the next ones in
+/// commit-safe order, and a client resuming from an old position misses nothing.
+#[tokio::test]
+async fn an_upgraded_database_keeps_its_stream_positions() {
+    use sqlx::Connection as _;
+    let url = test_support::fresh_database_url().await.expect("database");
+    let name = format!("parley_upgrade_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
+    let db = sqlx::PgPool::connect_with(options.database(&name))
+        .await
+        .expect("pool");
+    // The schema as it was before the stream table.
+    conversation_store::MIGRATOR
+        .run_to(20261201000005, &db)
+        .await
+        .expect("old schema");
+    let tenant = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'upgrade')")
+        .bind(tenant)
+        .execute(&db)
+        .await
+        .expect("tenant");
+    // Three events sequenced the old way, then two not yet sequenced.
+    sqlx::query(
+        "INSERT INTO events (tenant_id, audience, kind, payload, position)
+         SELECT $1, 'tenant', 'old.' || g, '{}', g FROM generate_series(1, 3) g",
+    )
+    .bind(tenant)
+    .execute(&db)
+    .await
+    .expect("sequenced events");
+    sqlx::query(
+        "INSERT INTO events (tenant_id, audience, kind, payload)
+         SELECT $1, 'tenant', 'new.' || g, '{}' FROM generate_series(1, 2) g",
+    )
+    .bind(tenant)
+    .execute(&db)
+    .await
+    .expect("unsequenced events");
+    conversation_store::MIGRATOR
+        .run(&db)
+        .await
+        .expect("upgrade");
+    let mut conn = db.acquire().await.expect("conn");
+    assert_eq!(events::global_head(&mut conn).await.expect("head"), 3);
+    assert_eq!(events::sequence(&mut conn).await.expect("sequence"), 2);
+    assert_eq!(events::sequence(&mut conn).await.expect("sequence"), 0);
+    let user = parley_core::UserId(uuid::Uuid::new_v4());
+    let all = events::stream_after(&mut conn, parley_core::TenantId(tenant), user, false, 0, 10)
+        .await
+        .expect("stream");
+    let got: Vec<(i64, String)> = all.into_iter().map(|e| (e.id, e.kind)).collect();
+    assert_eq!(
+        got,
+        [
+            (1, "old.1".to_owned()),
+            (2, "old.2".to_owned()),
+            (3, "old.3".to_owned()),
+            (4, "new.1".to_owned()),
+            (5, "new.2".to_owned()),
+        ]
+    );
+    let resumed =
+        events::stream_after(&mut conn, parley_core::TenantId(tenant), user, false, 2, 10)
+            .await
+            .expect("stream");
+    assert_eq!(resumed.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 4, 5]);
+    drop(conn);
+    db.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("drop database");
 }

@@ -145,20 +145,32 @@ pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
     if !locked {
         return Ok(0);
     }
-    let done = sqlx::query(
-        "WITH base AS (SELECT GREATEST(COALESCE((SELECT max(position) FROM events), 0),
+    // Above the watermark and below the oldest running transaction, in (xid, id) order:
+    // appended to the stream after the newest position (or the newest pruned one), and
+    // the watermark moved to the last one taken.
+    let done: i64 = sqlx::query_scalar(
+        "WITH w AS (SELECT through_xid, through_id FROM event_sequencer),
+              base AS (SELECT GREATEST(COALESCE((SELECT max(position) FROM event_stream), 0),
                                        COALESCE((SELECT max(pruned_through_position) FROM event_prune_marks), 0)) AS p),
               ready AS (
-                SELECT id, row_number() OVER (ORDER BY xid, id) AS rn FROM (
-                    SELECT id, xid FROM events
-                    WHERE position IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
-                    ORDER BY xid, id LIMIT 5000) r)
-         UPDATE events e SET position = base.p + ready.rn
-         FROM ready, base WHERE e.id = ready.id",
+                SELECT r.id, r.tenant_id, r.xid, row_number() OVER (ORDER BY r.xid, r.id) AS rn FROM (
+                    SELECT e.id, e.tenant_id, e.xid FROM events e, w
+                    WHERE (e.xid, e.id) > (w.through_xid, w.through_id)
+                      AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
+                    ORDER BY e.xid, e.id LIMIT 5000) r),
+              appended AS (
+                INSERT INTO event_stream (position, event_id, tenant_id)
+                SELECT base.p + ready.rn, ready.id, ready.tenant_id FROM ready, base
+                RETURNING 1),
+              moved AS (
+                UPDATE event_sequencer SET through_xid = last.xid, through_id = last.id
+                FROM (SELECT xid, id FROM ready ORDER BY rn DESC LIMIT 1) AS last
+                RETURNING 1)
+         SELECT count(*) FROM appended",
     )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .fetch_one(&mut *tx)
+    .await?;
+    let done = u64::try_from(done).unwrap_or(0);
     if done > 0 {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(READY_CHANNEL)
@@ -194,12 +206,13 @@ pub async fn stream_after(
     limit: i64,
 ) -> Result<Vec<StreamEvent>, StoreError> {
     Ok(sqlx::query_as::<_, StreamEvent>(
-        "SELECT position, kind, payload, created_at FROM events
-         WHERE tenant_id = $1 AND position > $2
-           AND (audience = 'tenant'
-                OR (audience = 'supervisors' AND $4)
-                OR (audience = 'user' AND user_id = $3))
-         ORDER BY position LIMIT $5",
+        "SELECT s.position, e.kind, e.payload, e.created_at
+         FROM event_stream s JOIN events e ON e.id = s.event_id
+         WHERE s.tenant_id = $1 AND s.position > $2
+           AND (e.audience = 'tenant'
+                OR (e.audience = 'supervisors' AND $4)
+                OR (e.audience = 'user' AND e.user_id = $3))
+         ORDER BY s.position LIMIT $5",
     )
     .bind(tenant.0)
     .bind(after)
@@ -262,8 +275,9 @@ pub async fn feed_after(
     limit: i64,
 ) -> Result<Vec<FeedEvent>, StoreError> {
     Ok(sqlx::query_as::<_, FeedEvent>(
-        "SELECT position, tenant_id, audience, user_id, kind, payload, created_at FROM events
-         WHERE position > $1 ORDER BY position LIMIT $2",
+        "SELECT s.position, e.tenant_id, e.audience, e.user_id, e.kind, e.payload, e.created_at
+         FROM event_stream s JOIN events e ON e.id = s.event_id
+         WHERE s.position > $1 ORDER BY s.position LIMIT $2",
     )
     .bind(after)
     .bind(limit)
@@ -274,7 +288,7 @@ pub async fn feed_after(
 /// The newest position of all tenants.
 pub async fn global_head(conn: &mut PgConnection) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT GREATEST((SELECT max(position) FROM events),
+        "SELECT GREATEST((SELECT max(position) FROM event_stream),
                              (SELECT max(pruned_through_position) FROM event_prune_marks))",
     )
     .fetch_one(conn)
@@ -282,23 +296,27 @@ pub async fn global_head(conn: &mut PgConnection) -> Result<i64, StoreError> {
     .unwrap_or(0))
 }
 
-/// Delete sequenced events older than `keep_secs`, recording per tenant the newest
-/// position removed. Returns how many were deleted.
+/// Delete sequenced events older than `keep_secs`, oldest position first, up to 10,000 of
+/// them, recording per tenant the newest position removed. Returns how many were deleted
+/// (call again until 0). An old event behind a newer one (its transaction started long
+/// before it was sequenced) goes once those before it have gone.
 pub async fn prune(conn: &mut PgConnection, keep_secs: f64) -> Result<u64, StoreError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let deleted: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
-        "WITH gone AS (
-            DELETE FROM events WHERE id IN (
-                SELECT id FROM events WHERE position IS NOT NULL
-                  AND created_at < now() - make_interval(secs => $1)
-                ORDER BY position LIMIT 10000)
-            RETURNING tenant_id, position)
-         SELECT tenant_id, max(position) FROM gone GROUP BY tenant_id",
+    let deleted: Vec<(uuid::Uuid, i64, i64)> = sqlx::query_as(
+        "WITH oldest AS (
+            SELECT s.position, s.event_id FROM event_stream s JOIN events e ON e.id = s.event_id
+            WHERE s.position IN (SELECT position FROM event_stream ORDER BY position LIMIT 10000)
+              AND e.created_at < now() - make_interval(secs => $1)),
+          gone AS (
+            DELETE FROM event_stream s USING oldest o WHERE s.position = o.position
+            RETURNING s.tenant_id, s.position, s.event_id),
+          dropped AS (DELETE FROM events e USING gone g WHERE e.id = g.event_id RETURNING 1)
+         SELECT tenant_id, max(position), count(*) FROM gone GROUP BY tenant_id",
     )
     .bind(keep_secs)
     .fetch_all(&mut *tx)
     .await?;
-    for (tenant, pos) in &deleted {
+    for (tenant, pos, _) in &deleted {
         sqlx::query(
             "INSERT INTO event_prune_marks (tenant_id, pruned_through_position) VALUES ($1, $2)
              ON CONFLICT (tenant_id) DO UPDATE
@@ -310,7 +328,10 @@ pub async fn prune(conn: &mut PgConnection, keep_secs: f64) -> Result<u64, Store
         .await?;
     }
     tx.commit().await?;
-    Ok(deleted.len() as u64)
+    Ok(deleted
+        .iter()
+        .map(|(_, _, n)| u64::try_from(*n).unwrap_or(0))
+        .sum())
 }
 
 /// The newest position pruned for the tenant (0 if none): resuming from before it

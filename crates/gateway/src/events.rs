@@ -2,7 +2,7 @@
 //!
 //! Events are rows written in the same transaction as the change they describe. A
 //! sequencer gives them stream positions in a commit-safe order (see the
-//! `event_positions` migration); one listener per process hears "new positions" and wakes
+//! `event_positions` and `event_stream` migrations); one listener per process hears "new positions" and wakes
 //! every socket, which then reads its next page from the database by cursor. So a socket
 //! never holds a pooled connection while idle, a slow client cannot grow memory (it pulls
 //! pages of bounded size), a lost notification only delays delivery until the next ping
@@ -63,13 +63,23 @@ pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
     .await;
 }
 
-/// Delete events past their retention, hourly.
+/// Delete events past their retention, hourly (in rounds of a bounded size until none is
+/// left).
 pub async fn run_pruner(db: PgPool, keep: Duration, shutdown: CancellationToken) {
     loop {
-        if let Ok(mut conn) = db.acquire().await
-            && let Err(e) = events::prune(&mut conn, keep.as_secs_f64()).await
-        {
-            tracing::warn!(error = %e, "event pruning failed");
+        while !shutdown.is_cancelled() {
+            let round = match db.acquire().await {
+                Ok(mut conn) => events::prune(&mut conn, keep.as_secs_f64()).await,
+                Err(e) => Err(e.into()),
+            };
+            match round {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "event pruning failed");
+                    break;
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
