@@ -148,14 +148,18 @@ pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
     // Above the watermark and below the oldest running transaction, in (xid, id) order:
     // appended to the stream after the newest position (or the newest pruned one), and
     // the watermark moved to the last one taken.
+    // The watermark as bound values, so the scan of `events_xid_idx` starts at it.
+    let (through_xid, through_id): (String, i64) =
+        sqlx::query_as("SELECT through_xid::text, through_id FROM event_sequencer")
+            .fetch_one(&mut *tx)
+            .await?;
     let done: i64 = sqlx::query_scalar(
-        "WITH w AS (SELECT through_xid, through_id FROM event_sequencer),
-              base AS (SELECT GREATEST(COALESCE((SELECT max(position) FROM event_stream), 0),
+        "WITH base AS (SELECT GREATEST(COALESCE((SELECT max(position) FROM event_stream), 0),
                                        COALESCE((SELECT max(pruned_through_position) FROM event_prune_marks), 0)) AS p),
               ready AS (
                 SELECT r.id, r.tenant_id, r.xid, row_number() OVER (ORDER BY r.xid, r.id) AS rn FROM (
-                    SELECT e.id, e.tenant_id, e.xid FROM events e, w
-                    WHERE (e.xid, e.id) > (w.through_xid, w.through_id)
+                    SELECT e.id, e.tenant_id, e.xid FROM events e
+                    WHERE (e.xid, e.id) > ($1::xid8, $2::bigint)
                       AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
                     ORDER BY e.xid, e.id LIMIT 5000) r),
               appended AS (
@@ -168,6 +172,8 @@ pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
                 RETURNING 1)
          SELECT count(*) FROM appended",
     )
+    .bind(through_xid)
+    .bind(through_id)
     .fetch_one(&mut *tx)
     .await?;
     let done = u64::try_from(done).unwrap_or(0);
