@@ -117,6 +117,37 @@ async fn a_client_that_reconnects_with_after_gets_every_later_event_once_in_orde
     );
 }
 
+/// A transaction that defers its wake-up (as the webhook writer does, to keep its commit
+/// out of PostgreSQL's notification lock) and whose wake-up is then lost (the process died
+/// after committing) still has its events delivered: the sequencer's own round finds them.
+#[tokio::test]
+async fn events_whose_wake_up_was_lost_are_still_delivered() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, &app.agent.token, None).await;
+    let mut conn = app.db.acquire().await.expect("conn");
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
+    events::defer_wakeup(&mut tx).await.expect("defer");
+    events::append(
+        &mut tx,
+        app.tenant,
+        Audience::Tenant,
+        "test.quiet",
+        &json!({"n": 1}),
+    )
+    .await
+    .expect("append");
+    tx.commit().await.expect("commit");
+    let e = next_event(&mut ws).await;
+    assert_eq!(e["kind"], "test.quiet");
+    // The deferral is the transaction's only: the connection wakes as usual afterwards.
+    let setting: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('parley.defer_event_wakeup', true)")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("setting");
+    assert_ne!(setting.as_deref(), Some("on"));
+}
+
 #[tokio::test]
 async fn events_committed_out_of_id_order_are_delivered_in_order_and_never_skipped() {
     let app = spawn_app().await;

@@ -29,6 +29,33 @@ impl Audience {
     }
 }
 
+/// The sequencer's wake-up as an appending statement sends it: a notification delivered
+/// at commit, unless the transaction has deferred it.
+const WAKEUP: &str = "(SELECT CASE WHEN current_setting('parley.defer_event_wakeup', true) = 'on'
+                                THEN NULL ELSE pg_notify('parley_events', '') END)";
+
+/// Leave this transaction's events without a wake-up at commit; the caller sends one with
+/// [`wake_sequencer`] after committing. PostgreSQL serialises the commits of notifying
+/// transactions (a lock held from before the commit record until after its flush), so a
+/// notification inside a write-heavy transaction makes its WAL flush wait for every other
+/// one's; a notification sent afterwards in a transaction of its own writes nothing. If
+/// the process dies between the two, the sequencer's periodic round finds the events.
+pub async fn defer_wakeup(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT set_config('parley.defer_event_wakeup', 'on', true)")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Wake the sequencers (every replica's) after committing deferred events.
+pub async fn wake_sequencer(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(APPEND_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Append an event; returns its id.
 pub async fn append(
     conn: &mut PgConnection,
@@ -38,14 +65,14 @@ pub async fn append(
     payload: &Value,
 ) -> Result<i64, StoreError> {
     let (aud, user) = audience.columns();
-    // One round trip: the row, and a wake-up for the sequencer delivered at commit. The
-    // notification's payload is constant, so PostgreSQL folds a transaction's many
-    // appends into one notification.
-    let id: i64 = sqlx::query_scalar(
+    // One round trip: the row, and a wake-up for the sequencer delivered at commit
+    // (unless the transaction defers it, see `defer_wakeup`). The notification's payload
+    // is constant, so PostgreSQL folds a transaction's many appends into one.
+    let id: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "WITH e AS (INSERT INTO events (tenant_id, audience, user_id, kind, payload)
                     VALUES ($1, $2, $3, $4, $5) RETURNING id)
-         SELECT e.id FROM e, pg_notify('parley_events', '') AS n",
-    )
+         SELECT e.id FROM e, {WAKEUP} AS n"
+    )))
     .bind(tenant.0)
     .bind(aud)
     .bind(user)
@@ -78,14 +105,14 @@ pub async fn append_many(
         payloads.push(payload.clone());
     }
     // With the sequencer's wake-up, as in `append`.
-    sqlx::query(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH e AS (INSERT INTO events (tenant_id, audience, user_id, kind, payload)
                     SELECT x.tenant_id, x.audience, x.user_id, x.kind, x.payload
                     FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[])
                          WITH ORDINALITY AS x(tenant_id, audience, user_id, kind, payload, ord)
                     ORDER BY x.ord RETURNING id)
-         SELECT count(*) FROM e, pg_notify('parley_events', '') AS n",
-    )
+         SELECT count(*) FROM e, {WAKEUP} AS n"
+    )))
     .bind(tenants)
     .bind(audiences)
     .bind(users)
@@ -177,13 +204,14 @@ pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
     .fetch_one(&mut *tx)
     .await?;
     let done = u64::try_from(done).unwrap_or(0);
+    tx.commit().await?;
+    // After the commit, in a transaction of its own (see `defer_wakeup`).
     if done > 0 {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(READY_CHANNEL)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    tx.commit().await?;
     Ok(done)
 }
 

@@ -163,7 +163,18 @@ async fn write_loop(
     }
 }
 
-async fn write_batch(db: &PgPool, metrics: &crate::metrics::Metrics, mut batch: Vec<Job>) {
+async fn write_batch(db: &PgPool, metrics: &crate::metrics::Metrics, batch: Vec<Job>) {
+    store_and_answer(db, metrics, batch).await;
+    // The sequencer's wake-up, left out of the batch's transaction (see
+    // `events::defer_wakeup`); if it is lost, the sequencer's own round finds the events.
+    if let Ok(mut conn) = db.acquire().await
+        && let Err(e) = conversation_store::events::wake_sequencer(&mut conn).await
+    {
+        tracing::debug!(error = %e, "sequencer wake-up not sent");
+    }
+}
+
+async fn store_and_answer(db: &PgPool, metrics: &crate::metrics::Metrics, mut batch: Vec<Job>) {
     batch.sort_by(|a, b| a.lock_key().cmp(&b.lock_key()));
     match store_all(db, &batch).await {
         Ok(()) => {
@@ -201,6 +212,7 @@ async fn store_all(db: &PgPool, jobs: &[Job]) -> Result<(), ApiError> {
         })
         .collect();
     let mut tx = db.begin().await?;
+    conversation_store::events::defer_wakeup(&mut tx).await?;
     crate::routes::webhooks::apply_batch(&mut tx, &batch).await?;
     tx.commit().await?;
     Ok(())
