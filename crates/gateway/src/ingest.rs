@@ -166,12 +166,16 @@ async fn write_loop(
 async fn write_batch(db: &PgPool, metrics: &crate::metrics::Metrics, batch: Vec<Job>) {
     store_and_answer(db, metrics, batch).await;
     // The sequencer's wake-up, left out of the batch's transaction (see
-    // `events::defer_wakeup`); if it is lost, the sequencer's own round finds the events.
-    if let Ok(mut conn) = db.acquire().await
-        && let Err(e) = conversation_store::events::wake_sequencer(&mut conn).await
-    {
-        tracing::debug!(error = %e, "sequencer wake-up not sent");
-    }
+    // `events::defer_wakeup`) and sent while this writer takes its next batch; if it is
+    // lost, the sequencer's own round finds the events.
+    let db = db.clone();
+    tokio::spawn(async move {
+        if let Ok(mut conn) = db.acquire().await
+            && let Err(e) = conversation_store::events::wake_sequencer(&mut conn).await
+        {
+            tracing::debug!(error = %e, "sequencer wake-up not sent");
+        }
+    });
 }
 
 async fn store_and_answer(db: &PgPool, metrics: &crate::metrics::Metrics, mut batch: Vec<Job>) {
