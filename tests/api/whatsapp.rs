@@ -1617,20 +1617,7 @@ async fn the_kept_unread_count_matches_a_recount_while_reads_race_arrivals() {
         readers.push(tokio::spawn(async move {
             let mut marks = 0;
             while sending.load(std::sync::atomic::Ordering::Relaxed) {
-                let newest: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT id FROM messages WHERE contact_id = '{contact}'
-                     ORDER BY created_at DESC, id DESC LIMIT 1"
-                )))
-                .fetch_one(&app.db)
-                .await
-                .expect("newest");
-                let r = app
-                    .post(
-                        &format!("/api/v1/contacts/{contact}/read"),
-                        &app.agent.token,
-                        &json!({"up_to_message_id": newest}),
-                    )
-                    .await;
+                let r = read_to_newest(&app, &contact).await;
                 assert_eq!(r.status, StatusCode::OK, "{}", r.text);
                 marks += 1;
             }
@@ -1653,22 +1640,28 @@ async fn the_kept_unread_count_matches_a_recount_while_reads_race_arrivals() {
     let r = app.get("/api/v1/conversations", &app.agent.token).await;
     assert_eq!(r.json["items"][0]["unread_count"], expected, "{}", r.text);
     // Read to the end: nothing unread; one more message: one.
-    let newest = transcript(&app, &contact)
-        .await
-        .last()
-        .and_then(|m| m["id"].as_str().map(str::to_owned))
-        .expect("a message");
-    let r = app
-        .post(
-            &format!("/api/v1/contacts/{contact}/read"),
-            &app.agent.token,
-            &json!({"up_to_message_id": newest}),
-        )
-        .await;
+    let r = read_to_newest(&app, &contact).await;
     assert_eq!(r.json["unread_count"], 0, "{}", r.text);
     let last = envelope(vec![value(from, "Race", vec![msg("wamid.R-last".into())])]);
     let r = post_signed(&app, &wa, &last, Some(sign(&wa, &last))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(count(&app, &kept).await, 1);
     assert_eq!(count(&app, &recount).await, 1);
+}
+
+/// Mark the contact's messages read up to its newest one, as a desktop does.
+async fn read_to_newest(app: &TestApp, contact: &str) -> test_support::Reply {
+    let newest: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM messages WHERE contact_id = '{contact}'
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    )))
+    .fetch_one(&app.db)
+    .await
+    .expect("newest");
+    app.post(
+        &format!("/api/v1/contacts/{contact}/read"),
+        &app.agent.token,
+        &json!({"up_to_message_id": newest}),
+    )
+    .await
 }

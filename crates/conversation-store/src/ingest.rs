@@ -180,7 +180,24 @@ async fn find_or_create_contact(
     inbound: &Inbound,
 ) -> Result<(ContactId, IdentityId, String, bool), StoreError> {
     // The common case, a known sender, in one round trip.
-    let known: Option<(Uuid, Uuid, String)> = sqlx::query_as(
+    if let Some((contact, identity, status)) = bump_last_inbound(conn, tenant, inbound).await? {
+        return Ok((ContactId(contact), IdentityId(identity), status, false));
+    }
+    let (contact, identity, created) = create_contact(conn, tenant, inbound).await?;
+    let (_, _, status) = bump_last_inbound(conn, tenant, inbound)
+        .await?
+        .ok_or(StoreError::NotFound("identity"))?;
+    Ok((contact, identity, status, created))
+}
+
+/// Move the sender's identity's last inbound time to now, if the identity exists:
+/// `(contact, identity, identity status)`.
+async fn bump_last_inbound(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    inbound: &Inbound,
+) -> Result<Option<(Uuid, Uuid, String)>, StoreError> {
+    Ok(sqlx::query_as(
         "UPDATE channel_identities SET last_inbound_at = GREATEST(last_inbound_at, now())
          WHERE tenant_id = $1 AND channel = $2 AND address = $3
          RETURNING contact_id, id, status",
@@ -189,20 +206,7 @@ async fn find_or_create_contact(
     .bind(inbound.channel.as_str())
     .bind(&inbound.address)
     .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((contact, identity, status)) = known {
-        return Ok((ContactId(contact), IdentityId(identity), status, false));
-    }
-    let (contact, identity, created) = create_contact(conn, tenant, inbound).await?;
-    let status: String = sqlx::query_scalar(
-        "UPDATE channel_identities SET last_inbound_at = GREATEST(last_inbound_at, now())
-         WHERE tenant_id = $1 AND id = $2 RETURNING status",
-    )
-    .bind(tenant.0)
-    .bind(identity.0)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok((contact, identity, status, created))
+    .await?)
 }
 
 async fn create_contact(
