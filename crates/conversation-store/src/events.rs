@@ -49,8 +49,14 @@ pub async fn defer_wakeup(conn: &mut PgConnection) -> Result<(), StoreError> {
 
 /// Wake the sequencers (every replica's) after committing deferred events.
 pub async fn wake_sequencer(conn: &mut PgConnection) -> Result<(), StoreError> {
+    notify(conn, APPEND_CHANNEL).await
+}
+
+/// A notification on `channel`, delivered when the connection's transaction commits (at
+/// once outside a transaction).
+async fn notify(conn: &mut PgConnection, channel: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_notify($1, '')")
-        .bind(APPEND_CHANNEL)
+        .bind(channel)
         .execute(conn)
         .await?;
     Ok(())
@@ -172,14 +178,14 @@ pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
     if !locked {
         return Ok(0);
     }
-    // Above the watermark and below the oldest running transaction, in (xid, id) order:
-    // appended to the stream after the newest position (or the newest pruned one), and
-    // the watermark moved to the last one taken.
     // The watermark as bound values, so the scan of `events_xid_idx` starts at it.
     let (through_xid, through_id): (String, i64) =
         sqlx::query_as("SELECT through_xid::text, through_id FROM event_sequencer")
             .fetch_one(&mut *tx)
             .await?;
+    // Above the watermark and below the oldest running transaction, in (xid, id) order:
+    // appended to the stream after the newest position (or the newest pruned one), and
+    // the watermark moved to the last one taken.
     let done: i64 = sqlx::query_scalar(
         "WITH base AS (SELECT GREATEST(COALESCE((SELECT max(position) FROM event_stream), 0),
                                        COALESCE((SELECT max(pruned_through_position) FROM event_prune_marks), 0)) AS p),
@@ -207,10 +213,7 @@ pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
     tx.commit().await?;
     // After the commit, in a transaction of its own (see `defer_wakeup`).
     if done > 0 {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(READY_CHANNEL)
-            .execute(&mut *conn)
-            .await?;
+        notify(conn, READY_CHANNEL).await?;
     }
     Ok(done)
 }
@@ -338,9 +341,10 @@ pub async fn prune(conn: &mut PgConnection, keep_secs: f64) -> Result<u64, Store
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let deleted: Vec<(uuid::Uuid, i64, i64)> = sqlx::query_as(
         "WITH oldest AS (
-            SELECT s.position, s.event_id FROM event_stream s JOIN events e ON e.id = s.event_id
-            WHERE s.position IN (SELECT position FROM event_stream ORDER BY position LIMIT 10000)
-              AND e.created_at < now() - make_interval(secs => $1)),
+            SELECT s.position, s.event_id
+            FROM (SELECT position, event_id FROM event_stream ORDER BY position LIMIT 10000) s
+            JOIN events e ON e.id = s.event_id
+            WHERE e.created_at < now() - make_interval(secs => $1)),
           gone AS (
             DELETE FROM event_stream s USING oldest o WHERE s.position = o.position
             RETURNING s.tenant_id, s.position, s.event_id),

@@ -224,8 +224,9 @@ pub async fn insert(
 }
 
 /// Store several messages at once (each of its own tenant), in order: one statement for
-/// the messages, one for the contacts' activity, one for their `message.created` events
-/// and one for the inbound ones' `conversation.unread` events, whatever their number.
+/// the messages, one for the contacts' activity and unread counts, and one for their
+/// `message.created` and the inbound ones' `conversation.unread` events, whatever their
+/// number.
 /// Each result is `None` for a replay (the provider id is already stored, or repeated
 /// earlier in `items`).
 pub async fn insert_many(
@@ -340,13 +341,12 @@ pub async fn insert_many(
         }
     }
     // In the order given, each with its tenant.
-    let mut by_tenant: Vec<(usize, TenantId, MessageRow)> = rows
+    let mut rows = rows;
+    rows.sort_by_key(|r| index_of.get(&r.id).copied());
+    let by_tenant: Vec<(TenantId, MessageRow)> = rows
         .into_iter()
-        .filter_map(|r| index_of.get(&r.id).map(|k| (*k, items[*k].0, r)))
+        .filter_map(|r| index_of.get(&r.id).map(|k| (items[*k].0, r)))
         .collect();
-    by_tenant.sort_by_key(|(k, _, _)| *k);
-    let by_tenant: Vec<(TenantId, MessageRow)> =
-        by_tenant.into_iter().map(|(_, t, r)| (t, r)).collect();
     let stored_tenants: Vec<Uuid> = by_tenant.iter().map(|(t, _)| t.0).collect();
     let stored_contacts: Vec<Uuid> = by_tenant.iter().map(|(_, r)| r.contact_id).collect();
     let stored_at: Vec<DateTime<Utc>> = by_tenant.iter().map(|(_, r)| r.created_at).collect();

@@ -2,12 +2,12 @@
 //!
 //! Events are rows written in the same transaction as the change they describe. A
 //! sequencer gives them stream positions in a commit-safe order (see the
-//! `event_positions` and `event_stream` migrations); one listener per process hears "new positions" and wakes
-//! every socket, which then reads its next page from the database by cursor. So a socket
-//! never holds a pooled connection while idle, a slow client cannot grow memory (it pulls
-//! pages of bounded size), a lost notification only delays delivery until the next ping
-//! tick, and a client that reconnects with `?after=<last id>` gets every later event
-//! exactly once, in order.
+//! `event_positions` and `event_stream` migrations); one listener per process hears "new
+//! positions" and wakes every socket, which then reads its next page from the database by
+//! cursor. So a socket never holds a pooled connection while idle, a slow client cannot
+//! grow memory (it pulls pages of bounded size), a lost notification only delays delivery
+//! until the next ping tick, and a client that reconnects with `?after=<last id>` gets
+//! every later event exactly once, in order.
 
 use std::time::Duration;
 
