@@ -77,6 +77,53 @@ async fn contact_of(app: &TestApp, phone: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_new_app_secret_signs_the_very_next_webhook_and_the_old_one_no_longer_does() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let body = |n: u32| {
+        envelope(vec![value(
+            "14155552671",
+            "Ana",
+            vec![
+                json!({"from": "14155552671", "id": format!("wamid.R{n}"), "timestamp": "1", "type": "text", "text": {"body": "hi"}}),
+            ],
+        )])
+    };
+    let signed = |secret: &str, b: &[u8]| channel_connector::signature::sign(secret.as_bytes(), b);
+    // The account is read (and kept) for this webhook.
+    let b = body(1);
+    let r = post_signed(&app, &wa, &b, Some(sign(&wa, &b))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Rotated through the API: the old secret is refused at once, the new one accepted.
+    let r = app
+        .patch(
+            &format!("/api/v1/channel-accounts/{}", wa.account_id),
+            &app.admin.token,
+            &json!({"app_secret": "rotated-secret-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let b = body(2);
+    let r = post_signed(&app, &wa, &b, Some(sign(&wa, &b))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = post_signed(&app, &wa, &b, Some(signed("rotated-secret-1", &b))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Rotated behind this process's back (as another replica would): the new secret is
+    // still accepted at once, because a signature the kept secret refuses reads again.
+    sqlx::query("UPDATE channel_accounts SET app_secret = 'rotated-secret-2' WHERE id = $1")
+        .bind(wa.account_id)
+        .execute(&app.db)
+        .await
+        .expect("rotate");
+    let b = body(3);
+    let r = post_signed(&app, &wa, &b, Some(signed("rotated-secret-2", &b))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = post_signed(&app, &wa, &b, Some(signed("rotated-secret-1", &b))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 3);
+}
+
+#[tokio::test]
 async fn verification_handshake_echoes_the_challenge_only_for_the_right_token() {
     let app = spawn_app().await;
     let wa = app.whatsapp().await;

@@ -47,6 +47,8 @@ pub struct AppState {
     pub feed: crate::events::Feed,
     /// The group-commit writer that stores webhooks.
     pub ingest: crate::ingest::IngestWriter,
+    /// Channel accounts as webhooks last read them.
+    pub webhook_accounts: crate::routes::webhooks::WebhookAccounts,
     /// Cancelled at shutdown; WebSocket tasks and workers watch it (axum's graceful
     /// shutdown does not wait for upgraded sockets).
     pub shutdown: CancellationToken,
@@ -71,6 +73,7 @@ impl AppState {
             feed: crate::events::feed(config.event_feed_pages),
             sockets: crate::events::SocketCounts::default(),
             presence: crate::events::PresenceMarks::default(),
+            webhook_accounts: Default::default(),
             ingest: crate::ingest::IngestWriter::new(
                 db.clone(),
                 metrics.clone(),

@@ -385,6 +385,7 @@ pub async fn patch_account(
     .await
     .map_err(map_err)?
     .ok_or_else(|| ApiError::not_found("channel account"))?;
+    state.webhook_accounts.forget(p.account_id);
     Ok(axum::Json(acc.into()))
 }
 

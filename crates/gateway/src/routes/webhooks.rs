@@ -1,6 +1,12 @@
 //! Provider webhooks: `GET` answers the verification handshake, `POST` is checked against
 //! the signature over the raw bytes, parsed, and committed before the 200.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
 use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, Query, State},
@@ -120,36 +126,110 @@ pub async fn receive_whatsapp(
             ApiError::bad_request("unreadable_body", e.body_text())
         }
     })?;
-    let mut conn = state.db.acquire().await?;
-    let (account, secrets) = accounts::for_webhook(&mut conn, path.channel_account_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("channel account"))?;
-    drop(conn);
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = signature::verify(secrets.app_secret.as_bytes(), &body, sig) {
-        tracing::warn!(account = %account.id, reason = %e, "webhook refused");
-        return Err(ApiError::unauthorized("invalid_signature", e.to_string()));
-    }
-    let tenant = TenantId(account.tenant_id);
+    let account_id = path.channel_account_id;
+    let tenant = match state.webhook_accounts.fresh(account_id) {
+        // A secret changed on another replica is picked up by the refetch below, or
+        // within the cache's second at the latest.
+        Some(known) if signature::verify(known.app_secret.as_bytes(), &body, sig).is_ok() => {
+            known.tenant
+        }
+        _ => {
+            let mut conn = state.db.acquire().await?;
+            let (account, secrets) = accounts::for_webhook(&mut conn, account_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("channel account"))?;
+            drop(conn);
+            let tenant = TenantId(account.tenant_id);
+            state
+                .webhook_accounts
+                .keep(account_id, tenant, secrets.app_secret.clone());
+            if let Err(e) = signature::verify(secrets.app_secret.as_bytes(), &body, sig) {
+                tracing::warn!(account = %account_id, reason = %e, "webhook refused");
+                return Err(ApiError::unauthorized("invalid_signature", e.to_string()));
+            }
+            tenant
+        }
+    };
     let envelope = match webhook::parse(&body) {
         Ok(env) => env,
         Err(e) => {
             let mut conn = state.db.acquire().await?;
-            dead_letters::record(&mut conn, tenant, account.id, &e.0, &body).await?;
-            tracing::warn!(account = %account.id, reason = %e, "signed webhook kept as a dead letter");
+            dead_letters::record(&mut conn, tenant, account_id, &e.0, &body).await?;
+            tracing::warn!(account = %account_id, reason = %e, "signed webhook kept as a dead letter");
             return Ok(StatusCode::OK);
         }
     };
     for err in &envelope.errors {
-        tracing::warn!(account = %account.id, error = %err, "provider reported an error");
+        tracing::warn!(account = %account_id, error = %err, "provider reported an error");
     }
     state
         .ingest
-        .store(tenant, account.id, envelope)
+        .store(tenant, account_id, envelope)
         .await
         .map(|()| StatusCode::OK)
+}
+
+/// What a webhook needs of its channel account (the tenant and the key of the signature),
+/// kept for a second per account so that a busy account's webhooks do not each read it.
+///
+/// A webhook whose signature the kept secret does not verify reads the account again
+/// before it is refused, so a new secret is used at once; an account changed on this
+/// process is forgotten at once, one changed on another replica within the second (the old
+/// secret still verifies there meanwhile).
+#[derive(Clone, Default)]
+pub struct WebhookAccounts {
+    kept: Arc<Mutex<HashMap<Uuid, KeptAccount>>>,
+}
+
+/// One kept account.
+#[derive(Clone)]
+pub struct KeptAccount {
+    /// The account's tenant.
+    pub tenant: TenantId,
+    /// The key of the webhook signature.
+    pub app_secret: String,
+    read_at: Instant,
+}
+
+impl std::fmt::Debug for WebhookAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookAccounts(***)")
+    }
+}
+
+impl WebhookAccounts {
+    /// How long an account read for a webhook is used without reading it again.
+    pub const KEEP_FOR: Duration = Duration::from_secs(1);
+
+    /// The account, if it was read less than [`Self::KEEP_FOR`] ago.
+    pub fn fresh(&self, id: Uuid) -> Option<KeptAccount> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get(&id)
+            .filter(|k| k.read_at.elapsed() < Self::KEEP_FOR)
+            .cloned()
+    }
+
+    /// Keep an account just read.
+    pub fn keep(&self, id: Uuid, tenant: TenantId, app_secret: String) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.insert(
+            id,
+            KeptAccount {
+                tenant,
+                app_secret,
+                read_at: Instant::now(),
+            },
+        );
+    }
+
+    /// Forget an account that was changed, so its next webhook reads it again.
+    pub fn forget(&self, id: Uuid) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.remove(&id);
+    }
 }
 
 /// One verified webhook's content, for [`apply_batch`].
