@@ -125,8 +125,9 @@ async fn events_whose_wake_up_was_lost_are_still_delivered() {
     let app = spawn_app().await;
     let mut ws = connect(&app, &app.agent.token, None).await;
     let mut conn = app.db.acquire().await.expect("conn");
-    let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
-    events::defer_wakeup(&mut tx).await.expect("defer");
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, events::BEGIN_DEFERRING_WAKEUP)
+        .await
+        .expect("tx");
     events::append(
         &mut tx,
         app.tenant,

@@ -34,18 +34,14 @@ impl Audience {
 const WAKEUP: &str = "(SELECT CASE WHEN current_setting('parley.defer_event_wakeup', true) = 'on'
                                 THEN NULL ELSE pg_notify('parley_events', '') END)";
 
-/// Leave this transaction's events without a wake-up at commit; the caller sends one with
-/// [`wake_sequencer`] after committing. PostgreSQL serialises the commits of notifying
-/// transactions (a lock held from before the commit record until after its flush), so a
-/// notification inside a write-heavy transaction makes its WAL flush wait for every other
-/// one's; a notification sent afterwards in a transaction of its own writes nothing. If
-/// the process dies between the two, the sequencer's periodic round finds the events.
-pub async fn defer_wakeup(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT set_config('parley.defer_event_wakeup', 'on', true)")
-        .execute(conn)
-        .await?;
-    Ok(())
-}
+/// `BEGIN` a transaction whose events get no wake-up at commit (for
+/// `begin_with`, one round trip); the caller sends one with [`wake_sequencer`] after
+/// committing. PostgreSQL serialises the commits of notifying transactions (a lock held
+/// from before the commit record until after its flush), so a notification inside a
+/// write-heavy transaction makes its WAL flush wait for every other one's; a notification
+/// sent afterwards in a transaction of its own writes nothing. If the process dies between
+/// the two, the sequencer's periodic round finds the events.
+pub const BEGIN_DEFERRING_WAKEUP: &str = "BEGIN; SET LOCAL parley.defer_event_wakeup = 'on'";
 
 /// Wake the sequencers (every replica's) after committing deferred events.
 pub async fn wake_sequencer(conn: &mut PgConnection) -> Result<(), StoreError> {
@@ -72,7 +68,7 @@ pub async fn append(
 ) -> Result<i64, StoreError> {
     let (aud, user) = audience.columns();
     // One round trip: the row, and a wake-up for the sequencer delivered at commit
-    // (unless the transaction defers it, see `defer_wakeup`). The notification's payload
+    // (unless the transaction defers it, see `BEGIN_DEFERRING_WAKEUP`). The notification's payload
     // is constant, so PostgreSQL folds a transaction's many appends into one.
     let id: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "WITH e AS (INSERT INTO events (tenant_id, audience, user_id, kind, payload)
@@ -211,7 +207,7 @@ pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
     .await?;
     let done = u64::try_from(done).unwrap_or(0);
     tx.commit().await?;
-    // After the commit, in a transaction of its own (see `defer_wakeup`).
+    // After the commit, in a transaction of its own (see `BEGIN_DEFERRING_WAKEUP`).
     if done > 0 {
         notify(conn, READY_CHANNEL).await?;
     }

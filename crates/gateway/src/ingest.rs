@@ -10,6 +10,9 @@
 //! connection), its webhooks are stored again one transaction each, so one webhook's
 //! failure is only its own. Replays are no-ops (provider ids are unique), so storing again
 //! after an unknown commit outcome cannot store anything twice.
+//!
+//! The writers run on a thread of their own with connections of their own (see
+//! `IngestWriter::start_thread`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -117,16 +120,69 @@ impl IngestWriter {
         self.inner.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(self.inner.batch_max * self.inner.writers * 4);
             let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..self.inner.writers {
-                tokio::spawn(write_loop(
-                    self.inner.db.clone(),
-                    self.inner.metrics.clone(),
-                    rx.clone(),
-                    self.inner.batch_max,
-                ));
+            if let Err(e) = self.start_thread(rx.clone()) {
+                tracing::warn!(error = %e, "no thread for the webhook writers; they share the request threads");
+                self.spawn_writers(&tokio::runtime::Handle::current(), &self.inner.db, &rx);
             }
             tx
         })
+    }
+
+    /// The writers run on a thread of their own, with their own connections (one per
+    /// writer, and one for the wake-ups). On the request threads, a database reply for a
+    /// writer waited until a busy worker next looked for I/O, and every statement of a
+    /// batch paid that wait while the batch's rows stayed locked; on their own thread the
+    /// reply is read as soon as it comes.
+    fn start_thread(&self, rx: Arc<Mutex<mpsc::Receiver<Job>>>) -> std::io::Result<()> {
+        let this = self.clone();
+        let shared = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("ingest-writer".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no runtime for the webhook writers; they share the request threads");
+                        this.spawn_writers(&shared, &this.inner.db, &rx);
+                        return;
+                    }
+                };
+                runtime.block_on(async {
+                    let db = sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(u32::try_from(this.inner.writers + 1).unwrap_or(u32::MAX))
+                        .acquire_timeout(std::time::Duration::from_secs(5))
+                        .connect_lazy_with((*this.inner.db.connect_options()).clone());
+                    let loops = this.spawn_writers(&tokio::runtime::Handle::current(), &db, &rx);
+                    drop(this);
+                    // Until the last sender (the gateway's state) is gone.
+                    for l in loops {
+                        let _ = l.await;
+                    }
+                    db.close().await;
+                });
+            })?;
+        Ok(())
+    }
+
+    fn spawn_writers(
+        &self,
+        on: &tokio::runtime::Handle,
+        db: &PgPool,
+        rx: &Arc<Mutex<mpsc::Receiver<Job>>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.inner.writers)
+            .map(|_| {
+                on.spawn(write_loop(
+                    db.clone(),
+                    self.inner.metrics.clone(),
+                    rx.clone(),
+                    self.inner.batch_max,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -166,7 +222,7 @@ async fn write_loop(
 async fn write_batch(db: &PgPool, metrics: &crate::metrics::Metrics, batch: Vec<Job>) {
     store_and_answer(db, metrics, batch).await;
     // The sequencer's wake-up, left out of the batch's transaction (see
-    // `events::defer_wakeup`) and sent while this writer takes its next batch; if it is
+    // `events::BEGIN_DEFERRING_WAKEUP`) and sent while this writer takes its next batch; if it is
     // lost, the sequencer's own round finds the events.
     let db = db.clone();
     tokio::spawn(async move {
@@ -215,8 +271,9 @@ async fn store_all(db: &PgPool, jobs: &[Job]) -> Result<(), ApiError> {
             envelope: &j.envelope,
         })
         .collect();
-    let mut tx = db.begin().await?;
-    conversation_store::events::defer_wakeup(&mut tx).await?;
+    let mut tx = db
+        .begin_with(conversation_store::events::BEGIN_DEFERRING_WAKEUP)
+        .await?;
     crate::routes::webhooks::apply_batch(&mut tx, &batch).await?;
     tx.commit().await?;
     Ok(())
