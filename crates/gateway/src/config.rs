@@ -137,9 +137,10 @@ pub struct Config {
     /// `PARLEY_PROVIDER_TIMEOUT_SECS` (default 20): how long a provider call may take
     /// before it counts as failed and is retried; the outbox lease is this plus 40 s.
     pub provider_timeout: Duration,
-    /// `PARLEY_INGEST_WRITERS` (default 2): webhook transactions in flight at once (each
-    /// holds a pool connection while it writes). Fewer writers make bigger batches; on a
-    /// two-core database two beat four or eight.
+    /// `PARLEY_INGEST_WRITERS` (default 2): webhook transactions in flight at once. The
+    /// writers run on a thread of their own with a connection each (and one for their
+    /// wake-ups), apart from the pool. Fewer writers make bigger batches; on a two-core
+    /// database two beat four or eight.
     pub ingest_writers: usize,
     /// `PARLEY_INGEST_BATCH_MAX` (default 64): the most webhooks one transaction stores
     /// (group commit); 1 stores each webhook in its own transaction.
