@@ -147,7 +147,42 @@ pub fn is_bsuid(s: &str) -> bool {
 /// Parse a phone number written in international form (`+44 20 7946 0958`,
 /// `0044…`, or WhatsApp's bare digits `447946…`) into E.164 (`+442079460958`), refusing
 /// numbers that are not valid for their country.
+///
+/// Numbers found valid are remembered (up to [`VALID_KEPT`], then forgotten all at once):
+/// checking a number against its country's metadata runs regular expressions, and at the
+/// webhook maximum that was a seventh of the request threads' time, spent again on every
+/// message of a contact. Refusals are not remembered (anyone can send those).
 pub fn parse_e164(raw: &str) -> Result<String, AddressError> {
+    let kept = || {
+        VALID
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if raw.len() <= VALID_RAW_MAX
+        && let Some(n) = kept().get(raw)
+    {
+        return Ok(n.clone());
+    }
+    let n = check_e164(raw)?;
+    if raw.len() <= VALID_RAW_MAX {
+        let mut kept = kept();
+        if kept.len() >= VALID_KEPT {
+            kept.clear();
+        }
+        kept.insert(raw.to_owned(), n.clone());
+    }
+    Ok(n)
+}
+
+/// How many valid numbers [`parse_e164`] remembers.
+pub const VALID_KEPT: usize = 20_000;
+/// Longer spellings are checked every time (a number has at most 15 digits; this leaves
+/// room for spaces and punctuation).
+const VALID_RAW_MAX: usize = 40;
+static VALID: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn check_e164(raw: &str) -> Result<String, AddressError> {
     let cleaned: String = raw
         .chars()
         .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '\u{a0}'))
@@ -195,6 +230,21 @@ mod tests {
             ("+33 6 12 34 56 78", "+33612345678"),
         ] {
             assert_eq!(parse_e164(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_number_seen_before_gives_the_same_answer() {
+        for raw in [
+            "+44 20 7946 0958",
+            "442079460958",
+            "+1 (415) 555-2671",
+            "+44 12",
+            "hello",
+        ] {
+            let first = parse_e164(raw);
+            assert_eq!(parse_e164(raw), first, "{raw}");
+            assert_eq!(check_e164(raw), first, "{raw}");
         }
     }
 
