@@ -59,6 +59,12 @@ impl Wakeups {
         self.instance
     }
 
+    /// The payload of a notification this process sends after waking its own workers
+    /// directly: its listener skips it (see [`listen`]), the other replicas' do not.
+    pub fn origin(&self) -> String {
+        format!("process {}", self.instance)
+    }
+
     /// Wake-ups for `channel` (one that was never registered never fires; the worker
     /// then only polls).
     pub fn subscribe(&self, channel: &str) -> Wake {
@@ -87,8 +93,9 @@ impl Wakeups {
 }
 
 /// Keep one listener subscribed to every channel of `wakeups` until `shutdown`,
-/// reconnecting (and waking everyone) after it is lost. The listener's session holds this
-/// process's liveness lock.
+/// reconnecting (and waking everyone) after it is lost. A notification whose payload is
+/// this process's [`Wakeups::origin`] is skipped: its sender woke this process's workers
+/// already. The listener's session holds this process's liveness lock.
 pub async fn listen(db: PgPool, wakeups: Wakeups, shutdown: CancellationToken) {
     let names = wakeups.names();
     loop {
@@ -114,10 +121,13 @@ pub async fn listen(db: PgPool, wakeups: Wakeups, shutdown: CancellationToken) {
             }
         };
         wakeups.bump_all();
+        let own = wakeups.origin();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 n = l.recv() => match n {
+                    // This process woke its own workers before sending it.
+                    Ok(n) if n.payload() == own => {}
                     Ok(n) => wakeups.bump(n.channel()),
                     Err(e) => {
                         tracing::warn!(error = %e, "listener lost; reconnecting");

@@ -43,16 +43,19 @@ const WAKEUP: &str = "(SELECT CASE WHEN current_setting('parley.defer_event_wake
 /// the two, the sequencer's periodic round finds the events.
 pub const BEGIN_DEFERRING_WAKEUP: &str = "BEGIN; SET LOCAL parley.defer_event_wakeup = 'on'";
 
-/// Wake the sequencers (every replica's) after committing deferred events.
-pub async fn wake_sequencer(conn: &mut PgConnection) -> Result<(), StoreError> {
-    notify(conn, APPEND_CHANNEL).await
+/// Wake the sequencers (every replica's) after committing deferred events. `from` is the
+/// notification's payload: a listener may skip its own process's (whose sequencer the
+/// caller woke directly).
+pub async fn wake_sequencer(conn: &mut PgConnection, from: &str) -> Result<(), StoreError> {
+    notify_from(conn, APPEND_CHANNEL, from).await
 }
 
-/// A notification on `channel`, delivered when the connection's transaction commits (at
-/// once outside a transaction).
-async fn notify(conn: &mut PgConnection, channel: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, '')")
+/// A notification on `channel` with payload `from`, delivered when the connection's
+/// transaction commits (at once outside a transaction).
+async fn notify_from(conn: &mut PgConnection, channel: &str, from: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
         .bind(channel)
+        .bind(from)
         .execute(conn)
         .await?;
     Ok(())
@@ -165,53 +168,22 @@ pub const APPEND_CHANNEL: &str = "parley_events";
 
 /// Give positions to every event whose transaction can no longer be overtaken: all
 /// transactions with a smaller xid have finished. One sequencer at a time across replicas
-/// (a transaction-scoped advisory lock). Returns how many events were sequenced.
+/// (a transaction-scoped advisory lock). One round trip: the steps are the
+/// `parley_sequence_events` function's (see its migration). Returns how many events were
+/// sequenced; the caller announces them with [`announce_ready`].
 pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7315001)")
-        .fetch_one(&mut *tx)
+    let done: i64 = sqlx::query_scalar("SELECT parley_sequence_events()")
+        .fetch_one(&mut *conn)
         .await?;
-    if !locked {
-        return Ok(0);
-    }
-    // The watermark as bound values, so the scan of `events_xid_idx` starts at it.
-    let (through_xid, through_id): (String, i64) =
-        sqlx::query_as("SELECT through_xid::text, through_id FROM event_sequencer")
-            .fetch_one(&mut *tx)
-            .await?;
-    // Above the watermark and below the oldest running transaction, in (xid, id) order:
-    // appended to the stream after the newest position (or the newest pruned one), and
-    // the watermark moved to the last one taken.
-    let done: i64 = sqlx::query_scalar(
-        "WITH base AS (SELECT GREATEST(COALESCE((SELECT max(position) FROM event_stream), 0),
-                                       COALESCE((SELECT max(pruned_through_position) FROM event_prune_marks), 0)) AS p),
-              ready AS (
-                SELECT r.id, r.tenant_id, r.xid, row_number() OVER (ORDER BY r.xid, r.id) AS rn FROM (
-                    SELECT e.id, e.tenant_id, e.xid FROM events e
-                    WHERE (e.xid, e.id) > ($1::xid8, $2::bigint)
-                      AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
-                    ORDER BY e.xid, e.id LIMIT 5000) r),
-              appended AS (
-                INSERT INTO event_stream (position, event_id, tenant_id)
-                SELECT base.p + ready.rn, ready.id, ready.tenant_id FROM ready, base
-                RETURNING 1),
-              moved AS (
-                UPDATE event_sequencer SET through_xid = last.xid, through_id = last.id
-                FROM (SELECT xid, id FROM ready ORDER BY rn DESC LIMIT 1) AS last
-                RETURNING 1)
-         SELECT count(*) FROM appended",
-    )
-    .bind(through_xid)
-    .bind(through_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let done = u64::try_from(done).unwrap_or(0);
-    tx.commit().await?;
-    // After the commit, in a transaction of its own (see `BEGIN_DEFERRING_WAKEUP`).
-    if done > 0 {
-        notify(conn, READY_CHANNEL).await?;
-    }
-    Ok(done)
+    Ok(u64::try_from(done).unwrap_or(0))
+}
+
+/// Tell every replica's feed that new positions were assigned, after the sequencing
+/// committed (in a transaction of its own, see `BEGIN_DEFERRING_WAKEUP`). `from` is the
+/// notification's payload: a listener may skip its own process's (which woke its feed
+/// already).
+pub async fn announce_ready(conn: &mut PgConnection, from: &str) -> Result<(), StoreError> {
+    notify_from(conn, READY_CHANNEL, from).await
 }
 
 /// A sequenced event as a stream delivers it.

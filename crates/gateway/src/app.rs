@@ -60,15 +60,16 @@ impl AppState {
         let jwt = Arc::new(JwtKeys::new(jwt_secret, config.access_token_ttl));
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(config.attachments_dir()));
         let metrics = Metrics::new();
+        let wakeups = channel_connector::worker::Wakeups::new(&[
+            channel_connector::outbox::CHANNEL,
+            channel_connector::media::CHANNEL,
+            conversation_store::events::APPEND_CHANNEL,
+            conversation_store::events::READY_CHANNEL,
+            interaction_router::ROUTE_CHANNEL,
+        ]);
         Self {
             provider_http: channel_connector::http_client(Duration::from_secs(10)),
-            wakeups: channel_connector::worker::Wakeups::new(&[
-                channel_connector::outbox::CHANNEL,
-                channel_connector::media::CHANNEL,
-                conversation_store::events::APPEND_CHANNEL,
-                conversation_store::events::READY_CHANNEL,
-                interaction_router::ROUTE_CHANNEL,
-            ]),
+            wakeups: wakeups.clone(),
             shutdown: CancellationToken::new(),
             feed: crate::events::feed(config.event_feed_pages),
             sockets: crate::events::SocketCounts::default(),
@@ -77,6 +78,7 @@ impl AppState {
             ingest: crate::ingest::IngestWriter::new(
                 db.clone(),
                 metrics.clone(),
+                wakeups,
                 config.ingest_writers,
                 config.ingest_batch_max,
             ),

@@ -43,6 +43,8 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// replicas; the others find the lock taken and wait for the next wake-up).
 pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
     let pool = state.db.clone();
+    let wakeups = state.wakeups.clone();
+    let origin = wakeups.origin();
     channel_connector::worker::run(
         state.wakeups.subscribe(events::APPEND_CHANNEL),
         "sequencer",
@@ -50,10 +52,22 @@ pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
         shutdown,
         || {
             let pool = pool.clone();
+            let wakeups = wakeups.clone();
+            let origin = origin.clone();
             async move {
                 let mut conn = pool.acquire().await?;
                 match events::sequence(&mut conn).await {
-                    Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+                    Ok(n) => {
+                        if n > 0 {
+                            // This process's feed at once; the other replicas' through
+                            // the database.
+                            wakeups.bump(events::READY_CHANNEL);
+                            if let Err(e) = events::announce_ready(&mut conn, &origin).await {
+                                tracing::debug!(error = %e, "new positions not announced");
+                            }
+                        }
+                        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+                    }
                     Err(conversation_store::StoreError::Database(e)) => Err(e),
                     Err(e) => Err(sqlx::Error::Protocol(e.to_string())),
                 }
@@ -425,6 +439,8 @@ pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
                     break;
                 };
                 let (first, last) = (first.position, last.position);
+                // A short page is the end for now (positions are a contiguous prefix).
+                let more = i64::try_from(page.len()).unwrap_or(i64::MAX) >= PAGE;
                 let events = page
                     .into_iter()
                     .map(|e| {
@@ -439,6 +455,9 @@ pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
                 }));
                 at = last;
                 cursor = Some(at);
+                if !more {
+                    break;
+                }
             }
             Ok::<_, conversation_store::StoreError>(())
         }

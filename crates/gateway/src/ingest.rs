@@ -63,6 +63,7 @@ pub struct IngestWriter {
 struct Inner {
     db: PgPool,
     metrics: Arc<crate::metrics::Metrics>,
+    wakeups: channel_connector::worker::Wakeups,
     writers: usize,
     batch_max: usize,
     queue: OnceLock<mpsc::Sender<Job>>,
@@ -82,6 +83,7 @@ impl IngestWriter {
     pub fn new(
         db: PgPool,
         metrics: Arc<crate::metrics::Metrics>,
+        wakeups: channel_connector::worker::Wakeups,
         writers: usize,
         batch_max: usize,
     ) -> Self {
@@ -89,6 +91,7 @@ impl IngestWriter {
             inner: Arc::new(Inner {
                 db,
                 metrics,
+                wakeups,
                 writers: writers.max(1),
                 batch_max: batch_max.max(1),
                 queue: OnceLock::new(),
@@ -177,9 +180,8 @@ impl IngestWriter {
             .map(|_| {
                 on.spawn(write_loop(
                     db.clone(),
-                    self.inner.metrics.clone(),
+                    self.inner.clone(),
                     rx.clone(),
-                    self.inner.batch_max,
                 ))
             })
             .collect()
@@ -194,12 +196,8 @@ fn writer_gone() -> ApiError {
     )
 }
 
-async fn write_loop(
-    db: PgPool,
-    metrics: Arc<crate::metrics::Metrics>,
-    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
-    batch_max: usize,
-) {
+async fn write_loop(db: PgPool, inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let batch_max = inner.batch_max;
     loop {
         let mut batch = Vec::new();
         {
@@ -215,19 +213,24 @@ async fn write_loop(
                 }
             }
         }
-        write_batch(&db, &metrics, batch).await;
+        write_batch(&db, &inner, batch).await;
     }
 }
 
-async fn write_batch(db: &PgPool, metrics: &crate::metrics::Metrics, batch: Vec<Job>) {
-    store_and_answer(db, metrics, batch).await;
+async fn write_batch(db: &PgPool, inner: &Inner, batch: Vec<Job>) {
+    store_and_answer(db, &inner.metrics, batch).await;
     // The sequencer's wake-up, left out of the batch's transaction (see
-    // `events::BEGIN_DEFERRING_WAKEUP`) and sent while this writer takes its next batch; if it is
-    // lost, the sequencer's own round finds the events.
+    // `events::BEGIN_DEFERRING_WAKEUP`): this process's sequencer directly, the other
+    // replicas' through the database while this writer takes its next batch. If that is
+    // lost, their sequencer's own round finds the events.
+    inner
+        .wakeups
+        .bump(conversation_store::events::APPEND_CHANNEL);
     let db = db.clone();
+    let origin = inner.wakeups.origin();
     tokio::spawn(async move {
         if let Ok(mut conn) = db.acquire().await
-            && let Err(e) = conversation_store::events::wake_sequencer(&mut conn).await
+            && let Err(e) = conversation_store::events::wake_sequencer(&mut conn, &origin).await
         {
             tracing::debug!(error = %e, "sequencer wake-up not sent");
         }
