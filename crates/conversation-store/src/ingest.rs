@@ -265,7 +265,8 @@ pub struct Known {
 
 /// Look up, in one round trip, what `ingest_known` needs for each message: `None` for a
 /// sender not yet known, or a message without a channel account or provider id (store
-/// those with [`ingest_inbound`]).
+/// those with [`ingest_inbound`]). Moves each known sender's last inbound time to now,
+/// as storing the message will (not for a replay).
 pub async fn lookup_known(
     conn: &mut PgConnection,
     items: &[(TenantId, &Inbound)],
@@ -283,19 +284,35 @@ pub async fn lookup_known(
         interaction_state: Option<String>,
         replay: bool,
     }
+    // With the known senders' last inbound time moved to now (not for a message already
+    // stored: a provider's retry of an old webhook must not reopen the 24-hour window),
+    // their identity rows locked in id order so two batches never wait on each other in a
+    // circle. A message that then takes the full path moves it again; within one
+    // transaction that changes nothing.
     let rows = sqlx::query_as::<_, Row>(
-        "SELECT x.ord, ci.contact_id, ci.id AS identity_id, ci.status,
-                i.id AS interaction_id, i.state AS interaction_state,
-                EXISTS (SELECT 1 FROM messages m
-                        WHERE m.tenant_id = x.tenant_id AND m.channel_account_id = x.account
-                          AND m.provider_message_id = x.pmid) AS replay
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[])
-              WITH ORDINALITY AS x(tenant_id, channel, address, account, pmid, ord)
-         JOIN channel_identities ci
-           ON ci.tenant_id = x.tenant_id AND ci.channel = x.channel AND ci.address = x.address
-         LEFT JOIN interactions i
-           ON i.tenant_id = x.tenant_id AND i.contact_id = ci.contact_id
-          AND i.channel = x.channel AND i.state <> 'done'",
+        "WITH found AS (
+           SELECT x.ord, ci.contact_id, ci.id AS identity_id, ci.status,
+                  i.id AS interaction_id, i.state AS interaction_state,
+                  x.account IS NOT NULL AND x.pmid IS NOT NULL AS keyed,
+                  EXISTS (SELECT 1 FROM messages m
+                          WHERE m.tenant_id = x.tenant_id AND m.channel_account_id = x.account
+                            AND m.provider_message_id = x.pmid) AS replay
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[])
+                WITH ORDINALITY AS x(tenant_id, channel, address, account, pmid, ord)
+           JOIN channel_identities ci
+             ON ci.tenant_id = x.tenant_id AND ci.channel = x.channel AND ci.address = x.address
+           LEFT JOIN interactions i
+             ON i.tenant_id = x.tenant_id AND i.contact_id = ci.contact_id
+            AND i.channel = x.channel AND i.state <> 'done'),
+         bumped AS (
+           UPDATE channel_identities ci SET last_inbound_at = GREATEST(ci.last_inbound_at, now())
+           FROM (SELECT c.id FROM channel_identities c
+                 WHERE c.id IN (SELECT identity_id FROM found WHERE keyed AND NOT replay)
+                 ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked
+           WHERE ci.id = locked.id
+           RETURNING 1)
+         SELECT ord, contact_id, identity_id, status, interaction_id, interaction_state, replay
+         FROM found",
     )
     .bind(items.iter().map(|(t, _)| t.0).collect::<Vec<_>>())
     .bind(
@@ -347,9 +364,9 @@ pub async fn lookup_known(
 }
 
 /// Store messages of known senders whose interaction is open (not ended, not done), as
-/// [`ingest_inbound`] would, in a fixed number of round trips: the identities' last
-/// inbound time, then [`messages::insert_many`]. Returns each stored message (`None` for
-/// a replay).
+/// [`ingest_inbound`] would, in a fixed number of round trips ([`messages::insert_many`]),
+/// after [`lookup_known`] (in the same transaction) found them and moved their
+/// identities' last inbound time. Returns each stored message (`None` for a replay).
 pub async fn ingest_known(
     conn: &mut PgConnection,
     items: &[(TenantId, &Inbound, &Known)],
@@ -374,23 +391,6 @@ pub async fn ingest_known(
             }
         }
     }
-    sqlx::query(
-        "UPDATE channel_identities ci SET last_inbound_at = GREATEST(ci.last_inbound_at, now())
-         FROM (SELECT c.id FROM channel_identities c
-               JOIN unnest($1::uuid[], $2::uuid[]) AS x(tenant_id, id)
-                 ON c.tenant_id = x.tenant_id AND c.id = x.id
-               ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked
-         WHERE ci.id = locked.id",
-    )
-    .bind(items.iter().map(|(t, _, _)| t.0).collect::<Vec<_>>())
-    .bind(
-        items
-            .iter()
-            .map(|(_, _, k)| k.identity_id.0)
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut *conn)
-    .await?;
     let new: Vec<NewMessage> = items
         .iter()
         .map(|(_, inbound, k)| {

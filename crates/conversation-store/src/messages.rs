@@ -224,7 +224,7 @@ pub async fn insert(
 }
 
 /// Store several messages at once (each of its own tenant), in order: one statement for
-/// the messages, one for the contacts' activity and unread counts, and one for their
+/// the messages with the contacts' activity and unread counts, and one for their
 /// `message.created` and the inbound ones' `conversation.unread` events, whatever their
 /// number.
 /// Each result is `None` for a replay (the provider id is already stored, or repeated
@@ -269,27 +269,65 @@ pub async fn insert_many(
         }
         Some(search::tsvector_literal(&text))
     });
+    // One statement: the messages, then the contacts' activity and unread counts from
+    // the rows actually inserted (a replay moves nothing). Contact rows are locked in id
+    // order, so two batches never wait on each other in a circle, and with the lock an
+    // UPDATE takes anyway (`NO KEY UPDATE`): `FOR UPDATE` would conflict with the
+    // key-share lock every message insert's foreign-key check holds on its contact, and
+    // two transactions writing to one contact deadlocked. An inbound message counts as
+    // unread when it is after the read mark as the row stands once locked (a mark moved
+    // meanwhile is seen: see `mark_read`). Each message row comes back with its contact's
+    // count and read mark after the update.
     let sql = format!(
-        "INSERT INTO messages AS m (id, tenant_id, contact_id, interaction_id, channel, media,
-            direction, sender_user_id, kind, body, payload, channel_account_id,
-            provider_message_id, reply_to_id, status, search)
-         SELECT x.id, x.tenant_id, x.contact_id, x.interaction_id, x.channel, x.media,
-            x.direction, x.sender_user_id, x.kind, x.body, x.payload, x.channel_account_id,
-            x.provider_message_id, x.reply_to_id, x.status, x.search::tsvector
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
-                     $7::text[], $8::uuid[], $9::text[], $10::text[], $11::jsonb[], $12::uuid[],
-                     $13::text[], $14::uuid[], $15::text[], $16::text[])
-              WITH ORDINALITY AS x(id, tenant_id, contact_id, interaction_id, channel, media,
-                     direction, sender_user_id, kind, body, payload, channel_account_id,
-                     provider_message_id, reply_to_id, status, search, ord)
-         ORDER BY x.ord
-         ON CONFLICT ON CONSTRAINT messages_provider_id_key DO NOTHING
-         RETURNING {COLUMNS}"
+        "WITH ins AS (
+           INSERT INTO messages AS m (id, tenant_id, contact_id, interaction_id, channel, media,
+              direction, sender_user_id, kind, body, payload, channel_account_id,
+              provider_message_id, reply_to_id, status, search)
+           SELECT x.id, x.tenant_id, x.contact_id, x.interaction_id, x.channel, x.media,
+              x.direction, x.sender_user_id, x.kind, x.body, x.payload, x.channel_account_id,
+              x.provider_message_id, x.reply_to_id, x.status, x.search::tsvector
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                       $7::text[], $8::uuid[], $9::text[], $10::text[], $11::jsonb[], $12::uuid[],
+                       $13::text[], $14::uuid[], $15::text[], $16::text[])
+                WITH ORDINALITY AS x(id, tenant_id, contact_id, interaction_id, channel, media,
+                       direction, sender_user_id, kind, body, payload, channel_account_id,
+                       provider_message_id, reply_to_id, status, search, ord)
+           ORDER BY x.ord
+           ON CONFLICT ON CONSTRAINT messages_provider_id_key DO NOTHING
+           RETURNING {COLUMNS}, m.tenant_id),
+         t AS (SELECT tenant_id, contact_id, created_at AS at, id,
+                      direction = 'inbound' AS inbound FROM ins),
+         counted AS (
+           UPDATE contacts c SET last_activity_at = GREATEST(c.last_activity_at, x.at),
+                  unread_count = c.unread_count + CASE
+                      WHEN x.inbound = 0 THEN 0
+                      -- All of them after the mark (the rule but for a race with a read).
+                      WHEN c.read_up_to_at IS NULL
+                           OR (x.first_at, x.first_id) > (c.read_up_to_at, c.read_up_to_id)
+                        THEN x.inbound
+                      ELSE (SELECT count(*) FROM t y
+                            WHERE y.contact_id = c.id AND y.inbound
+                              AND (y.at, y.id) > (c.read_up_to_at, c.read_up_to_id))::int
+                  END
+           FROM (SELECT t.tenant_id, t.contact_id, max(t.at) AS at,
+                        (count(*) FILTER (WHERE t.inbound))::int AS inbound,
+                        (array_agg(t.at ORDER BY t.at, t.id) FILTER (WHERE t.inbound))[1] AS first_at,
+                        (array_agg(t.id ORDER BY t.at, t.id) FILTER (WHERE t.inbound))[1] AS first_id
+                 FROM t GROUP BY 1, 2) AS x,
+                (SELECT k.id FROM contacts k
+                 WHERE (k.tenant_id, k.id) IN (SELECT tenant_id, contact_id FROM t)
+                 ORDER BY k.id FOR NO KEY UPDATE OF k) AS locked
+           WHERE c.tenant_id = x.tenant_id AND c.id = x.contact_id AND locked.id = c.id
+           RETURNING c.id, c.unread_count, c.read_up_to_at, c.read_up_to_id)
+         SELECT ins.*, counted.unread_count AS contact_unread_count,
+                counted.read_up_to_at AS contact_read_up_to_at,
+                counted.read_up_to_id AS contact_read_up_to_id
+         FROM ins LEFT JOIN counted ON counted.id = ins.contact_id"
     );
     let uuids = |f: &dyn Fn(&NewMessage) -> Option<Uuid>| -> Vec<Option<Uuid>> {
         items.iter().map(|(_, n)| f(n)).collect()
     };
-    let rows = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql))
+    let inserted = sqlx::query_as::<_, InsertedRow>(AssertSqlSafe(sql))
         .bind(&ids)
         .bind(items.iter().map(|(t, _)| t.0).collect::<Vec<_>>())
         .bind(uuids(&|n| Some(n.contact_id.0)))
@@ -314,8 +352,23 @@ pub async fn insert_many(
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::from_db)?;
-    if rows.is_empty() {
+    if inserted.is_empty() {
         return Ok(vec![None; items.len()]);
+    }
+    let mut counted: Vec<Counted> = Vec::new();
+    let mut rows: Vec<MessageRow> = Vec::with_capacity(inserted.len());
+    for r in inserted {
+        if let Some(unread_count) = r.contact_unread_count
+            && !counted.iter().any(|c| c.id == r.row.contact_id)
+        {
+            counted.push(Counted {
+                id: r.row.contact_id,
+                unread_count,
+                read_up_to_at: r.contact_read_up_to_at,
+                read_up_to_id: r.contact_read_up_to_id,
+            });
+        }
+        rows.push(r.row);
     }
     // Each returned row's place in `items` (rows come back in no promised order).
     let index_of: std::collections::HashMap<Uuid, usize> =
@@ -341,13 +394,11 @@ pub async fn insert_many(
         }
     }
     // In the order given, each with its tenant.
-    let mut rows = rows;
     rows.sort_by_key(|r| index_of.get(&r.id).copied());
     let by_tenant: Vec<(TenantId, MessageRow)> = rows
         .into_iter()
         .filter_map(|r| index_of.get(&r.id).map(|k| (items[*k].0, r)))
         .collect();
-    let stored_tenants: Vec<Uuid> = by_tenant.iter().map(|(t, _)| t.0).collect();
     let stored_contacts: Vec<Uuid> = by_tenant.iter().map(|(_, r)| r.contact_id).collect();
     let stored_at: Vec<DateTime<Utc>> = by_tenant.iter().map(|(_, r)| r.created_at).collect();
     let stored_ids: Vec<Uuid> = by_tenant.iter().map(|(_, r)| r.id).collect();
@@ -355,45 +406,6 @@ pub async fn insert_many(
         .iter()
         .map(|(_, r)| r.direction == Direction::Inbound.as_str())
         .collect();
-    // Activity and unread counts: rows locked in id order, so two batches never wait on
-    // each other in a circle, and with the lock an UPDATE takes anyway (`NO KEY UPDATE`):
-    // `FOR UPDATE` would conflict with the key-share lock every message insert's
-    // foreign-key check holds on its contact, and two transactions writing to one contact
-    // deadlocked. An inbound message counts as unread when it is after the read mark as
-    // the row stands once locked (a mark moved meanwhile is seen: see `mark_read`).
-    let counted: Vec<Counted> = sqlx::query_as(
-        "UPDATE contacts c SET last_activity_at = GREATEST(c.last_activity_at, x.at),
-                unread_count = c.unread_count + CASE
-                    WHEN x.inbound = 0 THEN 0
-                    -- All of them after the mark (the rule but for a race with a read).
-                    WHEN c.read_up_to_at IS NULL
-                         OR (x.first_at, x.first_id) > (c.read_up_to_at, c.read_up_to_id)
-                      THEN x.inbound
-                    ELSE (SELECT count(*) FROM unnest($2::uuid[], $3::timestamptz[], $4::uuid[], $5::bool[])
-                                             AS y(contact_id, at, id, inbound)
-                          WHERE y.contact_id = c.id AND y.inbound
-                            AND (y.at, y.id) > (c.read_up_to_at, c.read_up_to_id))::int
-                END
-         FROM (SELECT t.tenant_id, t.contact_id, max(t.at) AS at,
-                      (count(*) FILTER (WHERE t.inbound))::int AS inbound,
-                      (array_agg(t.at ORDER BY t.at, t.id) FILTER (WHERE t.inbound))[1] AS first_at,
-                      (array_agg(t.id ORDER BY t.at, t.id) FILTER (WHERE t.inbound))[1] AS first_id
-               FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::bool[])
-                    AS t(tenant_id, contact_id, at, id, inbound)
-               GROUP BY 1, 2) AS x,
-              (SELECT k.id FROM contacts k
-               WHERE k.tenant_id = ANY($1) AND k.id = ANY($2)
-               ORDER BY k.id FOR NO KEY UPDATE OF k) AS locked
-         WHERE c.tenant_id = x.tenant_id AND c.id = x.contact_id AND locked.id = c.id
-         RETURNING c.id, c.unread_count, c.read_up_to_at, c.read_up_to_id",
-    )
-    .bind(&stored_tenants)
-    .bind(&stored_contacts)
-    .bind(&stored_at)
-    .bind(&stored_ids)
-    .bind(&inbound)
-    .fetch_all(&mut *conn)
-    .await?;
     let mut messages = Vec::with_capacity(by_tenant.len());
     let mut rows_of_tenant: Vec<(TenantId, Message)> = Vec::with_capacity(by_tenant.len());
     for (tenant, row) in by_tenant {
@@ -446,8 +458,17 @@ pub async fn insert_many(
     Ok(messages)
 }
 
-/// A contact as storing messages left it: its unread count and read mark.
+/// A stored message with its contact's unread count and read mark after the insert.
 #[derive(sqlx::FromRow)]
+struct InsertedRow {
+    #[sqlx(flatten)]
+    row: MessageRow,
+    contact_unread_count: Option<i32>,
+    contact_read_up_to_at: Option<DateTime<Utc>>,
+    contact_read_up_to_id: Option<Uuid>,
+}
+
+/// A contact as storing messages left it: its unread count and read mark.
 struct Counted {
     id: Uuid,
     unread_count: i32,
