@@ -166,16 +166,24 @@ pub const READY_CHANNEL: &str = "parley_events_ready";
 /// The NOTIFY channel every append signals.
 pub const APPEND_CHANNEL: &str = "parley_events";
 
+/// The most events one [`sequence`] call gives positions to (the function's `LIMIT`):
+/// a round that sequenced fewer left none ready behind it.
+pub const SEQUENCE_ROUND: usize = 5000;
+
 /// Give positions to every event whose transaction can no longer be overtaken: all
 /// transactions with a smaller xid have finished. One sequencer at a time across replicas
 /// (a transaction-scoped advisory lock). One round trip: the steps are the
-/// `parley_sequence_events` function's (see its migration). Returns how many events were
-/// sequenced; the caller announces them with [`announce_ready`].
-pub async fn sequence(conn: &mut PgConnection) -> Result<u64, StoreError> {
-    let done: i64 = sqlx::query_scalar("SELECT parley_sequence_events()")
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(u64::try_from(done).unwrap_or(0))
+/// `parley_sequence_events` function's (see its migration). Returns the events it
+/// sequenced (at most [`SEQUENCE_ROUND`]), in position order, as [`feed_after`] would read
+/// them; the caller announces them with [`announce_ready`].
+pub async fn sequence(conn: &mut PgConnection) -> Result<Vec<FeedEvent>, StoreError> {
+    Ok(sqlx::query_as::<_, FeedEvent>(
+        "SELECT stream_position AS position, tenant_id, audience, user_id, kind, payload,
+                created_at
+         FROM parley_sequence_events()",
+    )
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// Tell every replica's feed that new positions were assigned, after the sequencing

@@ -45,6 +45,7 @@ pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
     let pool = state.db.clone();
     let wakeups = state.wakeups.clone();
     let origin = wakeups.origin();
+    let feed = state.feed.clone();
     channel_connector::worker::run(
         state.wakeups.subscribe(events::APPEND_CHANNEL),
         "sequencer",
@@ -54,19 +55,27 @@ pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
             let pool = pool.clone();
             let wakeups = wakeups.clone();
             let origin = origin.clone();
+            let feed = feed.clone();
             async move {
                 let mut conn = pool.acquire().await?;
                 match events::sequence(&mut conn).await {
-                    Ok(n) => {
+                    Ok(sequenced) => {
+                        let n = sequenced.len();
                         if n > 0 {
-                            // This process's feed at once; the other replicas' through
-                            // the database.
-                            wakeups.bump(events::READY_CHANNEL);
+                            // This process's sockets at once (or its feed reads them, if
+                            // another replica's positions come first); the other
+                            // replicas' through the database.
+                            if !feed.offer(sequenced).await {
+                                wakeups.bump(events::READY_CHANNEL);
+                            }
                             if let Err(e) = events::announce_ready(&mut conn, &origin).await {
                                 tracing::debug!(error = %e, "new positions not announced");
                             }
                         }
-                        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+                        // A round short of the limit left nothing ready: wait for the
+                        // next wake-up (an append committed since then sends one) instead
+                        // of asking again at once.
+                        Ok(if n < events::SEQUENCE_ROUND { 0 } else { n })
                     }
                     Err(conversation_store::StoreError::Database(e)) => Err(e),
                     Err(e) => Err(sqlx::Error::Protocol(e.to_string())),
@@ -408,53 +417,106 @@ pub struct FeedPage {
     events: Vec<(events::FeedEvent, Utf8Bytes)>,
 }
 
-/// The per-process event feed: each newly sequenced page is read from the database once,
-/// serialised once, and handed to every socket of this process, which filters it by
-/// tenant and audience. A socket that falls behind the feed (or joins mid-way) reads from
-/// the database instead.
-pub type Feed = tokio::sync::broadcast::Sender<std::sync::Arc<FeedPage>>;
+/// The per-process event feed: each newly sequenced page is serialised once and handed
+/// to every socket of this process, which filters it by tenant and audience. Pages this
+/// process's sequencer assigned come straight from it ([`Feed::offer`]); others (another
+/// replica's sequencer, or after a gap) are read from the database once by [`run_feed`].
+/// A socket that falls behind the feed (or joins mid-way) reads from the database instead.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    pages: tokio::sync::broadcast::Sender<std::sync::Arc<FeedPage>>,
+    /// The last position published; `None` until [`run_feed`] has read the head. Held
+    /// while publishing, so pages go out once each and in order.
+    published: std::sync::Arc<tokio::sync::Mutex<Option<i64>>>,
+}
 
 /// A feed that keeps `pages` pages for sockets that are behind.
 pub fn feed(pages: usize) -> Feed {
-    tokio::sync::broadcast::channel(pages).0
+    Feed {
+        pages: tokio::sync::broadcast::channel(pages).0,
+        published: Default::default(),
+    }
 }
 
-/// Read newly sequenced events into the feed, woken by the sequencer's NOTIFY.
+impl Feed {
+    /// Pages from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<FeedPage>> {
+        self.pages.subscribe()
+    }
+
+    /// Publish events this process just sequenced (contiguous positions, in order) if
+    /// they follow the last page published. `false` when they do not (the feed has not
+    /// started, or another replica's positions come between): read them from the
+    /// database with [`run_feed`].
+    pub async fn offer(&self, sequenced: Vec<events::FeedEvent>) -> bool {
+        let mut published = self.published.lock().await;
+        let (Some(at), Some(first), Some(last)) = (*published, sequenced.first(), sequenced.last())
+        else {
+            return sequenced.is_empty();
+        };
+        if last.position <= at {
+            return true;
+        }
+        if first.position != at + 1 {
+            return false;
+        }
+        *published = Some(self.publish(sequenced));
+        true
+    }
+
+    /// Send `events` (contiguous positions, in order, not empty) in pages of at most
+    /// [`PAGE`]; returns the last position.
+    fn publish(&self, events: Vec<events::FeedEvent>) -> i64 {
+        let mut last = 0;
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let page: Vec<(events::FeedEvent, Utf8Bytes)> = events
+                .by_ref()
+                .take(usize::try_from(PAGE).unwrap_or(usize::MAX))
+                .map(|e| {
+                    let text = serde_json::to_string(&e.to_stream()).unwrap_or_default();
+                    (e, Utf8Bytes::from(text))
+                })
+                .collect();
+            let (Some(first), Some(end)) = (page.first(), page.last()) else {
+                break;
+            };
+            let (first, end) = (first.0.position, end.0.position);
+            last = end;
+            let _ = self.pages.send(std::sync::Arc::new(FeedPage {
+                first,
+                last: end,
+                events: page,
+            }));
+        }
+        last
+    }
+}
+
+/// Read newly sequenced events into the feed that did not come from this process's
+/// sequencer: woken by another replica's NOTIFY, a failed offer, or the tick.
 pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
     let mut wake = state.wakeups.subscribe(events::READY_CHANNEL);
-    let mut cursor: Option<i64> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         wake.mark_unchanged();
         let round = async {
+            let mut published = state.feed.published.lock().await;
             let mut conn = state.db.acquire().await?;
-            let mut at = match cursor {
+            let mut at = match *published {
                 Some(c) => c,
                 None => events::global_head(&mut conn).await?,
             };
-            cursor = Some(at);
+            *published = Some(at);
             loop {
                 let page = events::feed_after(&mut conn, at, PAGE).await?;
-                let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                if page.is_empty() {
                     break;
-                };
-                let (first, last) = (first.position, last.position);
+                }
                 // A short page is the end for now (positions are a contiguous prefix).
                 let more = i64::try_from(page.len()).unwrap_or(i64::MAX) >= PAGE;
-                let events = page
-                    .into_iter()
-                    .map(|e| {
-                        let text = serde_json::to_string(&e.to_stream()).unwrap_or_default();
-                        (e, Utf8Bytes::from(text))
-                    })
-                    .collect();
-                let _ = state.feed.send(std::sync::Arc::new(FeedPage {
-                    first,
-                    last,
-                    events,
-                }));
-                at = last;
-                cursor = Some(at);
+                at = state.feed.publish(page);
+                *published = Some(at);
                 if !more {
                     break;
                 }

@@ -177,13 +177,7 @@ impl IngestWriter {
         rx: &Arc<Mutex<mpsc::Receiver<Job>>>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         (0..self.inner.writers)
-            .map(|_| {
-                on.spawn(write_loop(
-                    db.clone(),
-                    self.inner.clone(),
-                    rx.clone(),
-                ))
-            })
+            .map(|_| on.spawn(write_loop(db.clone(), self.inner.clone(), rx.clone())))
             .collect()
     }
 }

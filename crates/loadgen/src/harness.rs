@@ -327,14 +327,60 @@ impl Harness {
 
     /// The gateway's CPU seconds so far (user + system).
     pub fn cpu_secs(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return 0.0;
+        proc_stat(self.pid).map_or(0.0, |p| p.cpu)
+    }
+
+    /// CPU seconds so far of the gateway, of the database (the postmaster and its
+    /// processes, with those that have exited, e.g. autovacuum workers) and of the whole
+    /// machine (every process, this tool included; steal and idle not counted).
+    pub async fn cpu_snapshot(&self) -> CpuSnapshot {
+        let postmaster = match sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&self.db)
+            .await
+        {
+            Ok(backend) => u32::try_from(backend)
+                .ok()
+                .and_then(proc_stat)
+                .map(|b| b.ppid),
+            Err(_) => None,
         };
-        // Fields after the parenthesised command name; utime and stime are 14 and 15.
-        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        let postgres = postmaster.map_or(0.0, |pm| {
+            let mut sum = proc_stat(pm).map_or(0.0, |p| p.cpu + p.reaped_children);
+            if let Ok(dir) = std::fs::read_dir("/proc") {
+                for entry in dir.flatten() {
+                    let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                        continue;
+                    };
+                    if let Some(p) = proc_stat(pid).filter(|p| p.ppid == pm) {
+                        sum += p.cpu;
+                    }
+                }
+            }
+            sum
+        });
+        // user nice system idle iowait irq softirq steal ...
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().next()?.strip_prefix("cpu ")?.to_owned();
+                let t: Vec<f64> = line
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                Some(
+                    [0, 1, 2, 5, 6]
+                        .iter()
+                        .filter_map(|i| t.get(*i))
+                        .sum::<f64>()
+                        / TICKS,
+                )
+            })
+            .unwrap_or(0.0);
+        CpuSnapshot {
+            gateway: self.cpu_secs(),
+            postgres,
+            machine,
+        }
     }
 
     /// The gateway's (current, peak) resident memory in KiB.
@@ -389,4 +435,53 @@ impl Harness {
         .await
         .unwrap_or(-1)
     }
+}
+
+/// Clock ticks per second of `/proc` CPU times (`USER_HZ`, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// CPU seconds of the gateway, the database and the machine at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSnapshot {
+    pub gateway: f64,
+    pub postgres: f64,
+    pub machine: f64,
+}
+
+impl CpuSnapshot {
+    /// Microseconds of CPU per item between `self` (earlier) and `later`.
+    pub fn per_item_us(&self, later: &CpuSnapshot, items: u64) -> Value {
+        let per = |a: f64, b: f64| {
+            if items == 0 {
+                return Value::Null;
+            }
+            json!(((b - a) * 1e6 / items as f64).round())
+        };
+        json!({
+            "gateway": per(self.gateway, later.gateway),
+            "postgres": per(self.postgres, later.postgres),
+            "machine": per(self.machine, later.machine),
+        })
+    }
+}
+
+/// One process's CPU seconds (user + system), its reaped children's, and its parent.
+struct ProcStat {
+    cpu: f64,
+    reaped_children: f64,
+    ppid: u32,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state, ppid, ...; utime, stime,
+    // cutime, cstime are fields 14-17 of the whole line.
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Some(ProcStat {
+        cpu: (ticks(11) + ticks(12)) / TICKS,
+        reaped_children: (ticks(13) + ticks(14)) / TICKS,
+        ppid: f.get(1)?.parse().ok()?,
+    })
 }

@@ -238,6 +238,14 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let started = Instant::now();
     // Requests of the warm-up (connections opened, statements prepared, first contacts
     // created) are sent but not measured.
+    let measured_cpu = {
+        let h = h.clone();
+        let at = tokio::time::Instant::from_std(started + a.warmup);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            h.cpu_snapshot().await
+        })
+    };
     let measured_from = started + a.warmup;
     let seq = Arc::new(AtomicUsize::new(0));
     let one = {
@@ -325,6 +333,8 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     }
     while tasks.join_next().await.is_some() {}
     let elapsed = measured_from.elapsed();
+    let cpu_end = h.cpu_snapshot().await;
+    let cpu_start = measured_cpu.await.unwrap_or_default();
     // CPU over the whole run, warm-up included.
     let cpu = (h.cpu_secs() - cpu0) * elapsed.as_secs_f64() / started.elapsed().as_secs_f64();
     // Let the last events arrive.
@@ -358,6 +368,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         "acks_over_50ms_at_secs": slow_bursts(&lock(&slow)),
         "errors": *lock(&errors),
         "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
+        "cpu_us_per_webhook": cpu_start.per_item_us(&cpu_end, acked_n),
         "gateway_peak_rss_mib": peak / 1024,
         "pg_connections_max": max_conns.load(Ordering::Relaxed),
         "top_statements": h.top_statements(8).await,
