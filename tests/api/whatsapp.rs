@@ -1712,3 +1712,48 @@ async fn read_to_newest(app: &TestApp, contact: &str) -> test_support::Reply {
     )
     .await
 }
+
+/// Stopping a gateway lets its webhook writers go: their thread ends and their own
+/// connections close. (A writer that held on to the queue's sender kept both forever, and
+/// a suite of many gateways in one process ran out of database connections.)
+#[tokio::test]
+async fn a_stopped_gateway_closes_its_webhook_writers_connections() {
+    use sqlx::Connection as _;
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let body = envelope(vec![value(
+        "14155550123",
+        "Stop",
+        vec![
+            json!({"from": "14155550123", "id": "wamid.STOP1", "timestamp": "1732000000", "type": "text", "text": {"body": "hi"}}),
+        ],
+    )]);
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let mut conn = sqlx::PgConnection::connect(&app.db_url)
+        .await
+        .expect("connect");
+    let writers = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1",
+        )
+        .bind(gateway::ingest::WRITER_APPLICATION_NAME)
+    };
+    let open = writers().fetch_one(&mut conn).await.expect("count");
+    assert!(open >= 1, "the webhook was stored on a writer connection");
+    drop(wa);
+    drop(app);
+    let started = std::time::Instant::now();
+    loop {
+        let open = writers().fetch_one(&mut conn).await.expect("count");
+        if open == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{open} writer connections still open after the gateway stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

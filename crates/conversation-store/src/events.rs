@@ -88,10 +88,12 @@ pub async fn append(
     Ok(id)
 }
 
-/// Append several events in one round trip, in the order given.
+/// Append several events in one round trip, in the order given. Each payload is given
+/// as JSON text (serialised straight from the caller's types, without building a
+/// `Value`); it must be a JSON object.
 pub async fn append_many(
     conn: &mut PgConnection,
-    events: &[(TenantId, Audience, &str, Value)],
+    events: Vec<(TenantId, Audience, &str, String)>,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
@@ -106,14 +108,14 @@ pub async fn append_many(
         tenants.push(tenant.0);
         audiences.push(aud);
         users.push(user);
-        kinds.push(*kind);
-        payloads.push(payload.clone());
+        kinds.push(kind);
+        payloads.push(payload);
     }
     // With the sequencer's wake-up, as in `append`.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH e AS (INSERT INTO events (tenant_id, audience, user_id, kind, payload)
-                    SELECT x.tenant_id, x.audience, x.user_id, x.kind, x.payload
-                    FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[])
+                    SELECT x.tenant_id, x.audience, x.user_id, x.kind, x.payload::jsonb
+                    FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[])
                          WITH ORDINALITY AS x(tenant_id, audience, user_id, kind, payload, ord)
                     ORDER BY x.ord RETURNING id)
          SELECT count(*) FROM e, {WAKEUP} AS n"
@@ -268,14 +270,23 @@ impl FeedEvent {
             }
     }
 
-    /// As a client receives it.
-    pub fn to_stream(&self) -> StreamEvent {
-        StreamEvent {
-            id: self.position,
-            kind: self.kind.clone(),
-            payload: self.payload.clone(),
-            created_at: self.created_at,
+    /// As a client receives it: the text of a [`StreamEvent`] frame (serialised from
+    /// this event's fields, without copying its payload).
+    pub fn stream_text(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Frame<'a> {
+            id: i64,
+            kind: &'a str,
+            payload: &'a Value,
+            created_at: chrono::DateTime<chrono::Utc>,
         }
+        serde_json::to_string(&Frame {
+            id: self.position,
+            kind: &self.kind,
+            payload: &self.payload,
+            created_at: self.created_at,
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -358,4 +369,39 @@ pub async fn pruned_through(conn: &mut PgConnection, tenant: TenantId) -> Result
     .fetch_optional(conn)
     .await?
     .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The feed's frames and the catch-up's (a [`StreamEvent`] serialised) are the same
+    /// text, so a client cannot tell which path an event came by.
+    #[test]
+    fn a_feed_frame_is_the_stream_event_as_the_catch_up_sends_it() {
+        let created_at = chrono::DateTime::parse_from_rfc3339("2026-12-01T20:00:00.123456Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let payload =
+            serde_json::json!({"message": {"id": "m1", "text": "héllo \"there\"", "n": [1, 2.5]}});
+        let fed = FeedEvent {
+            position: 42,
+            tenant_id: uuid::Uuid::nil(),
+            audience: "tenant".to_owned(),
+            user_id: None,
+            kind: "message.created".to_owned(),
+            payload: payload.clone(),
+            created_at,
+        };
+        let caught_up = StreamEvent {
+            id: 42,
+            kind: "message.created".to_owned(),
+            payload,
+            created_at,
+        };
+        assert_eq!(
+            fed.stream_text(),
+            serde_json::to_string(&caught_up).expect("serialise")
+        );
+    }
 }

@@ -425,28 +425,30 @@ pub async fn insert_many(
         &stored_ids,
         &inbound,
     );
-    let mut appended: Vec<(TenantId, Audience, &str, Value)> = rows_of_tenant
-        .iter()
-        .map(|(t, m)| {
-            (
-                *t,
-                Audience::Tenant,
-                "message.created",
-                json!({ "message": m }),
-            )
-        })
-        .collect();
+    #[derive(serde::Serialize)]
+    struct Created<'a> {
+        message: &'a Message,
+    }
+    let mut appended: Vec<(TenantId, Audience, &str, String)> = Vec::new();
+    for (t, m) in &rows_of_tenant {
+        let payload =
+            serde_json::to_string(&Created { message: m }).map_err(|e| StoreError::Invalid {
+                field: "message",
+                message: format!("cannot be serialised: {e}"),
+            })?;
+        appended.push((*t, Audience::Tenant, "message.created", payload));
+    }
     for ((t, m), count) in rows_of_tenant.iter().zip(&counts) {
         if let Some(n) = count {
             appended.push((
                 *t,
                 Audience::Tenant,
                 "conversation.unread",
-                json!({ "contact_id": m.contact_id, "unread_count": n }),
+                json!({ "contact_id": m.contact_id, "unread_count": n }).to_string(),
             ));
         }
     }
-    events::append_many(conn, &appended).await?;
+    events::append_many(conn, appended).await?;
     let mut stored = rows_of_tenant.into_iter().map(|(_, m)| m).peekable();
     for id in &ids {
         if stored.peek().is_some_and(|m| m.id == *id) {

@@ -474,7 +474,7 @@ impl Feed {
                 .by_ref()
                 .take(usize::try_from(PAGE).unwrap_or(usize::MAX))
                 .map(|e| {
-                    let text = serde_json::to_string(&e.to_stream()).unwrap_or_default();
+                    let text = e.stream_text();
                     (e, Utf8Bytes::from(text))
                 })
                 .collect();

@@ -24,6 +24,9 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// The writers' connections' `application_name` (as `pg_stat_activity` shows them).
+pub const WRITER_APPLICATION_NAME: &str = "parley webhook writer";
+
 /// One verified webhook waiting to be stored.
 struct Job {
     tenant: TenantId,
@@ -157,7 +160,11 @@ impl IngestWriter {
                     let db = sqlx::postgres::PgPoolOptions::new()
                         .max_connections(u32::try_from(this.inner.writers + 1).unwrap_or(u32::MAX))
                         .acquire_timeout(std::time::Duration::from_secs(5))
-                        .connect_lazy_with((*this.inner.db.connect_options()).clone());
+                        .connect_lazy_with(
+                            (*this.inner.db.connect_options())
+                                .clone()
+                                .application_name(WRITER_APPLICATION_NAME),
+                        );
                     let loops = this.spawn_writers(&tokio::runtime::Handle::current(), &db, &rx);
                     drop(this);
                     // Until the last sender (the gateway's state) is gone.
@@ -177,7 +184,17 @@ impl IngestWriter {
         rx: &Arc<Mutex<mpsc::Receiver<Job>>>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         (0..self.inner.writers)
-            .map(|_| on.spawn(write_loop(db.clone(), self.inner.clone(), rx.clone())))
+            .map(|_| {
+                // Not `Inner`: it holds the queue's sender, and a writer holding it would
+                // never see the queue close (nor let its thread and connections go) once
+                // the gateway's state is dropped.
+                let writer = Writer {
+                    metrics: self.inner.metrics.clone(),
+                    wakeups: self.inner.wakeups.clone(),
+                    batch_max: self.inner.batch_max,
+                };
+                on.spawn(write_loop(db.clone(), writer, rx.clone()))
+            })
             .collect()
     }
 }
@@ -190,8 +207,15 @@ fn writer_gone() -> ApiError {
     )
 }
 
-async fn write_loop(db: PgPool, inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let batch_max = inner.batch_max;
+/// What a writer needs besides its connections and the queue.
+struct Writer {
+    metrics: Arc<crate::metrics::Metrics>,
+    wakeups: channel_connector::worker::Wakeups,
+    batch_max: usize,
+}
+
+async fn write_loop(db: PgPool, writer: Writer, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let batch_max = writer.batch_max;
     loop {
         let mut batch = Vec::new();
         {
@@ -207,21 +231,21 @@ async fn write_loop(db: PgPool, inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiv
                 }
             }
         }
-        write_batch(&db, &inner, batch).await;
+        write_batch(&db, &writer, batch).await;
     }
 }
 
-async fn write_batch(db: &PgPool, inner: &Inner, batch: Vec<Job>) {
-    store_and_answer(db, &inner.metrics, batch).await;
+async fn write_batch(db: &PgPool, writer: &Writer, batch: Vec<Job>) {
+    store_and_answer(db, &writer.metrics, batch).await;
     // The sequencer's wake-up, left out of the batch's transaction (see
     // `events::BEGIN_DEFERRING_WAKEUP`): this process's sequencer directly, the other
     // replicas' through the database while this writer takes its next batch. If that is
     // lost, their sequencer's own round finds the events.
-    inner
+    writer
         .wakeups
         .bump(conversation_store::events::APPEND_CHANNEL);
     let db = db.clone();
-    let origin = inner.wakeups.origin();
+    let origin = writer.wakeups.origin();
     tokio::spawn(async move {
         if let Ok(mut conn) = db.acquire().await
             && let Err(e) = conversation_store::events::wake_sequencer(&mut conn, &origin).await

@@ -455,7 +455,7 @@ impl TestApp {
         }
         let res = match req.send().await {
             Ok(r) => r,
-            Err(e) => panic!("request to {path} failed: {e}"),
+            Err(e) => panic!("request to {path} failed: {e:?}"),
         };
         read_reply(res).await
     }
