@@ -501,8 +501,10 @@ pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
     loop {
         wake.mark_unchanged();
         let round = async {
-            let mut published = state.feed.published.lock().await;
+            // The connection first: the sequencer holds one while it offers a page, so
+            // waiting for a connection while holding the lock could stall them both.
             let mut conn = state.db.acquire().await?;
+            let mut published = state.feed.published.lock().await;
             let mut at = match *published {
                 Some(c) => c,
                 None => events::global_head(&mut conn).await?,
