@@ -125,10 +125,35 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 #[tokio::main]
-async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+async fn main() -> std::process::ExitCode {
+    // Returning (rather than exiting) drops the runtime and with it every task's handle on
+    // the harness, whose `Drop` stops the gateway and the database it started: also when
+    // the run is interrupted.
+    let outcome = tokio::select! {
+        r = run() => r,
+        signal = interrupted() => Err(anyhow::anyhow!(
+            "interrupted by {signal}; stopping the gateway and the database this run started"
+        )),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The first SIGINT or SIGTERM (never, if they cannot be watched).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        std::future::pending::<()>().await;
+        return "nothing";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 
