@@ -289,7 +289,18 @@ pub async fn lookup_known(
     // their identity rows locked in id order so two batches never wait on each other in a
     // circle. A message that then takes the full path moves it again; within one
     // transaction that changes nothing.
-    let rows = sqlx::query_as::<_, Row>(
+    let source = crate::batch_rows(
+        &[
+            "$1::uuid[]",
+            "$2::text[]",
+            "$3::text[]",
+            "$4::uuid[]",
+            "$5::text[]",
+        ],
+        "tenant_id, channel, address, account, pmid",
+        items.len(),
+    );
+    let rows = sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
         "WITH found AS (
            SELECT x.ord, ci.contact_id, ci.id AS identity_id, ci.status,
                   i.id AS interaction_id, i.state AS interaction_state,
@@ -297,8 +308,7 @@ pub async fn lookup_known(
                   EXISTS (SELECT 1 FROM messages m
                           WHERE m.tenant_id = x.tenant_id AND m.channel_account_id = x.account
                             AND m.provider_message_id = x.pmid) AS replay
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[])
-                WITH ORDINALITY AS x(tenant_id, channel, address, account, pmid, ord)
+           FROM {source}
            JOIN channel_identities ci
              ON ci.tenant_id = x.tenant_id AND ci.channel = x.channel AND ci.address = x.address
            LEFT JOIN interactions i
@@ -312,8 +322,8 @@ pub async fn lookup_known(
            WHERE ci.id = locked.id
            RETURNING 1)
          SELECT ord, contact_id, identity_id, status, interaction_id, interaction_state, replay
-         FROM found",
-    )
+         FROM found"
+    )))
     .bind(items.iter().map(|(t, _)| t.0).collect::<Vec<_>>())
     .bind(
         items

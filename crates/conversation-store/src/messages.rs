@@ -278,6 +278,29 @@ pub async fn insert_many(
     // unread when it is after the read mark as the row stands once locked (a mark moved
     // meanwhile is seen: see `mark_read`). Each message row comes back with its contact's
     // count and read mark after the update.
+    let rows = crate::batch_rows(
+        &[
+            "$1::uuid[]",
+            "$2::uuid[]",
+            "$3::uuid[]",
+            "$4::uuid[]",
+            "$5::text[]",
+            "$6::text[]",
+            "$7::text[]",
+            "$8::uuid[]",
+            "$9::text[]",
+            "$10::text[]",
+            "$11::jsonb[]",
+            "$12::uuid[]",
+            "$13::text[]",
+            "$14::uuid[]",
+            "$15::text[]",
+            "$16::text[]",
+        ],
+        "id, tenant_id, contact_id, interaction_id, channel, media, direction, sender_user_id, \
+         kind, body, payload, channel_account_id, provider_message_id, reply_to_id, status, search",
+        items.len(),
+    );
     let sql = format!(
         "WITH ins AS (
            INSERT INTO messages AS m (id, tenant_id, contact_id, interaction_id, channel, media,
@@ -286,12 +309,7 @@ pub async fn insert_many(
            SELECT x.id, x.tenant_id, x.contact_id, x.interaction_id, x.channel, x.media,
               x.direction, x.sender_user_id, x.kind, x.body, x.payload, x.channel_account_id,
               x.provider_message_id, x.reply_to_id, x.status, x.search::tsvector
-           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
-                       $7::text[], $8::uuid[], $9::text[], $10::text[], $11::jsonb[], $12::uuid[],
-                       $13::text[], $14::uuid[], $15::text[], $16::text[])
-                WITH ORDINALITY AS x(id, tenant_id, contact_id, interaction_id, channel, media,
-                       direction, sender_user_id, kind, body, payload, channel_account_id,
-                       provider_message_id, reply_to_id, status, search, ord)
+           FROM {rows}
            ORDER BY x.ord
            ON CONFLICT ON CONSTRAINT messages_provider_id_key DO NOTHING
            RETURNING {COLUMNS}, m.tenant_id),

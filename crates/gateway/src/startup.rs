@@ -51,10 +51,17 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
             (cluster.url(EMBEDDED_DB), Some(cluster))
         }
     };
+    // No JIT compilation: it starts above a plan cost, not a run time, and a statement of
+    // a few milliseconds with a high estimate (the router's queue round over a backlog,
+    // a search over millions of rows) spent 70–90 ms compiling on every call.
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .context("DATABASE_URL is not a PostgreSQL URL")?
+        .options([("jit", "off")]);
     let pool = PgPoolOptions::new()
         .max_connections(config.db_pool_size)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&url)
+        .connect_with(options)
         .await
         .context("cannot connect to PostgreSQL; check DATABASE_URL and that the server is up")?;
     conversation_store::MIGRATOR

@@ -387,19 +387,27 @@ pub async fn route_round(
         changes += 1;
     }
     // A new interaction joins its channel account's default queue, else the tenant's
-    // first queue that takes its channel, else none (any agent may take it).
-    sqlx::query(
-        "UPDATE interactions i SET queue_id = COALESCE(
-             (SELECT ca.default_queue_id FROM messages m JOIN channel_accounts ca ON ca.id = m.channel_account_id
-              WHERE m.interaction_id = i.id AND ca.default_queue_id IS NOT NULL ORDER BY m.created_at LIMIT 1),
-             (SELECT q.id FROM queues q WHERE q.tenant_id = i.tenant_id
-                AND (cardinality(q.channels) = 0 OR i.channel = ANY (q.channels))
-              ORDER BY q.created_at, q.id LIMIT 1))
-         WHERE i.state = 'queued' AND i.queue_id IS NULL
-           AND EXISTS (SELECT 1 FROM queues q WHERE q.tenant_id = i.tenant_id)",
-    )
-    .execute(&mut *tx)
-    .await?;
+    // first queue that takes its channel, else none (any agent may take it). Only tenants
+    // with queues are looked at (a default queue is one of its tenant's queues), through
+    // the index of queued interactions without a queue: elsewhere those stay without one,
+    // and a backlog of them must not be read again on every round.
+    let with_queues: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM queues")
+        .fetch_all(&mut *tx)
+        .await?;
+    if !with_queues.is_empty() {
+        sqlx::query(
+            "UPDATE interactions i SET queue_id = COALESCE(
+                 (SELECT ca.default_queue_id FROM messages m JOIN channel_accounts ca ON ca.id = m.channel_account_id
+                  WHERE m.interaction_id = i.id AND ca.default_queue_id IS NOT NULL ORDER BY m.created_at LIMIT 1),
+                 (SELECT q.id FROM queues q WHERE q.tenant_id = i.tenant_id
+                    AND (cardinality(q.channels) = 0 OR i.channel = ANY (q.channels))
+                  ORDER BY q.created_at, q.id LIMIT 1))
+             WHERE i.tenant_id = ANY ($1) AND i.state = 'queued' AND i.queue_id IS NULL",
+        )
+        .bind(&with_queues)
+        .execute(&mut *tx)
+        .await?;
+    }
     let queued = sqlx::query_as::<_, Queued>(
         "SELECT i.id, i.tenant_id, i.contact_id, i.channel, i.transfer_to, q.skills, q.relaxable_skills,
                 (q.relax_after_secs IS NOT NULL AND i.queued_at <= now() - make_interval(secs => q.relax_after_secs)) AS relaxed,
