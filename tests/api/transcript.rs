@@ -43,6 +43,30 @@ async fn mark_done(app: &TestApp, interaction: uuid::Uuid) {
     .expect("done");
 }
 
+/// An agent's text reply to a contact, stored straight through the store.
+fn reply(
+    app: &TestApp,
+    contact: ContactId,
+    interaction: Option<InteractionId>,
+    body: String,
+) -> NewMessage {
+    NewMessage {
+        contact_id: contact,
+        interaction_id: interaction,
+        channel: Channel::Whatsapp,
+        direction: Direction::Outbound,
+        sender_user_id: Some(app.agent.id),
+        kind: "text".into(),
+        body: Some(body),
+        payload: json!({}),
+        channel_account_id: None,
+        provider_message_id: None,
+        reply_to_id: None,
+        status: "queued".into(),
+        attachment_ids: vec![],
+    }
+}
+
 #[tokio::test]
 async fn an_unknown_sender_becomes_a_contact_named_from_the_profile() {
     let app = spawn_app().await;
@@ -155,19 +179,13 @@ async fn the_transcript_spans_interactions_and_channels_in_time_order() {
         &mut conn,
         app.tenant,
         &NewMessage {
-            contact_id: c.contact_id,
-            interaction_id: Some(InteractionId(c.interaction.id)),
             channel: Channel::Sms,
-            direction: Direction::Outbound,
-            sender_user_id: Some(app.agent.id),
-            kind: "text".into(),
-            body: Some("fourth, our reply".into()),
-            payload: json!({}),
-            channel_account_id: None,
-            provider_message_id: None,
-            reply_to_id: None,
-            status: "queued".into(),
-            attachment_ids: vec![],
+            ..reply(
+                &app,
+                c.contact_id,
+                Some(InteractionId(c.interaction.id)),
+                "fourth, our reply".into(),
+            )
         },
     )
     .await
@@ -493,21 +511,7 @@ async fn a_body_over_4096_characters_is_refused_not_truncated() {
     let app = spawn_app().await;
     let c = app.inbound("+14155552671", "hi").await;
     let mut conn = app.db.acquire().await.expect("conn");
-    let new = |body: String| NewMessage {
-        contact_id: c.contact_id,
-        interaction_id: None,
-        channel: Channel::Whatsapp,
-        direction: Direction::Outbound,
-        sender_user_id: Some(app.agent.id),
-        kind: "text".into(),
-        body: Some(body),
-        payload: json!({}),
-        channel_account_id: None,
-        provider_message_id: None,
-        reply_to_id: None,
-        status: "queued".into(),
-        attachment_ids: vec![],
-    };
+    let new = |body: String| reply(&app, c.contact_id, None, body);
     // 4096 characters of 4-byte UTF-8 is fine…
     let ok = messages::insert(&mut conn, app.tenant, &new("🦀".repeat(4096)))
         .await
@@ -762,21 +766,12 @@ async fn a_message_stored_alone_keeps_its_plan_instead_of_planning_anew_each_tim
         messages::insert(
             &mut conn,
             app.tenant,
-            &NewMessage {
-                contact_id: c.contact_id,
-                interaction_id: Some(InteractionId(c.interaction.id)),
-                channel: Channel::Whatsapp,
-                direction: Direction::Outbound,
-                sender_user_id: Some(app.agent.id),
-                kind: "text".into(),
-                body: Some(format!("reply {i}")),
-                payload: json!({}),
-                channel_account_id: None,
-                provider_message_id: None,
-                reply_to_id: None,
-                status: "queued".into(),
-                attachment_ids: vec![],
-            },
+            &reply(
+                &app,
+                c.contact_id,
+                Some(InteractionId(c.interaction.id)),
+                format!("reply {i}"),
+            ),
         )
         .await
         .expect("insert")
