@@ -51,9 +51,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
             (cluster.url(EMBEDDED_DB), Some(cluster))
         }
     };
-    // No JIT compilation: it starts above a plan cost, not a run time, and a statement of
-    // a few milliseconds with a high estimate (the router's queue round over a backlog,
-    // a search over millions of rows) spent 70–90 ms compiling on every call.
+    // No JIT compilation: it starts above an estimated cost, not a run time, and the
+    // statements here are short; the router's queue round over a backlog of 9,000
+    // (estimated high for its per-row subqueries) spent 77–89 ms compiling on every call.
     let options = url
         .parse::<sqlx::postgres::PgConnectOptions>()
         .context("DATABASE_URL is not a PostgreSQL URL")?
