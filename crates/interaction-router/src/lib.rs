@@ -19,7 +19,7 @@ use conversation_store::{
 use parley_core::{InteractionId, TenantId, UserId};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 /// The NOTIFY channel that wakes routers.
@@ -120,6 +120,16 @@ pub struct AgentView {
 
 /// What counts against `u`'s capacity: active interactions, ended ones not yet Done (unless
 /// their queue says otherwise), and pending offers.
+/// The queue a new interaction joins (`i` being the interaction): its channel account's
+/// default queue, else its tenant's first queue that takes its channel, else none (any
+/// agent may take it).
+const QUEUE_FOR: &str = "COALESCE(
+    (SELECT ca.default_queue_id FROM messages m JOIN channel_accounts ca ON ca.id = m.channel_account_id
+     WHERE m.interaction_id = i.id AND ca.default_queue_id IS NOT NULL ORDER BY m.created_at LIMIT 1),
+    (SELECT qq.id FROM queues qq WHERE qq.tenant_id = i.tenant_id
+       AND (cardinality(qq.channels) = 0 OR i.channel = ANY (qq.channels))
+     ORDER BY qq.created_at, qq.id LIMIT 1))";
+
 const LOAD_SQL: &str = "((SELECT count(*) FROM interactions x LEFT JOIN queues xq ON xq.id = x.queue_id
                           WHERE x.agent_id = u.id
                             AND (x.state = 'active' OR (x.state = 'ended' AND COALESCE(xq.ended_counts, true))))
@@ -386,8 +396,7 @@ pub async fn route_round(
         set_state(&mut tx, TenantId(tenant), UserId(user), "offline", None).await?;
         changes += 1;
     }
-    // A new interaction joins its channel account's default queue, else the tenant's
-    // first queue that takes its channel, else none (any agent may take it). Only tenants
+    // New interactions join their queue (`QUEUE_FOR`). Only tenants
     // with queues are looked at (a default queue is one of its tenant's queues), through
     // the index of queued interactions without a queue: elsewhere those stay without one,
     // and a backlog of them must not be read again on every round.
@@ -395,28 +404,29 @@ pub async fn route_round(
         .fetch_all(&mut *tx)
         .await?;
     if !with_queues.is_empty() {
-        sqlx::query(
-            "UPDATE interactions i SET queue_id = COALESCE(
-                 (SELECT ca.default_queue_id FROM messages m JOIN channel_accounts ca ON ca.id = m.channel_account_id
-                  WHERE m.interaction_id = i.id AND ca.default_queue_id IS NOT NULL ORDER BY m.created_at LIMIT 1),
-                 (SELECT q.id FROM queues q WHERE q.tenant_id = i.tenant_id
-                    AND (cardinality(q.channels) = 0 OR i.channel = ANY (q.channels))
-                  ORDER BY q.created_at, q.id LIMIT 1))
-             WHERE i.tenant_id = ANY ($1) AND i.state = 'queued' AND i.queue_id IS NULL",
-        )
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE interactions i SET queue_id = {QUEUE_FOR}
+             WHERE i.tenant_id = ANY ($1) AND i.state = 'queued' AND i.queue_id IS NULL"
+        )))
         .bind(&with_queues)
         .execute(&mut *tx)
         .await?;
     }
-    let queued = sqlx::query_as::<_, Queued>(
+    // An interaction committed after the statement above began is seen here without the
+    // queue it will get: it waits for the next round (its own wake-up brings one) rather
+    // than go to an agent its queue's skills would pass over. One no queue takes stays
+    // open to any agent.
+    let queued = sqlx::query_as::<_, Queued>(AssertSqlSafe(format!(
         "SELECT i.id, i.tenant_id, i.contact_id, i.channel, i.transfer_to, q.skills, q.relaxable_skills,
                 (q.relax_after_secs IS NOT NULL AND i.queued_at <= now() - make_interval(secs => q.relax_after_secs)) AS relaxed,
                 q.offer_timeout_secs
          FROM interactions i LEFT JOIN queues q ON q.id = i.queue_id
          WHERE i.state = 'queued'
            AND EXISTS (SELECT 1 FROM agent_states a WHERE a.tenant_id = i.tenant_id AND a.state = 'ready')
-         ORDER BY i.queued_at, i.id LIMIT 200 FOR UPDATE OF i SKIP LOCKED",
-    )
+           AND (i.queue_id IS NOT NULL OR NOT (i.tenant_id = ANY ($1)) OR {QUEUE_FOR} IS NULL)
+         ORDER BY i.queued_at, i.id LIMIT 200 FOR UPDATE OF i SKIP LOCKED"
+    )))
+    .bind(&with_queues)
     .fetch_all(&mut *tx)
     .await?;
     for q in queued {
