@@ -46,6 +46,11 @@ fn value(from: &str, name: &str, messages: Vec<Value>) -> Value {
     })
 }
 
+/// A provider's `timestamp` for a message written a minute ago, plus `k` seconds.
+fn written(k: i64) -> String {
+    (chrono::Utc::now().timestamp() - 60 + k).to_string()
+}
+
 async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(&app.db)
@@ -198,7 +203,7 @@ async fn every_message_type_in_one_batch_is_stored_and_duplicates_once() {
     let wa = app.whatsapp().await;
     let from = "14155552671";
     let m = |id: &str, typ: &str, obj: Value| {
-        let mut v = json!({"from": from, "id": id, "timestamp": "1732000000", "type": typ});
+        let mut v = json!({"from": from, "id": id, "timestamp": written(0), "type": typ});
         v[typ] = obj;
         v
     };
@@ -241,25 +246,25 @@ async fn every_message_type_in_one_batch_is_stored_and_duplicates_once() {
         ),
     ];
     let mut second = vec![
-        json!({"from": from, "id": "wamid.T9", "timestamp": "1732000001", "type": "interactive",
+        json!({"from": from, "id": "wamid.T9", "timestamp": written(1), "type": "interactive",
                "context": {"from": "15550001111", "id": "wamid.OUT1"},
                "interactive": {"type": "button_reply", "button_reply": {"id": "yes-btn", "title": "Yes"}}}),
-        json!({"from": from, "id": "wamid.T10", "timestamp": "1732000002", "type": "interactive",
+        json!({"from": from, "id": "wamid.T10", "timestamp": written(2), "type": "interactive",
                "interactive": {"type": "list_reply", "list_reply": {"id": "opt-2", "title": "Billing", "description": "Bills"}}}),
-        json!({"from": from, "id": "wamid.T11", "timestamp": "1732000003", "type": "button",
+        json!({"from": from, "id": "wamid.T11", "timestamp": written(3), "type": "button",
                "context": {"from": "15550001111", "id": "wamid.OUT2"},
                "button": {"payload": "CONFIRM_YES", "text": "Yes, confirm"}}),
-        json!({"from": from, "id": "wamid.T12", "timestamp": "1732000004", "type": "reaction",
+        json!({"from": from, "id": "wamid.T12", "timestamp": written(4), "type": "reaction",
                "reaction": {"message_id": "wamid.T1", "emoji": "❤️"}}),
-        json!({"from": from, "id": "wamid.T13", "timestamp": "1732000005", "type": "reaction",
+        json!({"from": from, "id": "wamid.T13", "timestamp": written(5), "type": "reaction",
                "reaction": {"message_id": "wamid.T1"}}),
-        json!({"from": from, "id": "wamid.T14", "timestamp": "1732000006", "type": "text",
+        json!({"from": from, "id": "wamid.T14", "timestamp": written(6), "type": "text",
                "context": {"from": from, "id": "wamid.T1"}, "text": {"body": "replying to myself"}}),
-        json!({"from": from, "id": "wamid.T15", "timestamp": "1732000007", "type": "unsupported",
+        json!({"from": from, "id": "wamid.T15", "timestamp": written(7), "type": "unsupported",
                "errors": [{"code": 131051, "title": "Message type unknown", "message": "Message type unknown",
                            "error_data": {"details": "Message type is currently not supported."}}],
                "unsupported": {"type": "poll_creation"}}),
-        json!({"from": from, "id": "wamid.T16", "timestamp": "1732000008", "type": "brand_new_type",
+        json!({"from": from, "id": "wamid.T16", "timestamp": written(8), "type": "brand_new_type",
                "brand_new_type": {"anything": [1, 2, 3]}}),
     ];
     // The same message delivered again inside the batch.
@@ -713,6 +718,78 @@ async fn outside_the_24_hour_window_free_form_is_refused_up_front() {
     assert_eq!(r.code(), "whatsapp_window_closed");
     assert!(r.json["window_closed_at"].is_string());
     assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, 0);
+}
+
+/// A text message from +33612345678 sent at `at` (Unix seconds), as the provider posts it.
+fn text_at(id: &str, at: i64, text: &str) -> Vec<u8> {
+    envelope(vec![value(
+        "33612345678",
+        "Late",
+        vec![
+            json!({"from": "33612345678", "id": id, "timestamp": at.to_string(),
+                    "type": "text", "text": {"body": text}}),
+        ],
+    )])
+}
+
+fn time_of(v: &Value) -> i64 {
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp())
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+#[tokio::test]
+async fn the_window_counts_from_when_the_contact_wrote_not_from_when_the_webhook_came() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let now = chrono::Utc::now().timestamp();
+    let day = 24 * 3600;
+    // The first message of a new contact, delivered 25 hours late (a provider retrying
+    // after an outage): stored, but the window it opened has closed.
+    let body = text_at("wamid.LATE1", now - day - 3600, "written yesterday");
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let contact = contact_of(&app, "33612345678").await;
+    assert_eq!(transcript(&app, &contact).await.len(), 1);
+    let i = identity(&app, &contact).await;
+    assert_eq!(i["window_open"], false, "{i}");
+    assert_eq!(time_of(&i["last_inbound_at"]), now - day - 3600);
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "sorry for the wait"}),
+        )
+        .await;
+    assert_eq!(r.code(), "whatsapp_window_closed", "{}", r.text);
+    // The known contact's next message (the batched path), written two hours ago: the
+    // window is open and ends 24 hours after it was written.
+    let body = text_at("wamid.LATE2", now - 2 * 3600, "still there?");
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let i = identity(&app, &contact).await;
+    assert_eq!(i["window_open"], true, "{i}");
+    assert_eq!(time_of(&i["window_expires_at"]), now - 2 * 3600 + day);
+    // An older message arriving after it moves nothing back.
+    let body = text_at("wamid.LATE3", now - 3 * 3600, "out of order");
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let i = identity(&app, &contact).await;
+    assert_eq!(time_of(&i["window_expires_at"]), now - 2 * 3600 + day);
+    // A timestamp from the future (a skewed clock) counts as now, not later.
+    let body = text_at("wamid.LATE4", now + 5 * 3600, "from the future");
+    let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let after = chrono::Utc::now().timestamp();
+    let expires = time_of(&identity(&app, &contact).await["window_expires_at"]);
+    assert!(
+        (now + day..=after + day).contains(&expires),
+        "{expires} is not within [{}, {}]",
+        now + day,
+        after + day
+    );
+    assert_eq!(transcript(&app, &contact).await.len(), 4);
 }
 
 #[tokio::test]
@@ -1459,7 +1536,7 @@ async fn webhooks_arriving_together_share_a_commit_and_a_bad_one_spoils_only_its
             from,
             "Batch",
             vec![
-                json!({"from": from, "id": id, "timestamp": "1732000000", "type": "text", "text": {"body": body}}),
+                json!({"from": from, "id": id, "timestamp": written(0), "type": "text", "text": {"body": body}}),
             ],
         )])
     };
@@ -1565,7 +1642,7 @@ async fn several_messages_of_a_known_contact_in_one_webhook_keep_order_and_count
     let app = spawn_app().await;
     let wa = app.whatsapp().await;
     let from = "14155550142";
-    let msg = |id: &str, body: &str| json!({"from": from, "id": id, "timestamp": "1732000000", "type": "text", "text": {"body": body}});
+    let msg = |id: &str, body: &str| json!({"from": from, "id": id, "timestamp": written(0), "type": "text", "text": {"body": body}});
     // The first message creates the contact and its interaction (the full path)...
     let first = envelope(vec![value(from, "Ana", vec![msg("wamid.K0", "zero")])]);
     let r = post_signed(&app, &wa, &first, Some(sign(&wa, &first))).await;
@@ -1631,7 +1708,7 @@ async fn the_kept_unread_count_matches_a_recount_while_reads_race_arrivals() {
     let wa = std::sync::Arc::new(app.whatsapp().await);
     const FROM: &str = "14155550177";
     let from = FROM;
-    let msg = move |id: String| json!({"from": from, "id": id, "timestamp": "1732000000", "type": "text", "text": {"body": "hi"}});
+    let msg = move |id: String| json!({"from": from, "id": id, "timestamp": written(0), "type": "text", "text": {"body": "hi"}});
     let first = envelope(vec![value(from, "Race", vec![msg("wamid.R-first".into())])]);
     let r = post_signed(&app, &wa, &first, Some(sign(&wa, &first))).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1725,7 +1802,7 @@ async fn a_stopped_gateway_closes_its_webhook_writers_connections() {
         "14155550123",
         "Stop",
         vec![
-            json!({"from": "14155550123", "id": "wamid.STOP1", "timestamp": "1732000000", "type": "text", "text": {"body": "hi"}}),
+            json!({"from": "14155550123", "id": "wamid.STOP1", "timestamp": written(0), "type": "text", "text": {"body": "hi"}}),
         ],
     )]);
     let r = post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await;

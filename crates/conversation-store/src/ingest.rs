@@ -1,6 +1,7 @@
 //! The inbound write: one message from a contact, with everything that belongs to it, in
 //! the caller's transaction. Channel connectors parse; this stores.
 
+use chrono::{DateTime, Utc};
 use parley_core::{AttachmentId, ContactId, IdentityId, MessageId, TenantId, channel::Channel};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -35,6 +36,10 @@ pub struct Inbound {
     pub attachment_ids: Vec<AttachmentId>,
     /// The provider id of the message this replies to, if any.
     pub reply_to_provider_id: Option<String>,
+    /// When the contact sent it, as the provider says. The identity's last inbound time
+    /// (which opens WhatsApp's 24-hour window) is this, never later than now: a webhook
+    /// delivered late, e.g. retried after an outage, must not open the window anew.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 impl Inbound {
@@ -198,13 +203,15 @@ async fn bump_last_inbound(
     inbound: &Inbound,
 ) -> Result<Option<(Uuid, Uuid, String)>, StoreError> {
     Ok(sqlx::query_as(
-        "UPDATE channel_identities SET last_inbound_at = GREATEST(last_inbound_at, now())
+        "UPDATE channel_identities
+         SET last_inbound_at = GREATEST(last_inbound_at, LEAST(now(), COALESCE($4, now())))
          WHERE tenant_id = $1 AND channel = $2 AND address = $3
          RETURNING contact_id, id, status",
     )
     .bind(tenant.0)
     .bind(inbound.channel.as_str())
     .bind(&inbound.address)
+    .bind(inbound.sent_at)
     .fetch_optional(&mut *conn)
     .await?)
 }
@@ -296,14 +303,16 @@ pub async fn lookup_known(
             "$3::text[]",
             "$4::uuid[]",
             "$5::text[]",
+            "$6::timestamptz[]",
         ],
-        "tenant_id, channel, address, account, pmid",
+        "tenant_id, channel, address, account, pmid, sent_at",
         items.len(),
     );
     let rows = sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
         "WITH found AS (
            SELECT x.ord, ci.contact_id, ci.id AS identity_id, ci.status,
                   i.id AS interaction_id, i.state AS interaction_state,
+                  LEAST(now(), COALESCE(x.sent_at, now())) AS sent_at,
                   x.account IS NOT NULL AND x.pmid IS NOT NULL AS keyed,
                   EXISTS (SELECT 1 FROM messages m
                           WHERE m.tenant_id = x.tenant_id AND m.channel_account_id = x.account
@@ -315,11 +324,13 @@ pub async fn lookup_known(
              ON i.tenant_id = x.tenant_id AND i.contact_id = ci.contact_id
             AND i.channel = x.channel AND i.state <> 'done'),
          bumped AS (
-           UPDATE channel_identities ci SET last_inbound_at = GREATEST(ci.last_inbound_at, now())
+           UPDATE channel_identities ci SET last_inbound_at = GREATEST(ci.last_inbound_at, s.at)
            FROM (SELECT c.id FROM channel_identities c
                  WHERE c.id IN (SELECT identity_id FROM found WHERE keyed AND NOT replay)
-                 ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked
-           WHERE ci.id = locked.id
+                 ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked,
+                (SELECT identity_id, max(sent_at) AS at FROM found
+                 WHERE keyed AND NOT replay GROUP BY identity_id) AS s
+           WHERE ci.id = locked.id AND s.identity_id = ci.id
            RETURNING 1)
          SELECT ord, contact_id, identity_id, status, interaction_id, interaction_state, replay
          FROM found"
@@ -349,6 +360,7 @@ pub async fn lookup_known(
             .map(|(_, m)| m.provider_message_id.as_deref())
             .collect::<Vec<_>>(),
     )
+    .bind(items.iter().map(|(_, m)| m.sent_at).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
     let mut known = vec![None; items.len()];

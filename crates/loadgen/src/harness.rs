@@ -19,6 +19,8 @@ pub type Ws =
 /// Everything a mode needs.
 pub struct Harness {
     _cluster: Cluster,
+    /// The gateway's database URL.
+    pub url: String,
     /// The gateway's database (for baseline tables and connection counts).
     pub db: PgPool,
     gateway: Child,
@@ -145,6 +147,7 @@ impl Harness {
             .build()?;
         let mut h = Self {
             _cluster: cluster,
+            url: url.clone(),
             db,
             gateway: child,
             pid,
@@ -284,13 +287,19 @@ impl Harness {
     /// A signed inbound text webhook from contact `contact`, provider id `wamid`.
     pub fn webhook(&self, contact: usize, wamid: &str, text: &str) -> (Vec<u8>, String) {
         let from = format!("14156{:06}", contact % 1_000_000);
+        // Written now, as a provider's webhook says: the 24-hour window counts from it.
+        let sent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .to_string();
         let body = serde_json::to_vec(&json!({
             "object": "whatsapp_business_account",
             "entry": [{"id": "WABA-LOAD", "changes": [{"field": "messages", "value": {
                 "messaging_product": "whatsapp",
                 "metadata": {"display_phone_number": "15550001111", "phone_number_id": "100000000000001"},
                 "contacts": [{"profile": {"name": format!("Contact {contact}")}, "wa_id": from}],
-                "messages": [{"from": from, "id": wamid, "timestamp": "1764000000",
+                "messages": [{"from": from, "id": wamid, "timestamp": sent,
                               "type": "text", "text": {"body": text}}]
             }}]}]
         }))

@@ -642,6 +642,7 @@ impl TestApp {
                 payload: serde_json::json!({}),
                 attachment_ids: vec![],
                 reply_to_provider_id: None,
+                sent_at: None,
             },
         )
         .await

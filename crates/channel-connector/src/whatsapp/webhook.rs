@@ -25,6 +25,8 @@ pub struct InboundMessage {
     pub reply_to: Option<String>,
     /// Media to fetch: (media id, mime type).
     pub media: Option<(String, Option<String>)>,
+    /// When the contact sent it (`timestamp`, Unix seconds), if the provider says.
+    pub sent_at: Option<i64>,
 }
 
 /// One delivery status for a message we sent.
@@ -325,6 +327,7 @@ fn parse_message(m: &Value, contacts: &[&Value]) -> Result<InboundMessage, Parse
         payload,
         reply_to,
         media,
+        sent_at: str_of(m, "timestamp").and_then(|t| t.parse().ok()),
     })
 }
 
@@ -355,6 +358,7 @@ mod tests {
         assert_eq!(m.profile_name.as_deref(), Some("Ana"));
         assert_eq!((m.kind.as_str(), m.body.as_deref()), ("text", Some("hola")));
         assert_eq!(m.payload["raw"]["id"], "wamid.A");
+        assert_eq!(m.sent_at, Some(1_700_000_000));
     }
 
     #[test]
@@ -365,6 +369,10 @@ mod tests {
         })))
         .expect("parse");
         assert_eq!(env.messages[0].phone, None);
+        assert_eq!(
+            env.messages[0].sent_at, None,
+            "no timestamp: the store uses now"
+        );
         assert_eq!(
             env.messages[0].bsuid.as_deref(),
             Some("US.13491208655302741918")

@@ -356,6 +356,9 @@ fn inbound_of(account: Uuid, m: &InboundMessage, address: String) -> Inbound {
         payload: m.payload.clone(),
         attachment_ids: Vec::new(),
         reply_to_provider_id: m.reply_to.clone(),
+        sent_at: m
+            .sent_at
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
     }
 }
 
