@@ -53,6 +53,8 @@ pub struct Args {
     pub queries: usize,
     /// An index to drop before `search` seeds (to measure what it buys).
     pub without_index: Option<String>,
+    /// `search`: keep the seeded database running this long after measuring.
+    pub hold: Option<Duration>,
     /// Where to write the JSON result.
     pub out: Option<PathBuf>,
     /// The gateway executable.
@@ -84,6 +86,7 @@ fn parse_args() -> anyhow::Result<Args> {
         messages: 1_000_000,
         queries: 200,
         without_index: None,
+        hold: None,
         out: None,
         gateway: own.with_file_name("gateway"),
     };
@@ -116,6 +119,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--messages" => a.messages = num()? as usize,
             "--queries" => a.queries = num()? as usize,
             "--without-index" => a.without_index = Some(value),
+            "--hold" => a.hold = Some(Duration::from_secs_f64(num()?)),
             "--out" => a.out = Some(PathBuf::from(value)),
             "--gateway" => a.gateway = PathBuf::from(value),
             other => bail!("unknown option {other}; see --help"),

@@ -344,6 +344,15 @@ pub async fn run(a: &Args) -> anyhow::Result<Value> {
         result[name] = summary(&hist);
         result[name]["errors"] = json!(errors);
     }
+    if let Some(hold) = a.hold {
+        println!("{}", crate::report::human(&result));
+        eprintln!(
+            "search: holding the database for {:.0}s (Ctrl-C ends it): psql '{}'",
+            hold.as_secs_f64(),
+            h.url
+        );
+        tokio::time::sleep(hold).await;
+    }
     Ok(result)
 }
 
