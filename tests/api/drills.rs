@@ -92,13 +92,15 @@ async fn post(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> V
 
 fn webhook(secret: &str, from: usize, wamid: &str) -> (Vec<u8>, String) {
     let from = format!("14156{from:06}");
+    // Written now: the 24-hour window counts from it, and the drills reply.
+    let sent = chrono::Utc::now().timestamp().to_string();
     let body = serde_json::to_vec(&json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": "WABA-DRILL", "changes": [{"field": "messages", "value": {
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "15550001111", "phone_number_id": "100000000000001"},
             "contacts": [{"profile": {"name": "Drill contact"}, "wa_id": from}],
-            "messages": [{"from": from, "id": wamid, "timestamp": "1764000000",
+            "messages": [{"from": from, "id": wamid, "timestamp": sent,
                           "type": "text", "text": {"body": wamid}}]
         }}]}]
     }))
@@ -481,7 +483,7 @@ async fn frame_with(
         if let tokio_tungstenite::tungstenite::Message::Text(t) = m
             && let Ok(v) = serde_json::from_str::<Value>(&t)
             && v["kind"] == "message.created"
-            && v["payload"]["message"]["body"] == text
+            && v["payload"]["message"]["text"] == text
         {
             return true;
         }

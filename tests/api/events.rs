@@ -52,11 +52,20 @@ async fn an_agent_receives_a_new_message_live_and_another_tenant_receives_nothin
     let got = app.inbound("+14155552671", "is anyone there?").await;
     let e = next_event(&mut a).await;
     assert_eq!(e["kind"], "message.created");
-    assert_eq!(e["payload"]["message"]["body"], "is anyone there?");
+    assert_eq!(e["payload"]["message"]["text"], "is anyone there?");
     assert_eq!(
         e["payload"]["message"]["contact_id"],
         got.contact_id.to_string()
     );
+    // The very shape the transcript shows, field for field.
+    let t = app
+        .get(
+            &format!("/api/v1/contacts/{}/messages", got.contact_id),
+            &app.agent.token,
+        )
+        .await;
+    assert_eq!(e["payload"]["message"], t.json["items"][0]);
+    assert_eq!(e["payload"]["message"]["sender"]["type"], "contact");
     let e2 = next_event(&mut a).await;
     assert_eq!(e2["kind"], "conversation.unread");
     assert!(e2["id"].as_i64() > e["id"].as_i64());
@@ -99,7 +108,7 @@ async fn a_client_that_reconnects_with_after_gets_every_later_event_once_in_orde
         ids.push(e["id"].as_i64().expect("id"));
         if e["kind"] == "message.created" {
             bodies.push(
-                e["payload"]["message"]["body"]
+                e["payload"]["message"]["text"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),

@@ -726,7 +726,7 @@ async fn two_replicas_route_200_conversations_to_10_agents_without_double_offers
                 "metadata": {"display_phone_number": "15550001111", "phone_number_id": "100000000000001"},
                 "contacts": [{"profile": {"name": format!("Contact {n}")}, "wa_id": format!("1415600{n:04}")}],
                 "messages": [{"from": format!("1415600{n:04}"), "id": format!("wamid.load{n}"),
-                              "timestamp": "1764000000", "type": "text", "text": {"body": "hello"}}]
+                              "timestamp": chrono::Utc::now().timestamp().to_string(), "type": "text", "text": {"body": "hello"}}]
             }}]}]
         }))
         .expect("json");

@@ -1675,7 +1675,7 @@ async fn several_messages_of_a_known_contact_in_one_webhook_keep_order_and_count
     let created: Vec<&str> = evs
         .iter()
         .filter(|e| e.kind == "message.created")
-        .filter_map(|e| e.payload["message"]["body"].as_str())
+        .filter_map(|e| e.payload["message"]["text"].as_str())
         .collect();
     assert_eq!(
         created,

@@ -75,8 +75,9 @@ pub struct NewMessage {
     pub attachment_ids: Vec<AttachmentId>,
 }
 
-/// A stored message.
-#[derive(Debug, Clone, Serialize)]
+/// A stored message. It serialises (in `message.created` events) exactly as the API's
+/// transcript shows it: `text`, and `sender` with its `type` and `user_id`.
+#[derive(Debug, Clone)]
 pub struct Message {
     /// Id (UUID v7).
     pub id: Uuid,
@@ -110,6 +111,68 @@ pub struct Message {
     pub status_error: Option<Value>,
     /// Stored at.
     pub created_at: DateTime<Utc>,
+}
+
+impl Message {
+    /// Who sent it: `contact`, `agent` (with the agent's user id) or `system`.
+    pub fn sender(&self) -> (&'static str, Option<Uuid>) {
+        match self.direction.as_str() {
+            "inbound" => ("contact", None),
+            "outbound" => ("agent", self.sender_user_id),
+            _ => ("system", None),
+        }
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Sender {
+            #[serde(rename = "type")]
+            type_: &'static str,
+            user_id: Option<Uuid>,
+        }
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: Uuid,
+            contact_id: Uuid,
+            interaction_id: Option<Uuid>,
+            channel: &'a str,
+            media: &'a str,
+            direction: &'a str,
+            sender: Sender,
+            kind: &'a str,
+            text: Option<&'a str>,
+            payload: &'a Value,
+            attachments: &'a [Attachment],
+            provider_message_id: Option<&'a str>,
+            reply_to_id: Option<Uuid>,
+            status: &'a str,
+            status_error: Option<&'a Value>,
+            created_at: DateTime<Utc>,
+        }
+        let (type_, user_id) = self.sender();
+        let sender = Sender { type_, user_id };
+        Wire {
+            id: self.id,
+            contact_id: self.contact_id,
+            interaction_id: self.interaction_id,
+            channel: &self.channel,
+            media: &self.media,
+            direction: &self.direction,
+            sender,
+            kind: &self.kind,
+            text: self.body.as_deref(),
+            payload: &self.payload,
+            attachments: &self.attachments,
+            provider_message_id: self.provider_message_id.as_deref(),
+            reply_to_id: self.reply_to_id,
+            status: &self.status,
+            status_error: self.status_error.as_ref(),
+            created_at: self.created_at,
+        }
+        .serialize(s)
+    }
 }
 
 #[derive(sqlx::FromRow)]

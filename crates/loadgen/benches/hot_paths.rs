@@ -85,7 +85,7 @@ fn events(c: &mut Criterion) {
         payload: json!({"message": {
             "id": "01a2140b-8a9e-7d3c-9f53-0c1e1b7c2d11", "contact_id": "01a2140b-8a9e-7d3c-9f53-0c1e1b7c2d12",
             "interaction_id": "01a2140b-8a9e-7d3c-9f53-0c1e1b7c2d13", "channel": "whatsapp", "direction": "inbound",
-            "kind": "text", "body": "Hello, I would like to move my appointment to Friday please.",
+            "sender": {"type": "contact", "user_id": null}, "kind": "text", "text": "Hello, I would like to move my appointment to Friday please.",
             "status": "received", "provider_message_id": "wamid.HBgLMTQxNTU1NTI2NzEVAgASGBQzQTdGRjY0",
             "created_at": "2026-11-25T10:00:00Z", "payload": {}, "attachments": []}}),
         created_at: chrono::Utc::now(),

@@ -112,20 +112,8 @@ pub struct MessageOut {
 
 impl From<Message> for MessageOut {
     fn from(m: Message) -> Self {
-        let sender = match m.direction.as_str() {
-            "inbound" => SenderOut {
-                type_: "contact",
-                user_id: None,
-            },
-            "outbound" => SenderOut {
-                type_: "agent",
-                user_id: m.sender_user_id,
-            },
-            _ => SenderOut {
-                type_: "system",
-                user_id: None,
-            },
-        };
+        let (type_, user_id) = m.sender();
+        let sender = SenderOut { type_, user_id };
         Self {
             id: m.id,
             contact_id: m.contact_id,
