@@ -58,10 +58,34 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A quarter of the machine's memory, between PostgreSQL's default 128 MiB and 8 GiB.
+fn shared_buffers_mib(memory_kib: Option<u64>) -> u64 {
+    memory_kib.map_or(128, |kib| (kib / 1024 / 4).clamp(128, 8192))
+}
+
 impl Harness {
     /// Start PostgreSQL (durable), the simulator and the gateway; provision a tenant with
     /// a WhatsApp account and `agents` agents.
     pub async fn start(gateway: &std::path::Path, agents: usize) -> anyhow::Result<Self> {
+        Self::start_with(gateway, agents, None).await
+    }
+
+    /// [`Harness::start`] for a database that will hold millions of messages (`search`).
+    /// PostgreSQL's default 128 MB of shared buffers is a placeholder: such a database is
+    /// given the usual quarter of the machine's memory (here at most 8 GiB), or a 3 GB
+    /// table would be read through the operating system's cache on almost every visit.
+    /// The other modes keep the default: their tables stay small, and a fresh 6 GB pool
+    /// would charge their short runs the first touch of every new buffer.
+    pub async fn start_for_data(gateway: &std::path::Path) -> anyhow::Result<Self> {
+        let mib = shared_buffers_mib(crate::report::memory_kib());
+        Self::start_with(gateway, 0, Some(mib)).await
+    }
+
+    async fn start_with(
+        gateway: &std::path::Path,
+        agents: usize,
+        shared_buffers: Option<u64>,
+    ) -> anyhow::Result<Self> {
         if !gateway.exists() {
             bail!(
                 "no gateway at {}; build it with: cargo build --release -p gateway -p loadgen",
@@ -83,6 +107,10 @@ impl Harness {
         // service, analysed as it grew, does not do.
         opts.settings
             .push(("autovacuum_naptime".to_owned(), "10s".to_owned()));
+        if let Some(mib) = shared_buffers {
+            opts.settings
+                .push(("shared_buffers".to_owned(), format!("{mib}MB")));
+        }
         let cluster = tokio::task::spawn_blocking(move || Cluster::start(&opts))
             .await?
             .context("starting PostgreSQL")?;
@@ -493,4 +521,17 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
         reaped_children: (ticks(13) + ticks(14)) / TICKS,
         ppid: f.get(1)?.parse().ok()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_buffers_mib;
+
+    #[test]
+    fn shared_buffers_are_a_quarter_of_memory_within_bounds() {
+        assert_eq!(shared_buffers_mib(None), 128);
+        assert_eq!(shared_buffers_mib(Some(256 * 1024)), 128);
+        assert_eq!(shared_buffers_mib(Some(24 * 1024 * 1024)), 6144);
+        assert_eq!(shared_buffers_mib(Some(64 * 1024 * 1024)), 8192);
+    }
 }

@@ -82,14 +82,18 @@ pub fn machine() -> Value {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_default();
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0);
+    let mem_gib = memory_kib().map_or(0.0, |kib| {
+        (kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0
+    });
     json!({"cpus": cpus, "cpu": model, "memory_gib": mem_gib})
+}
+
+/// The machine's memory in KiB (`MemTotal`), if it can be read.
+pub fn memory_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    })
 }

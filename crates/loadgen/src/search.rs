@@ -259,7 +259,7 @@ async fn time_gets(
 
 /// The `search` mode.
 pub async fn run(a: &Args) -> anyhow::Result<Value> {
-    let h = Harness::start(&a.gateway, 0).await?;
+    let h = Harness::start_for_data(&a.gateway).await?;
     let tenant: Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE name = 'Load'")
         .fetch_one(&h.db)
         .await
