@@ -342,9 +342,35 @@ pub async fn add_identity(
     channel: Channel,
     address: &str,
 ) -> Result<Identity, StoreError> {
+    insert_identity(conn, tenant, contact, channel, address, None).await
+}
+
+/// [`add_identity`] for an address the contact has just written from, sent at `sent_at`
+/// (now when the provider does not say): its last inbound time is set as it is added.
+pub(crate) async fn add_inbound_identity(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channel: Channel,
+    address: &str,
+    sent_at: Option<DateTime<Utc>>,
+) -> Result<Identity, StoreError> {
+    insert_identity(conn, tenant, contact, channel, address, Some(sent_at)).await
+}
+
+async fn insert_identity(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channel: Channel,
+    address: &str,
+    inbound: Option<Option<DateTime<Utc>>>,
+) -> Result<Identity, StoreError> {
     let row = sqlx::query_as::<_, IdentityRow>(concat!(
-        "INSERT INTO channel_identities (id, tenant_id, contact_id, channel, address)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO channel_identities (id, tenant_id, contact_id, channel, address,
+                                         last_inbound_at)
+         VALUES ($1, $2, $3, $4, $5,
+                 CASE WHEN $6 THEN LEAST(now(), COALESCE($7, now())) END)
          ON CONFLICT ON CONSTRAINT channel_identities_address_key DO NOTHING
          RETURNING ",
         identity_columns!()
@@ -354,6 +380,8 @@ pub async fn add_identity(
     .bind(contact.0)
     .bind(channel.as_str())
     .bind(address)
+    .bind(inbound.is_some())
+    .bind(inbound.flatten())
     .fetch_optional(&mut *conn)
     .await
     .map_err(StoreError::from_db)?;

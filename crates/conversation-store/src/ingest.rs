@@ -188,10 +188,17 @@ async fn find_or_create_contact(
     if let Some((contact, identity, status)) = bump_last_inbound(conn, tenant, inbound).await? {
         return Ok((ContactId(contact), IdentityId(identity), status, false));
     }
-    let (contact, identity, created) = create_contact(conn, tenant, inbound).await?;
-    let (_, _, status) = bump_last_inbound(conn, tenant, inbound)
-        .await?
-        .ok_or(StoreError::NotFound("identity"))?;
+    let (contact, identity, created, status) = create_contact(conn, tenant, inbound).await?;
+    let status = match status {
+        Some(status) => status,
+        // Another transaction added the identity: move its last inbound time.
+        None => {
+            bump_last_inbound(conn, tenant, inbound)
+                .await?
+                .ok_or(StoreError::NotFound("identity"))?
+                .2
+        }
+    };
     Ok((contact, identity, status, created))
 }
 
@@ -216,11 +223,15 @@ async fn bump_last_inbound(
     .await?)
 }
 
+/// A new contact with the sender's identity, its last inbound time set: `(contact,
+/// identity, created, the identity's status)`. When another transaction added the
+/// identity first, its contact and identity, not created, and no status (its last
+/// inbound time is still to be moved).
 async fn create_contact(
     conn: &mut PgConnection,
     tenant: TenantId,
     inbound: &Inbound,
-) -> Result<(ContactId, IdentityId, bool), StoreError> {
+) -> Result<(ContactId, IdentityId, bool, Option<String>), StoreError> {
     let name = inbound
         .profile_name
         .as_deref()
@@ -237,10 +248,22 @@ async fn create_contact(
         .bind(&name)
         .execute(&mut *conn)
         .await?;
-    match crate::contacts::add_identity(conn, tenant, contact, inbound.channel, &inbound.address)
-        .await
+    match crate::contacts::add_inbound_identity(
+        conn,
+        tenant,
+        contact,
+        inbound.channel,
+        &inbound.address,
+        inbound.sent_at,
+    )
+    .await
     {
-        Ok(identity) => Ok((contact, IdentityId(identity.id), true)),
+        Ok(identity) => Ok((
+            contact,
+            IdentityId(identity.id),
+            true,
+            Some(identity.status),
+        )),
         // Another transaction created it first (it committed while we waited on the
         // unique index): use theirs and drop ours.
         Err(StoreError::IdentityTaken { owner, identity }) => {
@@ -249,7 +272,7 @@ async fn create_contact(
                 .bind(contact.0)
                 .execute(&mut *conn)
                 .await?;
-            Ok((ContactId(owner), IdentityId(identity), false))
+            Ok((ContactId(owner), IdentityId(identity), false, None))
         }
         Err(e) => Err(e),
     }
