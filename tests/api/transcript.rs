@@ -798,3 +798,153 @@ async fn a_message_stored_alone_keeps_its_plan_instead_of_planning_anew_each_tim
     let got = texts(&r);
     assert_eq!(got.len(), 13, "{got:?}");
 }
+
+#[tokio::test]
+async fn in_contact_search_finds_every_match_whether_the_walk_fills_the_page_or_not() {
+    use conversation_store::search;
+    let app = spawn_app().await;
+    // The contact's history, oldest first: three old matches stored before signatures
+    // existed (every bit set), 6,000 other messages (more than one walk of the contact),
+    // then two matches written through the product.
+    let first = app.inbound("+14155552671", "hello").await;
+    let contact = first.contact_id;
+    let old: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, contact_id, channel, media, direction, kind, body,
+                               status, search, created_at)
+         SELECT o.id, $2, $3, 'whatsapp', 'chat', 'inbound', 'text', 'an old zebra', 'received',
+                $4::tsvector, now() - make_interval(days => 2, secs => o.n::int)
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS o(id, n)",
+    )
+    .bind(&old)
+    .bind(app.tenant.0)
+    .bind(contact.0)
+    .bind(search::tsvector_literal("an old zebra"))
+    .execute(&app.db)
+    .await
+    .expect("old rows");
+    let bodies: Vec<String> = (0..6000).map(|i| format!("filler number{i}")).collect();
+    let indexed: Vec<search::Indexed> = bodies.iter().map(|b| search::indexed(b)).collect();
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, contact_id, channel, media, direction, kind, body,
+                               status, search, search_sig_a, search_sig_b, created_at)
+         SELECT gen_random_uuid(), $1, $2, 'whatsapp', 'chat', 'outbound', 'text', f.body,
+                'sent', f.search::tsvector, f.a, f.b, now() - make_interval(secs => 3600 + f.n::int)
+         FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[]) WITH ORDINALITY
+              AS f(body, search, a, b, n)",
+    )
+    .bind(app.tenant.0)
+    .bind(contact.0)
+    .bind(&bodies)
+    .bind(
+        indexed
+            .iter()
+            .map(|i| i.tsvector.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(indexed.iter().map(|i| i.signature.0).collect::<Vec<_>>())
+    .bind(indexed.iter().map(|i| i.signature.1).collect::<Vec<_>>())
+    .execute(&app.db)
+    .await
+    .expect("filler");
+    let mut new = Vec::new();
+    for body in ["a zebra crossing", "another Zebra, striped"] {
+        let m = app
+            .inbound("+14155552671", body)
+            .await
+            .message
+            .expect("stored");
+        new.push(m.id);
+    }
+    // What the product stores carries the signature of its lexemes.
+    let stored: (i64, i64) =
+        sqlx::query_as("SELECT search_sig_a, search_sig_b FROM messages WHERE id = $1")
+            .bind(new[0])
+            .fetch_one(&app.db)
+            .await
+            .expect("signature");
+    let sig = search::indexed("a zebra crossing").signature;
+    assert_eq!(stored, (sig.0, sig.1));
+    sqlx::query("ANALYZE messages")
+        .execute(&app.db)
+        .await
+        .expect("analyze");
+
+    // The oracle: every match of the contact, newest first, by the full-text condition.
+    let expected = |q: &str| {
+        let tsquery = search::tsquery_literal(q).expect("searchable");
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, uuid::Uuid>(
+                "SELECT id FROM messages WHERE tenant_id = $1 AND contact_id = $2
+                   AND search @@ $3::tsquery ORDER BY created_at DESC, id DESC",
+            )
+            .bind(app.tenant.0)
+            .bind(contact.0)
+            .bind(tsquery)
+            .fetch_all(&db)
+            .await
+            .expect("oracle")
+            .into_iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+        }
+    };
+    let path =
+        |q: &str, extra: &str| format!("/api/v1/contacts/{}/messages?q={q}{extra}", contact.0);
+    // The walk reaches two matches, then the full statement finds the old three beyond it.
+    let zebra = expected("zebra").await;
+    assert_eq!(zebra.len(), 5);
+    let r = app.get(&path("zebra", "&limit=50"), &app.agent.token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let mut got = ids(&r);
+    got.reverse();
+    assert_eq!(got, zebra);
+    assert_eq!(r.json["prev_cursor"], Value::Null);
+    // A page the walk fills (limit 1: two matches in the walk), then the pages after it.
+    let mut seen = Vec::new();
+    let mut before = String::new();
+    loop {
+        let r = app
+            .get(
+                &path("zebra", &format!("&limit=1{before}")),
+                &app.agent.token,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        seen.extend(ids(&r));
+        match r.json["prev_cursor"].as_str() {
+            Some(c) => before = format!("&before={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, zebra);
+    // A common word fills the page within the walk: the newest 50 of 6,000.
+    let filler = expected("filler").await;
+    let r = app
+        .get(&path("filler", "&limit=50"), &app.agent.token)
+        .await;
+    let mut got = ids(&r);
+    got.reverse();
+    assert_eq!(got, filler[..50]);
+    assert!(r.json["prev_cursor"].is_string());
+    // Two words, one of them in a single filler message deep in the history; and a word
+    // no message has.
+    let r = app
+        .get(&path("filler%20number5990", "&limit=50"), &app.agent.token)
+        .await;
+    let want = expected("filler number5990").await;
+    assert_eq!(want.len(), 1);
+    assert_eq!(ids(&r), want);
+    let r = app.get(&path("okapi", "&limit=50"), &app.agent.token).await;
+    assert_eq!(ids(&r), Vec::<String>::new());
+    // Oldest first from a point in the history (`after`): the walk goes forwards too.
+    let r = app
+        .get(
+            &path("zebra", &format!("&limit=2&after={}", zebra[4])),
+            &app.agent.token,
+        )
+        .await;
+    assert_eq!(ids(&r), vec![zebra[3].clone(), zebra[2].clone()]);
+    let _ = old;
+}

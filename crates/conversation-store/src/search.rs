@@ -67,6 +67,21 @@ fn quote(lexeme: &str) -> String {
 
 /// A `tsvector` literal for `text` (cast with `::tsvector`).
 pub fn tsvector_literal(text: &str) -> String {
+    indexed(text).tsvector
+}
+
+/// What a message stores to be found: its lexemes and their signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indexed {
+    /// The `tsvector` literal (cast with `::tsvector`).
+    pub tsvector: String,
+    /// The [`Signature`] of the same lexemes.
+    pub signature: Signature,
+}
+
+/// The lexemes of `text` as a `tsvector` literal and as a [`Signature`] (one
+/// tokenisation for both).
+pub fn indexed(text: &str) -> Indexed {
     let mut positions: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (i, t) in tokens(text).into_iter().enumerate() {
         let pos = (i + 1).min(MAX_POSITION);
@@ -76,36 +91,103 @@ pub fn tsvector_literal(text: &str) -> String {
             entry.push(pos);
         }
     }
-    positions
+    let signature = Signature::of(positions.keys().map(String::as_str));
+    let tsvector = positions
         .into_iter()
         .map(|(lexeme, pos)| {
             let pos: Vec<String> = pos.iter().map(ToString::to_string).collect();
             format!("{}:{}", quote(&lexeme), pos.join(","))
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    Indexed {
+        tsvector,
+        signature,
+    }
+}
+
+/// A 128-bit summary of a set of lexemes (a Bloom filter: three bits per lexeme), stored
+/// beside a message's `search` column (`search_sig_a`, `search_sig_b`) and in the
+/// transcript index, so that a search can walk a contact's messages in that index alone
+/// and read only the messages whose signature holds every bit of the query's. A message
+/// that has a word always has its bits (no false negatives); about one in a hundred
+/// short messages without the word has them too, and the full-text condition is checked
+/// on the message itself. `-1` (every bit) is what rows stored before signatures existed
+/// carry: they are always read and checked.
+///
+/// The bits of a lexeme must never change: stored signatures are compared with the
+/// query's. (FNV-1a over the lexeme's UTF-8, then the SplitMix64 finaliser; three 7-bit
+/// slices pick the bits.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Signature(pub i64, pub i64);
+
+impl Signature {
+    /// The signature of these lexemes (an empty set has no bit).
+    pub fn of<'a>(lexemes: impl IntoIterator<Item = &'a str>) -> Self {
+        let (mut a, mut b) = (0_u64, 0_u64);
+        for lexeme in lexemes {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in lexeme.bytes() {
+                h ^= u64::from(byte);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            h ^= h >> 31;
+            for slice in 0..3 {
+                let bit = (h >> (slice * 7)) & 127;
+                if bit < 64 {
+                    a |= 1 << bit;
+                } else {
+                    b |= 1 << (bit - 64);
+                }
+            }
+        }
+        Self(a.cast_signed(), b.cast_signed())
+    }
+
+    /// Whether every bit of `query` is set here (a message with this signature may hold
+    /// every lexeme of the query).
+    pub fn covers(self, query: Signature) -> bool {
+        self.0 & query.0 == query.0 && self.1 & query.1 == query.1
+    }
+}
+
+/// Each whitespace-separated word of `query` as its tokens (a word of several tokens is
+/// a phrase), at most 32 words; words with no token are skipped.
+fn query_words(query: &str) -> Vec<Vec<String>> {
+    query
+        .split_whitespace()
+        .map(tokens)
+        .filter(|toks| !toks.is_empty())
+        .take(32)
+        .collect()
+}
+
+/// The [`Signature`] a message must cover to match `query` (every token of every word
+/// is required); `None` when the query has nothing searchable.
+pub fn query_signature(query: &str) -> Option<Signature> {
+    let words = query_words(query);
+    if words.is_empty() {
+        return None;
+    }
+    Some(Signature::of(words.iter().flatten().map(String::as_str)))
 }
 
 /// A `tsquery` literal matching messages that contain every word of `query`; a word that
 /// is several tokens (e.g. CJK, `e-mail`) must appear as a phrase. `None` when the query
 /// has nothing searchable.
 pub fn tsquery_literal(query: &str) -> Option<String> {
-    let groups: Vec<String> = query
-        .split_whitespace()
-        .filter_map(|word| {
-            let toks = tokens(word);
-            if toks.is_empty() {
-                None
+    let groups: Vec<String> = query_words(query)
+        .iter()
+        .map(|toks| {
+            let phrase: Vec<String> = toks.iter().map(|t| quote(t)).collect();
+            if phrase.len() == 1 {
+                phrase.concat()
             } else {
-                let phrase: Vec<String> = toks.iter().map(|t| quote(t)).collect();
-                Some(if phrase.len() == 1 {
-                    phrase.concat()
-                } else {
-                    format!("({})", phrase.join(" <-> "))
-                })
+                format!("({})", phrase.join(" <-> "))
             }
         })
-        .take(32)
         .collect();
     if groups.is_empty() {
         None
@@ -181,6 +263,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_lexeme_keeps_its_bits() {
+        // Stored signatures are compared with queries' ones: these must never change.
+        assert_eq!(Signature::of([]), Signature(0, 0));
+        let order = Signature::of(["order"]);
+        assert_eq!(
+            (order.0.count_ones() + order.1.count_ones(), order),
+            (3, Signature(32_768, 8_389_120))
+        );
+        assert_eq!(query_signature("ORDER"), Some(order));
+        assert_eq!(query_signature(" ,; "), None);
+        // Every token of every word of a query is required, phrases included.
+        let q = query_signature("order 世界").expect("searchable");
+        assert!(indexed("an order from 世界 today").signature.covers(q));
+        assert!(!indexed("an order today").signature.covers(q));
+    }
+
+    #[test]
+    fn a_signature_sets_few_bits_of_a_missing_word() {
+        // The walk reads a message only when its signature covers the query: for short
+        // messages that must be rare when the word is not there, or the filter is
+        // worthless. 2,000 messages of 6–16 distinct words, each checked for 50 words
+        // it does not hold.
+        let mut seed = 7_u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            seed >> 33
+        };
+        let (mut checked, mut covered) = (0, 0);
+        for _ in 0..2000 {
+            let words = 6 + next() % 11;
+            let text: Vec<String> = (0..words).map(|_| format!("w{}", next() % 5000)).collect();
+            let sig = indexed(&text.join(" ")).signature;
+            for probe in 0..50 {
+                let word = format!("absent{probe}");
+                checked += 1;
+                if sig.covers(Signature::of([word.as_str()])) {
+                    covered += 1;
+                }
+            }
+        }
+        assert!(covered * 100 < checked * 3, "{covered} of {checked}");
+    }
+
     proptest! {
         #[test]
         fn literals_never_break_on_any_text(s in "\\PC{0,200}") {
@@ -192,6 +318,22 @@ mod tests {
                 let unescaped = q.replace("\\\\", "").replace("\\'", "");
                 prop_assert_eq!(unescaped.matches('\'').count() % 2, 0);
             }
+        }
+
+        #[test]
+        fn a_text_covers_every_query_made_of_its_words(s in "\\PC{0,200}") {
+            // A message matches a query when it holds every lexeme of it; its signature
+            // must then cover the query's, or the walk would skip a match.
+            let sig = indexed(&s).signature;
+            let toks = tokens(&s);
+            for t in &toks {
+                prop_assert!(sig.covers(Signature::of([t.as_str()])), "{t:?}");
+                // (A lexeme is a query word when the query's own splitting gives it back.)
+                if !t.contains(char::is_whitespace) && tokens(t) == [t.clone()] {
+                    prop_assert_eq!(query_signature(t), Some(Signature::of([t.as_str()])));
+                }
+            }
+            prop_assert!(sig.covers(Signature::of(toks.iter().map(String::as_str))));
         }
 
         #[test]

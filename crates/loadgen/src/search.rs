@@ -123,7 +123,7 @@ async fn seed(db: &PgPool, tenant: Uuid, a: &Args) -> anyhow::Result<(Vec<Uuid>,
     let span_us = 365_i64 * 86_400 * 1_000_000;
     let mut copy = conn
         .copy_in_raw(
-            "COPY messages (id, tenant_id, contact_id, channel, media, direction, kind, body, status, search, created_at)
+            "COPY messages (id, tenant_id, contact_id, channel, media, direction, kind, body, status, search, search_sig_a, search_sig_b, created_at)
              FROM STDIN",
         )
         .await?;
@@ -148,7 +148,7 @@ async fn seed(db: &PgPool, tenant: Uuid, a: &Args) -> anyhow::Result<(Vec<Uuid>,
             rare_left -= 1;
         }
         let body = body.join(" ");
-        let tsv = conversation_store::search::tsvector_literal(&body);
+        let indexed = conversation_store::search::indexed(&body);
         let at_us = t0 + (i as i64) * span_us / (n as i64).max(1);
         let direction = if rng.below(2) == 0 {
             "inbound"
@@ -161,8 +161,14 @@ async fn seed(db: &PgPool, tenant: Uuid, a: &Args) -> anyhow::Result<(Vec<Uuid>,
         ));
         copy_escape(&body, &mut buf);
         buf.push_str("\treceived\t");
-        copy_escape(&tsv, &mut buf);
-        buf.push_str(&format!("\t{}\n", micros_to_rfc3339(at_us)));
+        copy_escape(&indexed.tsvector, &mut buf);
+        let sig = indexed.signature;
+        buf.push_str(&format!(
+            "\t{}\t{}\t{}\n",
+            sig.0,
+            sig.1,
+            micros_to_rfc3339(at_us)
+        ));
         if buf.len() > 2 << 20 {
             copy.send(std::mem::take(&mut buf).into_bytes()).await?;
         }
