@@ -664,20 +664,46 @@ async fn transcript_and_search_queries_use_their_indexes() {
     .expect("explain");
     let plan = rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
     assert!(plan.contains("messages_contact_time_idx"), "{plan}");
-    // Tenant-wide search first looks through the newest messages only (a bounded walk of
-    // the recency index)…
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "EXPLAIN SELECT id FROM (SELECT * FROM messages m WHERE m.tenant_id = $1
-                                 ORDER BY m.created_at DESC, m.id DESC LIMIT 5000) m
-         WHERE m.search @@ $2::tsquery ORDER BY m.created_at DESC, m.id DESC LIMIT 21",
-    )
-    .bind(app.tenant.0)
-    .bind("'zebra'")
-    .fetch_all(&mut *tx)
-    .await
-    .expect("explain");
-    let plan = rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
-    assert!(plan.contains("messages_tenant_recent_idx"), "{plan}");
+    // Searches first walk a bounded number of messages by signature (in-contact: the
+    // contact's; tenant-wide: the newest), in the index alone, reading a message by its
+    // key only when its signature may match, and stopping at the page's end.
+    let sig = conversation_store::search::query_signature("zebra").expect("searchable");
+    for (scope, index) in [
+        (
+            "w.tenant_id = $1 AND w.contact_id = $4",
+            "messages_contact_time_idx",
+        ),
+        ("w.tenant_id = $1", "messages_tenant_recent_idx"),
+    ] {
+        let walk = messages::signature_walk(
+            scope,
+            "DESC",
+            5000,
+            ("$5", "$6"),
+            "m.search @@ $2::tsquery AND ($3::text IS NULL OR m.media = $3)",
+            "21",
+        );
+        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {walk}")))
+            .bind(app.tenant.0)
+            .bind("'zebra'")
+            .bind(None::<String>)
+            .bind(c.contact_id.0)
+            .bind(sig.0)
+            .bind(sig.1)
+            .fetch_all(&mut *tx)
+            .await
+            .expect("explain");
+        let plan = rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
+        assert!(plan.contains(index), "{plan}");
+        assert!(
+            plan.contains("Nested Loop") && plan.contains("messages_pkey"),
+            "{plan}"
+        );
+        assert!(
+            !plan.contains("Sort") && !plan.contains("Seq Scan"),
+            "{plan}"
+        );
+    }
     // …and when that does not fill the page it allows no plan but the full-text index:
     // walking the recency index for a rare word reads the whole tenant (left to itself
     // the planner picks exactly that here, misjudging the word's frequency), and a

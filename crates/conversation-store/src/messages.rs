@@ -677,6 +677,35 @@ async fn anchor(
     })
 }
 
+/// A search's bounded walk: the first `bound` messages that `scope` (over alias `w`)
+/// selects, in (`created_at`, `id`) `order`, read from an index that carries the
+/// signatures (`search_sig_a`, `search_sig_b`) so that the walk itself never visits the
+/// table; only messages whose signature covers the query's (`sig` parameters) are read
+/// and checked against `check` (over alias `m`), up to `limit` of them. Every match
+/// within the walk is found, in order: a signature has no false negatives. Public so
+/// that the plan tests explain the very statement the searches run.
+pub fn signature_walk(
+    scope: &str,
+    order: &str,
+    bound: i64,
+    sig: (&str, &str),
+    check: &str,
+    limit: &str,
+) -> String {
+    let (a, b) = sig;
+    format!(
+        "SELECT {COLUMNS} FROM (
+           SELECT w.id, w.created_at FROM (
+             SELECT w.id, w.created_at, w.search_sig_a, w.search_sig_b FROM messages w
+             WHERE {scope}
+             ORDER BY w.created_at {order}, w.id {order} LIMIT {bound}) w
+           WHERE w.search_sig_a & {a} = {a} AND w.search_sig_b & {b} = {b}) c
+         JOIN messages m ON m.id = c.id
+         WHERE m.tenant_id = $1 AND {check}
+         ORDER BY c.created_at {order}, c.id {order} LIMIT {limit}"
+    )
+}
+
 /// How many of a contact's messages a search walks by signature before the full-text
 /// statement answers instead (about a millisecond in the index alone).
 const CONTACT_WALK: i64 = 5000;
@@ -722,17 +751,13 @@ async fn slice(
         } else {
             String::new()
         };
-        let walk = format!(
-            "SELECT {COLUMNS} FROM (
-               SELECT w.id, w.created_at FROM (
-                 SELECT w.id, w.created_at, w.search_sig_a, w.search_sig_b FROM messages w
-                 WHERE w.tenant_id = $1 AND w.contact_id = $2{cursor}
-                 ORDER BY w.created_at {order}, w.id {order} LIMIT {CONTACT_WALK}) w
-               WHERE w.search_sig_a & $8 = $8 AND w.search_sig_b & $9 = $9) c
-             JOIN messages m ON m.id = c.id
-             WHERE m.tenant_id = $1 AND m.search @@ $6::tsquery
-               AND ($3::text IS NULL OR m.media = $3)
-             ORDER BY c.created_at {order}, c.id {order} LIMIT $7"
+        let walk = signature_walk(
+            &format!("w.tenant_id = $1 AND w.contact_id = $2{cursor}"),
+            order,
+            CONTACT_WALK,
+            ("$8", "$9"),
+            "m.search @@ $6::tsquery AND ($3::text IS NULL OR m.media = $3)",
+            "$7",
         );
         let walked = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(walk))
             .bind(tenant.0)
@@ -893,7 +918,8 @@ pub async fn search_tenant(
     before: Option<MessageId>,
     limit: i64,
 ) -> Result<(Vec<SearchHit>, Option<Uuid>), StoreError> {
-    let Some(tsquery) = search::tsquery_literal(q) else {
+    let (Some(tsquery), Some(sig)) = (search::tsquery_literal(q), search::query_signature(q))
+    else {
         return Ok((Vec::new(), None));
     };
     let limit = limit.clamp(1, 100);
@@ -916,18 +942,18 @@ pub async fn search_tenant(
         None => None,
     };
     // Two phases, so that the cost never rests on the planner guessing a word's
-    // frequency. First the newest RECENT_WINDOW messages (a walk of the recency index):
-    // a common word fills the page there. Only when it does not is the word rare enough
+    // frequency. First the newest RECENT_WINDOW messages (a signature walk of the
+    // recency index, which reads only the messages that may match): a common word fills
+    // the page there. Only when it does not is the word rare enough
     // for the full-text index, which is then the only plan allowed (a recency walk for a
     // rare word reads the whole tenant; a sequential scan reads every tenant).
-    let recent = format!(
-        "SELECT {COLUMNS} FROM (
-             SELECT * FROM messages m
-             WHERE m.tenant_id = $1
-               AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5))
-             ORDER BY m.created_at DESC, m.id DESC LIMIT {RECENT_WINDOW}) m
-         WHERE m.search @@ $2::tsquery AND ($3::text IS NULL OR m.media = $3)
-         ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
+    let recent = signature_walk(
+        "w.tenant_id = $1 AND ($4::timestamptz IS NULL OR (w.created_at, w.id) < ($4, $5))",
+        "DESC",
+        RECENT_WINDOW,
+        ("$7", "$8"),
+        "m.search @@ $2::tsquery AND ($3::text IS NULL OR m.media = $3)",
+        "$6",
     );
     let indexed = format!(
         "SELECT {COLUMNS} FROM messages m
@@ -955,6 +981,8 @@ pub async fn search_tenant(
             .bind(from)
             .bind(cursor_id)
             .bind(limit + 1)
+            .bind(sig.0)
+            .bind(sig.1)
             .fetch_all(&mut *conn)
             .await?;
         if index_phase {
