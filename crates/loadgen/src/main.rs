@@ -169,14 +169,23 @@ async fn run() -> anyhow::Result<()> {
         "ingest" => modes::ingest(&args).await?,
         "connections" => modes::connections(&args).await?,
         "conversation" => modes::conversation(&args).await?,
-        "search" => search::run(&args).await?,
+        // With `--hold` the result was emitted before holding the database.
+        "search" => match search::run(&args).await? {
+            Some(result) => result,
+            None => return Ok(()),
+        },
         other => {
             bail!("unknown mode {other}; use baseline, ingest, connections, conversation or search")
         }
     };
-    println!("{}", report::human(&result));
+    emit(&result, &args)
+}
+
+/// Print the human summary and write the JSON result (`--out`).
+pub fn emit(result: &serde_json::Value, args: &Args) -> anyhow::Result<()> {
+    println!("{}", report::human(result));
     if let Some(path) = &args.out {
-        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
+        std::fs::write(path, serde_json::to_vec_pretty(result)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("result written to {}", path.display());
     }

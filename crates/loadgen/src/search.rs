@@ -263,8 +263,9 @@ async fn time_gets(
     Ok((hist, errors))
 }
 
-/// The `search` mode.
-pub async fn run(a: &Args) -> anyhow::Result<Value> {
+/// The `search` mode: its result, or `None` when it was emitted before holding the
+/// database (`--hold`).
+pub async fn run(a: &Args) -> anyhow::Result<Option<Value>> {
     let h = Harness::start_for_data(&a.gateway).await?;
     let tenant: Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE name = 'Load'")
         .fetch_one(&h.db)
@@ -351,15 +352,17 @@ pub async fn run(a: &Args) -> anyhow::Result<Value> {
         result[name]["errors"] = json!(errors);
     }
     if let Some(hold) = a.hold {
-        println!("{}", crate::report::human(&result));
+        // Emitted now: a hold usually ends with Ctrl-C, which would lose it.
+        crate::emit(&result, a)?;
         eprintln!(
             "search: holding the database for {:.0}s (Ctrl-C ends it): psql '{}'",
             hold.as_secs_f64(),
             h.url
         );
         tokio::time::sleep(hold).await;
+        return Ok(None);
     }
-    Ok(result)
+    Ok(Some(result))
 }
 
 #[cfg(test)]
