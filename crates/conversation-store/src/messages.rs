@@ -707,7 +707,7 @@ pub fn signature_walk(
 }
 
 /// How many of a contact's messages a search walks by signature before the full-text
-/// statement answers instead (about a millisecond in the index alone).
+/// statement answers instead (at most ~3 ms in the index alone, measured at 5M messages).
 const CONTACT_WALK: i64 = 5000;
 
 /// Older (`older = true`, newest first) or newer (oldest first) messages than `from`.

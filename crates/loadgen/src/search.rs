@@ -182,6 +182,19 @@ async fn seed(db: &PgPool, tenant: Uuid, a: &Args) -> anyhow::Result<(Vec<Uuid>,
     copy.send(buf.into_bytes()).await?;
     copy.finish().await?;
     let copied = started.elapsed();
+    // What the product keeps on each contact as it stores messages: its last activity and
+    // its unread inbound messages (no agent has read any).
+    eprintln!("search: contacts' activity and unread counts...");
+    sqlx::query(
+        "UPDATE contacts c SET last_activity_at = x.at, unread_count = x.unread
+         FROM (SELECT contact_id, max(created_at) AS at,
+                      (count(*) FILTER (WHERE direction = 'inbound'))::int AS unread
+               FROM messages WHERE tenant_id = $1 GROUP BY contact_id) x
+         WHERE c.tenant_id = $1 AND c.id = x.contact_id",
+    )
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await?;
     eprintln!("search: analysing...");
     sqlx::query("VACUUM ANALYZE messages")
         .execute(&mut *conn)
