@@ -845,7 +845,7 @@ async fn in_contact_search_finds_every_match_whether_the_walk_fills_the_page_or_
     .bind(&old)
     .bind(app.tenant.0)
     .bind(contact.0)
-    .bind(search::tsvector_literal("an old zebra"))
+    .bind(search::indexed("an old zebra").tsvector)
     .execute(&app.db)
     .await
     .expect("old rows");
