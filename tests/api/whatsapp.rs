@@ -1834,3 +1834,101 @@ async fn a_stopped_gateway_closes_its_webhook_writers_connections() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Read `ws` until a `message.created` event with `text` comes (other events pass by).
+async fn message_created(ws: &mut crate::events::Ws, text: &str) {
+    loop {
+        let e = crate::events::next_event(ws).await;
+        if e["kind"] == "message.created" && e["payload"]["message"]["text"] == text {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_gateway_sends_no_wakeups_for_other_replicas_until_one_starts() {
+    use conversation_store::events::{APPEND_CHANNEL, READY_CHANNEL};
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let wakeups = app.state().wakeups.clone();
+    let origin = wakeups.origin();
+    app.eventually("the gateway finds no other replica alive", || {
+        let w = wakeups.clone();
+        async move { !w.others_alive() }
+    })
+    .await;
+    let mut heard = sqlx::postgres::PgListener::connect(&app.db_url)
+        .await
+        .expect("listener");
+    heard
+        .listen_all([APPEND_CHANNEL, READY_CHANNEL])
+        .await
+        .expect("listen");
+    let post = |wamid: String, text: &'static str| {
+        let body = envelope(vec![value(
+            "14155550177",
+            "Lone",
+            vec![
+                json!({"from": "14155550177", "id": wamid, "timestamp": written(0), "type": "text", "text": {"body": text}}),
+            ],
+        )]);
+        let sig = sign(&wa, &body);
+        let app = &app;
+        let wa = &wa;
+        async move {
+            let r = post_signed(app, wa, &body, Some(sig)).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+    };
+    let mut ws = crate::events::connect(&app, &app.agent.token, None).await;
+    for (n, text) in ["one", "two", "three"].into_iter().enumerate() {
+        post(format!("wamid.LONE{n}"), text).await;
+        message_created(&mut ws, text).await;
+    }
+    // Everything the gateway sent on those channels comes before this marker.
+    sqlx::query("SELECT pg_notify($1, 'marker')")
+        .bind(APPEND_CHANNEL)
+        .execute(&app.db)
+        .await
+        .expect("marker");
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
+            .await
+            .expect("the marker arrives")
+            .expect("notification");
+        if n.payload() == "marker" {
+            break;
+        }
+        assert_ne!(
+            n.payload(),
+            origin,
+            "a lone gateway sent a wake-up for other replicas on {}",
+            n.channel()
+        );
+    }
+    // A second replica starts: the first hears of it, its sockets get the first one's
+    // messages, and the wake-ups for other replicas go out again.
+    let (replica_b, _stop) = test_support::spawn_replica(&app).await;
+    app.eventually("the gateway knows of the new replica", || {
+        let w = wakeups.clone();
+        async move { w.others_alive() }
+    })
+    .await;
+    let (mut on_b, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{replica_b}/api/v1/events?access_token={}",
+        app.agent.token
+    ))
+    .await
+    .expect("socket on the second replica");
+    post("wamid.LONE3".to_owned(), "together").await;
+    message_created(&mut on_b, "together").await;
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
+            .await
+            .expect("a wake-up for the other replica")
+            .expect("notification");
+        if n.payload() == origin {
+            break;
+        }
+    }
+}

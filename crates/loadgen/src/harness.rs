@@ -101,6 +101,11 @@ impl Harness {
             "shared_preload_libraries".to_owned(),
             "pg_stat_statements".to_owned(),
         ));
+        // And their planning, which for short statements can cost as much as running them.
+        opts.settings.push((
+            "pg_stat_statements.track_planning".to_owned(),
+            "on".to_owned(),
+        ));
         // A run starts on empty tables and lasts seconds; with the default one-minute
         // autovacuum nap the planner would plan for empty tables throughout (sequential
         // scans cached in every connection's prepared statements), which a database in
@@ -439,9 +444,10 @@ impl Harness {
     /// The `n` statements the database spent the most time executing since provisioning,
     /// with calls, mean time and share of the total: where the database time goes.
     pub async fn top_statements(&self, n: i64) -> Value {
-        let rows: Vec<(String, i64, f64, f64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, f64, f64, i64, f64)> = sqlx::query_as(
             "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, mean_exec_time,
-                    100 * total_exec_time / NULLIF(sum(total_exec_time) OVER (), 0)
+                    100 * total_exec_time / NULLIF(sum(total_exec_time) OVER (), 0),
+                    plans, mean_plan_time
              FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'parley')
              ORDER BY total_exec_time DESC LIMIT $1",
@@ -452,11 +458,13 @@ impl Harness {
         .unwrap_or_default();
         Value::Array(
             rows.into_iter()
-                .map(|(q, calls, mean, share)| {
+                .map(|(q, calls, mean, share, plans, plan_mean)| {
                     json!({
                         "share_pct": (share * 10.0).round() / 10.0,
                         "calls": calls,
                         "mean_ms": (mean * 1000.0).round() / 1000.0,
+                        "plans": plans,
+                        "mean_plan_ms": (plan_mean * 1000.0).round() / 1000.0,
                         "query": q.chars().take(160).collect::<String>(),
                     })
                 })
