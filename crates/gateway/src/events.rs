@@ -64,13 +64,11 @@ pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
                         if n > 0 {
                             // This process's sockets at once (or its feed reads them, if
                             // another replica's positions come first); the other
-                            // replicas' (if any is alive) through the database.
+                            // replicas' through the database.
                             if !feed.offer(sequenced).await {
                                 wakeups.bump(events::READY_CHANNEL);
                             }
-                            if wakeups.others_alive()
-                                && let Err(e) = events::announce_ready(&mut conn, &origin).await
-                            {
+                            if let Err(e) = events::announce_ready(&mut conn, &origin).await {
                                 tracing::debug!(error = %e, "new positions not announced");
                             }
                         }

@@ -239,14 +239,11 @@ async fn write_batch(db: &PgPool, writer: &Writer, batch: Vec<Job>) {
     store_and_answer(db, &writer.metrics, batch).await;
     // The sequencer's wake-up, left out of the batch's transaction (see
     // `events::BEGIN_DEFERRING_WAKEUP`): this process's sequencer directly, the other
-    // replicas' (if any is alive) through the database while this writer takes its next
-    // batch. If that is lost, their sequencer's own round finds the events.
+    // replicas' through the database while this writer takes its next batch. If that is
+    // lost, their sequencer's own round finds the events.
     writer
         .wakeups
         .bump(conversation_store::events::APPEND_CHANNEL);
-    if !writer.wakeups.others_alive() {
-        return;
-    }
     let db = db.clone();
     let origin = writer.wakeups.origin();
     tokio::spawn(async move {

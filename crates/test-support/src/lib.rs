@@ -196,13 +196,6 @@ pub struct TestApp {
     pub db_url: String,
 }
 
-impl TestApp {
-    /// The gateway's state (its wake-ups, say).
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-}
-
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
