@@ -107,27 +107,132 @@ impl JwtKeys {
     }
 }
 
-/// Hash a password with Argon2id (PHC string). CPU-heavy: runs on the blocking pool.
+/// Hash a password with Argon2id (PHC string). CPU- and memory-heavy: runs on the
+/// hashing threads (see [`hashing`]).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    hashing::run(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
     })
-    .await
-    .map_err(|e| ApiError::internal(&e))?
+    .await?
     .map_err(|e| ApiError::internal(&HashError(e.to_string())))
 }
 
-/// Check `password` against a stored PHC hash. CPU-heavy: runs on the blocking pool.
+/// Check `password` against a stored PHC hash. CPU- and memory-heavy: runs on the hashing
+/// threads (see [`hashing`]).
 pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    hashing::run(move || {
         Argon2::default()
             .verify_password(password.as_bytes(), hash.as_str())
             .is_ok()
     })
     .await
-    .map_err(|e| ApiError::internal(&e))
+}
+
+/// A few threads of their own for password hashing.
+///
+/// Each Argon2id hash with the default parameters fills 19 MiB of memory. On the blocking
+/// pool (up to 512 threads) a burst of logins (a shift starting, or someone spraying
+/// guesses from many addresses) hashed all at once: memory grew by 19 MiB per login in
+/// flight, and the allocator kept most of it afterwards in each thread's arena. Here at
+/// most one hash per core runs at a time, on the same few threads, so that memory is
+/// bounded; the others wait their turn without holding a thread, and one whose caller
+/// has gone (its request timed out) is dropped unhashed.
+pub mod hashing {
+    use std::sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    };
+
+    use crate::error::ApiError;
+
+    type Job = Box<dyn FnOnce() + Send>;
+
+    struct Pool {
+        jobs: Mutex<mpsc::Sender<Job>>,
+        threads: usize,
+    }
+
+    /// Hashes running now, and the most that ever ran at once.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    fn pool() -> Option<&'static Pool> {
+        static POOL: OnceLock<Option<Pool>> = OnceLock::new();
+        POOL.get_or_init(|| {
+            let threads = std::thread::available_parallelism()
+                .map_or(2, std::num::NonZeroUsize::get)
+                .clamp(1, 8);
+            let (tx, rx) = mpsc::channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            for k in 0..threads {
+                let rx = rx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("password-hash-{k}"))
+                    .spawn(move || {
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "no thread for password hashing");
+                    if k == 0 {
+                        return None;
+                    }
+                }
+            }
+            Some(Pool {
+                jobs: Mutex::new(tx),
+                threads,
+            })
+        })
+        .as_ref()
+    }
+
+    /// How many hashes may run at once.
+    pub fn threads() -> usize {
+        pool().map_or(1, |p| p.threads)
+    }
+
+    /// The most hashes that ran at once so far in this process.
+    pub fn peak() -> usize {
+        PEAK.load(Ordering::Relaxed)
+    }
+
+    /// Run `f` on a hashing thread and wait for its result without holding a thread.
+    pub async fn run<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            if done.is_closed() {
+                return;
+            }
+            let now = RUNNING.fetch_add(1, Ordering::Relaxed) + 1;
+            PEAK.fetch_max(now, Ordering::Relaxed);
+            let out = f();
+            RUNNING.fetch_sub(1, Ordering::Relaxed);
+            let _ = done.send(out);
+        });
+        let sent = pool().and_then(|p| p.jobs.lock().ok()?.send(job).ok());
+        if sent.is_none() {
+            return Err(ApiError::internal(&NoHashing));
+        }
+        answer.await.map_err(|_| ApiError::internal(&NoHashing))
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the password hashing threads are gone")]
+    struct NoHashing;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +382,41 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_of_logins_hashes_a_few_at_a_time_and_each_gets_its_answer() {
+        let hash = hash_password("correct horse".into()).await.expect("hash");
+        let n = hashing::threads() * 3 + 2;
+        let checks: Vec<_> = (0..n)
+            .map(|k| {
+                let (password, right) = if k % 2 == 0 {
+                    ("correct horse", true)
+                } else {
+                    ("wrong horse", false)
+                };
+                let hash = hash.clone();
+                tokio::spawn(async move {
+                    (
+                        verify_password(password.into(), hash)
+                            .await
+                            .expect("verify"),
+                        right,
+                    )
+                })
+            })
+            .collect();
+        for c in checks {
+            let (got, right) = c.await.expect("join");
+            assert_eq!(got, right);
+        }
+        assert!(hashing::peak() >= 1);
+        assert!(
+            hashing::peak() <= hashing::threads(),
+            "{} hashes ran at once with {} hashing threads",
+            hashing::peak(),
+            hashing::threads()
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,5 @@
 //! Login and "who am I".
 
-use std::sync::OnceLock;
-
 use axum::extract::{ConnectInfo, State};
 use conversation_store::accounts;
 use parley_core::Principal;
@@ -48,17 +46,13 @@ pub struct TokenOut {
 }
 
 /// A hash to verify against when the email is unknown, so a wrong email takes as long as
-/// a wrong password and response times don't reveal which accounts exist.
-fn dummy_hash() -> String {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        use argon2::PasswordHasher as _;
-        argon2::Argon2::default()
-            .hash_password(b"parley-no-such-user")
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
-    .clone()
+/// a wrong password and response times don't reveal which accounts exist. Made once, on
+/// the hashing threads like every other hash.
+async fn dummy_hash() -> Result<String, ApiError> {
+    static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    HASH.get_or_try_init(|| crate::auth::hash_password("parley-no-such-user".to_owned()))
+        .await
+        .cloned()
 }
 
 /// Exchange email and password for an access token. Repeated failures lock the email
@@ -104,7 +98,7 @@ pub async fn login(
     drop(conn);
     let (hash, user) = match candidate {
         Some(c) => (c.password_hash, Some(c.user)),
-        None => (dummy_hash(), None),
+        None => (dummy_hash().await?, None),
     };
     let password_ok = verify_password(input.password, hash).await?;
     let mut conn = state.db.acquire().await?;
