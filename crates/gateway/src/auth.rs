@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
 use axum::{extract::FromRequestParts, http::request::Parts};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use parley_core::{Principal, Role, TenantId, UserId};
@@ -110,43 +109,109 @@ impl JwtKeys {
 /// Hash a password with Argon2id (PHC string). CPU- and memory-heavy: runs on the
 /// hashing threads (see [`hashing`]).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    hashing::run(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-    })
-    .await?
-    .map_err(|e| ApiError::internal(&HashError(e.to_string())))
+    hashing::run(move || hashing::hash(password.as_bytes()))
+        .await?
+        .map_err(|e| ApiError::internal(&HashError(e)))
 }
 
 /// Check `password` against a stored PHC hash. CPU- and memory-heavy: runs on the hashing
 /// threads (see [`hashing`]).
 pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
-    hashing::run(move || {
-        Argon2::default()
-            .verify_password(password.as_bytes(), hash.as_str())
-            .is_ok()
-    })
-    .await
+    hashing::run(move || hashing::verify(password.as_bytes(), &hash)).await
 }
 
-/// A few threads of their own for password hashing.
+/// A few threads of their own for password hashing, each with its Argon2 memory.
 ///
 /// Each Argon2id hash with the default parameters fills 19 MiB of memory. On the blocking
 /// pool (up to 512 threads) a burst of logins (a shift starting, or someone spraying
-/// guesses from many addresses) hashed all at once: memory grew by 19 MiB per login in
-/// flight, and the allocator kept most of it afterwards in each thread's arena. Here at
-/// most one hash per core runs at a time, on the same few threads, so that memory is
-/// bounded; the others wait their turn without holding a thread, and one whose caller
-/// has gone (its request timed out) is dropped unhashed.
+/// guesses from many addresses) hashed all at once, and the allocator kept most of each
+/// hash's 19 MiB afterwards: the gateway grew by about that much per login (10 agents
+/// provisioned and logged in: 182 MiB). Here at most one hash per core runs at a time, on
+/// the same few threads, each reusing one buffer of its own for the hash's memory, so the
+/// gateway holds at most 19 MiB per core for passwords however many logins come; the
+/// others wait their turn without holding a thread, and one whose caller has gone (its
+/// request timed out) is dropped unhashed.
 pub mod hashing {
-    use std::sync::{
-        Arc, Mutex, OnceLock,
-        atomic::{AtomicUsize, Ordering},
-        mpsc,
+    use std::{
+        cell::RefCell,
+        sync::{
+            Arc, Mutex, OnceLock,
+            atomic::{AtomicUsize, Ordering},
+            mpsc,
+        },
+    };
+
+    use argon2::{
+        Algorithm, Argon2, Block, Params, PasswordHash, Version,
+        password_hash::phc::{Output, ParamsString, Salt},
     };
 
     use crate::error::ApiError;
+
+    thread_local! {
+        /// This thread's Argon2 memory, kept from one hash to the next.
+        static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Run `f` with `count` blocks of this thread's Argon2 memory (every block is written
+    /// before it is read, so what a previous hash left there does not matter).
+    fn with_blocks<T>(count: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+        BLOCKS.with_borrow_mut(|blocks| {
+            if blocks.len() != count {
+                *blocks = vec![Block::new(); count];
+            }
+            f(blocks)
+        })
+    }
+
+    /// A new Argon2id PHC string for `password` (default parameters, 16 random bytes of
+    /// salt), as `argon2`'s own `PasswordHasher` writes it.
+    pub fn hash(password: &[u8]) -> Result<String, String> {
+        let argon = Argon2::default();
+        let params = argon.params().clone();
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        with_blocks(params.block_count(), |blocks| {
+            argon.hash_password_into_with_memory(password, &salt, &mut out, blocks)
+        })
+        .map_err(|e| e.to_string())?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+            salt: Some(Salt::new(&salt).map_err(|e| e.to_string())?),
+            hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// Whether `password` matches the PHC string `stored` (with the algorithm, version and
+    /// parameters it names; compared in constant time). An unreadable hash matches nothing.
+    pub fn verify(password: &[u8], stored: &str) -> bool {
+        let Ok(phc) = PasswordHash::new(stored) else {
+            return false;
+        };
+        let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+            return false;
+        };
+        let (Ok(algorithm), Ok(params)) = (
+            Algorithm::try_from(phc.algorithm.as_str()),
+            Params::try_from(&phc),
+        ) else {
+            return false;
+        };
+        let version = match phc.version.map(Version::try_from).transpose() {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let argon = Argon2::new(algorithm, version, params.clone());
+        let mut out = vec![0u8; expected.len()];
+        let hashed = with_blocks(params.block_count(), |blocks| {
+            argon.hash_password_into_with_memory(password, salt.as_ref(), &mut out, blocks)
+        });
+        hashed.is_ok() && Output::new(&out).is_ok_and(|o| o == *expected)
+    }
 
     type Job = Box<dyn FnOnce() + Send>;
 
@@ -417,6 +482,57 @@ mod tests {
             hashing::peak(),
             hashing::threads()
         );
+    }
+
+    #[test]
+    fn hashes_are_the_standard_phc_strings_both_ways() {
+        use argon2::{
+            Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version,
+        };
+        // Ours, checked by the crate's own verifier.
+        let ours = hashing::hash(b"correct horse").expect("hash");
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse", ours.as_str())
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"wrong horse", ours.as_str())
+                .is_err()
+        );
+        // Salted afresh each time.
+        assert_ne!(ours, hashing::hash(b"correct horse").expect("hash"));
+        // The crate's, and one with other parameters, checked by ours (the thread's memory
+        // resized for it and back).
+        let standard = Argon2::default()
+            .hash_password(b"correct horse")
+            .expect("hash")
+            .to_string();
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8192, 1, 1, None).expect("params"),
+        )
+        .hash_password(b"correct horse")
+        .expect("hash")
+        .to_string();
+        for h in [&standard, &small, &ours, &standard] {
+            assert!(hashing::verify(b"correct horse", h), "{h}");
+            assert!(!hashing::verify(b"correct hors", h), "{h}");
+        }
+        for junk in [
+            "",
+            "plain",
+            "$argon2id$",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA",
+        ] {
+            assert!(!hashing::verify(b"", junk), "{junk}");
+        }
     }
 
     #[tokio::test]
