@@ -1834,3 +1834,80 @@ async fn a_stopped_gateway_closes_its_webhook_writers_connections() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_gathering_company_while_the_other_is_stuck_still_stores_its_webhook() {
+    // Two writers. One is stuck on a contact row the test holds; a webhook of another
+    // contact then finds a writer storing and waits a moment for company, but not for the
+    // stuck one: it is stored and answered while the first is still blocked.
+    let app = test_support::spawn_app_with(&[("PARLEY_INGEST_WRITERS", "2")]).await;
+    let wa = std::sync::Arc::new(app.whatsapp().await);
+    let app = std::sync::Arc::new(app);
+    let text = |from: &str, id: &str| {
+        envelope(vec![value(
+            from,
+            "Gather",
+            vec![
+                json!({"from": from, "id": id, "timestamp": written(0), "type": "text", "text": {"body": id}}),
+            ],
+        )])
+    };
+    let first = text("14155550161", "wamid.GATHER0");
+    let r = post_signed(&app, &wa, &first, Some(sign(&wa, &first))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let contact = contact_of(&app, "14155550161").await;
+    let mut hold = app.db.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM contacts WHERE id = $1::uuid FOR UPDATE")
+        .bind(&contact)
+        .execute(&mut *hold)
+        .await
+        .expect("lock");
+    let stuck = {
+        let (app, wa) = (app.clone(), wa.clone());
+        tokio::spawn(async move {
+            let body = text("14155550161", "wamid.GATHER1");
+            post_signed(&app, &wa, &body, Some(sign(&wa, &body))).await
+        })
+    };
+    app.eventually("a writer waits on the held contact", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1
+               AND wait_event_type = 'Lock'",
+        )
+        .bind(gateway::ingest::WRITER_APPLICATION_NAME)
+        .fetch_one(&app.db)
+        .await
+        .unwrap_or(0)
+            == 1
+    })
+    .await;
+    let other = text("14155550162", "wamid.GATHER2");
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        post_signed(&app, &wa, &other, Some(sign(&wa, &other))),
+    )
+    .await
+    .expect("the other writer stores a webhook while the first is stuck");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!stuck.is_finished(), "the first writer was still held");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM messages WHERE provider_message_id = 'wamid.GATHER2'"
+        )
+        .await,
+        1
+    );
+    hold.rollback().await.expect("release");
+    let r = stuck.await.expect("join");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM messages WHERE provider_message_id LIKE 'wamid.GATHER%'"
+        )
+        .await,
+        3
+    );
+}
