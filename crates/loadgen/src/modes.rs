@@ -46,6 +46,44 @@ async fn read_events(mut ws: Ws, mut f: impl FnMut(Value) -> bool) {
     }
 }
 
+/// [`read_events`] on a socket of `token`'s, connected and read on a thread and runtime of
+/// their own. On the tool's main runtime, busy sending thousands of requests a second, a
+/// frame's arrival was noticed only when a worker next looked for I/O, and that wait was
+/// measured as the server's end-to-end latency. Returns once the socket is connected.
+async fn read_events_on_own_thread(
+    h: Arc<Harness>,
+    token: String,
+    f: impl FnMut(Value) -> bool + Send + 'static,
+) -> anyhow::Result<()> {
+    let (connected, answer) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    std::thread::Builder::new()
+        .name("event-reader".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = connected.send(Err(e.into()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match h.socket(&token).await {
+                    Ok(ws) => {
+                        let _ = connected.send(Ok(()));
+                        read_events(ws, f).await;
+                    }
+                    Err(e) => {
+                        let _ = connected.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    answer.await?
+}
+
 fn progress(
     label: &'static str,
     counters: Vec<(&'static str, Arc<AtomicU64>)>,
@@ -200,9 +238,8 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let errors: Shared<BTreeMap<String, u64>> = Arc::new(Mutex::new(BTreeMap::new()));
     let events = Arc::new(AtomicU64::new(0));
     {
-        let ws = h.socket(&h.admin_token).await?;
         let (pending, e2e, events) = (pending.clone(), e2e.clone(), events.clone());
-        tokio::spawn(read_events(ws, move |v| {
+        read_events_on_own_thread(h.clone(), h.admin_token.clone(), move |v| {
             if v["kind"] == "message.created"
                 && let Some(id) = v["payload"]["message"]["provider_message_id"].as_str()
                 && let Some(t) = lock(&pending).remove(id)
@@ -211,7 +248,8 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
                 events.fetch_add(1, Ordering::Relaxed);
             }
             true
-        }));
+        })
+        .await?;
     }
     let sent = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
