@@ -227,12 +227,13 @@ pub mod hashing {
     fn pool() -> Option<&'static Pool> {
         static POOL: OnceLock<Option<Pool>> = OnceLock::new();
         POOL.get_or_init(|| {
-            let threads = std::thread::available_parallelism()
+            let wanted = std::thread::available_parallelism()
                 .map_or(2, std::num::NonZeroUsize::get)
                 .clamp(1, 8);
             let (tx, rx) = mpsc::channel::<Job>();
             let rx = Arc::new(Mutex::new(rx));
-            for k in 0..threads {
+            let mut threads = 0;
+            for k in 0..wanted {
                 let rx = rx.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("password-hash-{k}"))
@@ -248,12 +249,13 @@ pub mod hashing {
                             }
                         }
                     });
-                if let Err(e) = spawned {
-                    tracing::warn!(error = %e, "no thread for password hashing");
-                    if k == 0 {
-                        return None;
-                    }
+                match spawned {
+                    Ok(_) => threads += 1,
+                    Err(e) => tracing::warn!(error = %e, "no thread for password hashing"),
                 }
+            }
+            if threads == 0 {
+                return None;
             }
             Some(Pool {
                 jobs: Mutex::new(tx),
