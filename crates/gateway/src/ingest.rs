@@ -278,10 +278,30 @@ async fn write_loop(db: PgPool, writer: Writer, queue: Arc<Mutex<mpsc::Receiver<
                 }
             }
         }
-        writer.busy.storing.fetch_add(1, Ordering::AcqRel);
+        let storing = Storing::start(&writer.busy);
         write_batch(&db, &writer, batch).await;
-        writer.busy.storing.fetch_sub(1, Ordering::AcqRel);
-        writer.busy.finished.notify_waiters();
+        drop(storing);
+    }
+}
+
+/// One writer storing a batch, counted until dropped (even by a panic), which tells the
+/// writers gathering company.
+struct Storing<'a>(&'a Busy);
+
+impl<'a> Storing<'a> {
+    fn start(busy: &'a Busy) -> Self {
+        busy.storing
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(busy)
+    }
+}
+
+impl Drop for Storing<'_> {
+    fn drop(&mut self) {
+        self.0
+            .storing
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.finished.notify_waiters();
     }
 }
 
