@@ -361,6 +361,12 @@ impl axum::serve::Listener for CappedListener {
             let key = crate::events::SlotKey::ConnectionsFrom(addr.ip());
             match self.counts.take(key, self.max_per_ip) {
                 Some(slot) => {
+                    // Every write goes out at once: with Nagle's algorithm a small write
+                    // (an event frame) waits while an earlier one is unacknowledged, and
+                    // a client delaying its acknowledgement holds it up to 40 ms.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
                     return (
                         Counted {
                             stream,
@@ -425,5 +431,27 @@ impl tokio::io::AsyncWrite for Counted {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let inner = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = inner.local_addr().expect("addr");
+        let mut listener = CappedListener {
+            inner,
+            counts: crate::events::SocketCounts::default(),
+            max_per_ip: 4,
+        };
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = axum::serve::Listener::accept(&mut listener).await;
+        assert!(
+            accepted.stream.nodelay().expect("read TCP_NODELAY"),
+            "Nagle's algorithm is on for an accepted connection"
+        );
     }
 }
