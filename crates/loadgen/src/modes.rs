@@ -70,7 +70,11 @@ async fn read_events_on_own_thread(
                 }
             };
             runtime.block_on(async move {
-                match h.socket(&token).await {
+                let socket = h.socket(&token).await;
+                // The harness is let go at once: its last holder stops the gateway when the
+                // run ends, and this thread, reading until the process exits, must not be it.
+                drop(h);
+                match socket {
                     Ok(ws) => {
                         let _ = connected.send(Ok(()));
                         read_events(ws, f).await;
