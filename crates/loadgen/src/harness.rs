@@ -440,9 +440,9 @@ impl Harness {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    /// Connections to the gateway's database.
     /// The `n` statements the database spent the most time executing since provisioning,
-    /// with calls, mean time and share of the total: where the database time goes.
+    /// with calls, mean time and share of the total: where the database time goes. The
+    /// tool's own watching (`pg_stat_activity`, the commit probe) is left out.
     pub async fn top_statements(&self, n: i64) -> Value {
         let rows: Vec<(String, i64, f64, f64, i64, f64)> = sqlx::query_as(
             "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, mean_exec_time,
@@ -450,6 +450,7 @@ impl Harness {
                     plans, mean_plan_time
              FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'parley')
+               AND query NOT LIKE '%pg_stat_activity%' AND query NOT LIKE '%loadgen_probe%'
              ORDER BY total_exec_time DESC LIMIT $1",
         )
         .bind(n)

@@ -46,46 +46,208 @@ async fn read_events(mut ws: Ws, mut f: impl FnMut(Value) -> bool) {
     }
 }
 
-/// [`read_events`] on a socket of `token`'s, connected and read on a thread and runtime of
-/// their own. On the tool's main runtime, busy sending thousands of requests a second, a
-/// frame's arrival was noticed only when a worker next looked for I/O, and that wait was
-/// measured as the server's end-to-end latency. Returns once the socket is connected.
+/// Run `f` on a thread and a current-thread runtime of their own. On the tool's main
+/// runtime, busy sending thousands of requests a second, a wake-up (a frame's arrival, a
+/// commit's answer) was noticed only when a worker next looked for I/O, and that wait was
+/// measured as the server's or the database's. Whatever `f` holds is dropped if no runtime
+/// can be made.
+fn on_own_thread<F, Fut>(name: &str, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(f());
+            }
+        })?;
+    Ok(())
+}
+
+/// [`read_events`] on a socket of `token`'s, connected and read on a thread of its own
+/// ([`on_own_thread`]). Returns once the socket is connected.
 async fn read_events_on_own_thread(
     h: Arc<Harness>,
     token: String,
     f: impl FnMut(Value) -> bool + Send + 'static,
 ) -> anyhow::Result<()> {
     let (connected, answer) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-    std::thread::Builder::new()
-        .name("event-reader".to_owned())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = connected.send(Err(e.into()));
+    on_own_thread("event-reader", move || async move {
+        let socket = h.socket(&token).await;
+        // The harness is let go at once: its last holder stops the gateway when the run
+        // ends, and this thread, reading until the process exits, must not be it.
+        drop(h);
+        match socket {
+            Ok(ws) => {
+                let _ = connected.send(Ok(()));
+                read_events(ws, f).await;
+            }
+            Err(e) => {
+                let _ = connected.send(Err(e));
+            }
+        }
+    })?;
+    answer
+        .await
+        .map_err(|_| anyhow::anyhow!("the event reader's thread has no runtime"))?
+}
+
+/// What the database was doing while the load ran, seen from outside the gateway.
+#[derive(Default)]
+struct DbWatch {
+    /// A one-row insert committed every 10 ms on a connection of its own: how long a
+    /// durable commit took at that moment, whatever the gateway was doing.
+    commits: Option<Histogram<u64>>,
+    /// (seconds into the measured window, milliseconds) of the probe commits over 50 ms.
+    slow_commits: Vec<(f64, f64)>,
+    /// Every 50 ms, the wait events of the sessions then active (`running`: none, on a CPU
+    /// or waiting for one) and what autovacuum was doing: (seconds, [(event, n)]).
+    waits: Vec<(f64, Vec<(String, i64)>)>,
+}
+
+/// Watch the database from `from` to `until` ([`DbWatch`]) on a thread of its own.
+fn watch_db(
+    url: String,
+    from: Instant,
+    until: Instant,
+    out: Shared<DbWatch>,
+) -> anyhow::Result<()> {
+    on_own_thread("db-watch", move || async move {
+        use sqlx::Connection as _;
+        let (Ok(mut probe), Ok(mut sampler)) = (
+            sqlx::PgConnection::connect(&url).await,
+            sqlx::PgConnection::connect(&url).await,
+        ) else {
+            return;
+        };
+        if sqlx::query("CREATE TABLE IF NOT EXISTS loadgen_probe (at timestamptz NOT NULL)")
+            .execute(&mut probe)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        lock(&out).commits = Some(histogram());
+        let commit = {
+            let out = out.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                while Instant::now() < until {
+                    tick.tick().await;
+                    let t = Instant::now();
+                    if sqlx::query("INSERT INTO loadgen_probe VALUES (now())")
+                        .execute(&mut probe)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let took = t.elapsed();
+                    if t < from {
+                        continue;
+                    }
+                    let mut w = lock(&out);
+                    if let Some(h) = &mut w.commits {
+                        record(h, took);
+                    }
+                    if took > Duration::from_millis(50) {
+                        w.slow_commits
+                            .push(((t - from).as_secs_f64(), took.as_secs_f64() * 1000.0));
+                    }
+                }
+            }
+        };
+        let sample = async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while Instant::now() < until {
+                tick.tick().await;
+                let t = Instant::now();
+                let Ok(rows) = sqlx::query_as::<_, (String, i64)>(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'running'), count(*)
+                     FROM pg_stat_activity
+                     WHERE backend_type = 'client backend' AND state = 'active'
+                       AND pid <> pg_backend_pid()
+                     GROUP BY 1
+                     UNION ALL
+                     SELECT query, count(*) FROM pg_stat_activity
+                     WHERE backend_type = 'autovacuum worker' GROUP BY 1",
+                )
+                .fetch_all(&mut sampler)
+                .await
+                else {
                     return;
+                };
+                if t >= from {
+                    lock(&out).waits.push(((t - from).as_secs_f64(), rows));
                 }
-            };
-            runtime.block_on(async move {
-                let socket = h.socket(&token).await;
-                // The harness is let go at once: its last holder stops the gateway when the
-                // run ends, and this thread, reading until the process exits, must not be it.
-                drop(h);
-                match socket {
-                    Ok(ws) => {
-                        let _ = connected.send(Ok(()));
-                        read_events(ws, f).await;
-                    }
-                    Err(e) => {
-                        let _ = connected.send(Err(e));
-                    }
-                }
-            });
-        })?;
-    answer.await?
+            }
+        };
+        tokio::join!(commit, sample);
+    })
+}
+
+/// The watch's findings: the probe's commit latencies, when they were slow, and the wait
+/// events seen in all samples and in those taken while some ack was late (a sample at `s`
+/// counts when a request scheduled at `t` was answered after `s`, `t ≤ s`, and took over
+/// 50 ms).
+///
+/// Also the acks of the requests not in flight while a probe commit was slow: what the
+/// gateway's own tail is when the storage is not stalling every durable commit (a
+/// diagnosis, not a substitute for `ack`).
+fn db_watch_report(w: &DbWatch, slow_acks: &[(f64, f64)], acks: &[(f64, f64)]) -> Value {
+    let late: std::collections::HashSet<u64> = slow_acks
+        .iter()
+        .flat_map(|(t, ms)| {
+            let first = (t * 20.0) as u64;
+            let last = ((t + ms / 1000.0) * 20.0) as u64;
+            first..=last
+        })
+        .collect();
+    let (mut all, mut when_late) = (
+        BTreeMap::<String, i64>::new(),
+        BTreeMap::<String, i64>::new(),
+    );
+    let mut late_samples = 0;
+    for (s, rows) in &w.waits {
+        let is_late = late.contains(&((s * 20.0) as u64));
+        late_samples += u64::from(is_late);
+        for (event, n) in rows {
+            *all.entry(event.clone()).or_default() += n;
+            if is_late {
+                *when_late.entry(event.clone()).or_default() += n;
+            }
+        }
+    }
+    let stalls: Vec<(f64, f64)> = w
+        .slow_commits
+        .iter()
+        .map(|(t, ms)| (*t, t + ms / 1000.0))
+        .collect();
+    let mut outside = histogram();
+    let mut during = 0;
+    for (t, ms) in acks {
+        let end = t + ms / 1000.0;
+        if stalls.iter().any(|(from, to)| *t <= *to && end >= *from) {
+            during += 1;
+        } else {
+            record(&mut outside, Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    json!({
+        "ack_outside_commit_stalls": summary(&outside),
+        "acks_during_commit_stalls": during,
+        "commit_probe": w.commits.as_ref().map(summary),
+        "commit_probe_over_50ms_at_secs": slow_bursts(&w.slow_commits),
+        "db_wait_samples": w.waits.len(),
+        "db_waits": all,
+        "db_wait_samples_while_acks_late": late_samples,
+        "db_waits_while_acks_late": when_late,
+    })
 }
 
 fn progress(
@@ -236,9 +398,9 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let pending: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
     let e2e: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     let ack: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
-    // When the slow acks happened (seconds into the run): a tail that comes in bursts
-    // points at something periodic.
-    let slow: Shared<Vec<(f64, f64)>> = Arc::new(Mutex::new(Vec::new()));
+    // When each ack was scheduled (seconds into the measured window) and how long it took
+    // (ms): a tail that comes in bursts points at something periodic.
+    let acks_at: Shared<Vec<(f64, f64)>> = Arc::new(Mutex::new(Vec::new()));
     let errors: Shared<BTreeMap<String, u64>> = Arc::new(Mutex::new(BTreeMap::new()));
     let events = Arc::new(AtomicU64::new(0));
     {
@@ -289,9 +451,22 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         })
     };
     let measured_from = started + a.warmup;
+    // The same moment on the wall clock, so the slow acks' seconds can be matched with the
+    // gateway's and the database's logs.
+    let measured_from_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+        + a.warmup.as_secs_f64();
+    let watch: Shared<DbWatch> = Arc::default();
+    watch_db(
+        h.url.clone(),
+        measured_from,
+        measured_from + a.duration,
+        watch.clone(),
+    )?;
     let seq = Arc::new(AtomicUsize::new(0));
     let one = {
-        let (h, pending, ack, errors, acked, sent, seq, slow) = (
+        let (h, pending, ack, errors, acked, sent, seq, acks_at) = (
             h.clone(),
             pending.clone(),
             ack.clone(),
@@ -299,18 +474,18 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
             acked.clone(),
             sent.clone(),
             seq.clone(),
-            slow.clone(),
+            acks_at.clone(),
         );
         let contacts = a.contacts.max(1);
         move |scheduled: Instant| {
-            let (h, pending, ack, errors, acked, sent, slow) = (
+            let (h, pending, ack, errors, acked, sent, acks_at) = (
                 h.clone(),
                 pending.clone(),
                 ack.clone(),
                 errors.clone(),
                 acked.clone(),
                 sent.clone(),
-                slow.clone(),
+                acks_at.clone(),
             );
             let n = seq.fetch_add(1, Ordering::Relaxed);
             async move {
@@ -331,12 +506,10 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
                 } else if status == 200 {
                     let took = scheduled.elapsed();
                     record(&mut lock(&ack), took);
-                    if took > Duration::from_millis(50) {
-                        lock(&slow).push((
-                            (scheduled - measured_from).as_secs_f64(),
-                            took.as_secs_f64() * 1000.0,
-                        ));
-                    }
+                    lock(&acks_at).push((
+                        (scheduled - measured_from).as_secs_f64(),
+                        took.as_secs_f64() * 1000.0,
+                    ));
                     acked.fetch_add(1, Ordering::Relaxed);
                 } else {
                     lock(&pending).remove(&wamid);
@@ -395,7 +568,12 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         .await
         .unwrap_or(-1);
     let acked_n = acked.load(Ordering::Relaxed);
-    Ok(json!({
+    let slow: Vec<(f64, f64)> = lock(&acks_at)
+        .iter()
+        .filter(|(_, ms)| *ms > 50.0)
+        .copied()
+        .collect();
+    let mut result = json!({
         "mode": "ingest",
         "machine": machine(),
         "schedule": match a.closed { Some(c) => format!("closed loop, {c} concurrent"), None => format!("open loop, {} /s", a.rate) },
@@ -406,15 +584,23 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         "ack": summary(&lock(&ack)),
         "webhook_to_message_created": summary(&lock(&e2e)),
         "events_missing": missing,
-        "acks_over_50ms": lock(&slow).len(),
-        "acks_over_50ms_at_secs": slow_bursts(&lock(&slow)),
+        "acks_over_50ms": slow.len(),
+        "acks_over_50ms_at_secs": slow_bursts(&slow),
+        "measured_from_unix_secs": (measured_from_unix * 1000.0).round() / 1000.0,
         "errors": *lock(&errors),
         "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
         "cpu_us_per_webhook": cpu_start.per_item_us(&cpu_end, acked_n),
         "gateway_peak_rss_mib": peak / 1024,
         "pg_connections_max": max_conns.load(Ordering::Relaxed),
         "top_statements": h.top_statements(8).await,
-    }))
+    });
+    if let (Value::Object(r), Value::Object(w)) = (
+        &mut result,
+        db_watch_report(&lock(&watch), &slow, &lock(&acks_at)),
+    ) {
+        r.extend(w);
+    }
+    Ok(result)
 }
 
 /// The slow acks grouped by the tenth of a second they were sent in: `"12.3s": n`.
@@ -689,4 +875,45 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         "gateway_peak_rss_mib": peak / 1024,
         "top_statements": h.top_statements(8).await,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DbWatch, db_watch_report};
+
+    #[test]
+    fn acks_in_flight_during_a_slow_probe_commit_are_set_apart() {
+        let watch = DbWatch {
+            commits: None,
+            // The storage held a commit for 200 ms from 5.0 s.
+            slow_commits: vec![(5.0, 200.0)],
+            waits: vec![
+                (5.1, vec![("IO:WALSync".to_owned(), 2)]),
+                (8.0, vec![("running".to_owned(), 1)]),
+            ],
+        };
+        let acks = [
+            (4.9, 250.0), // answered at 5.15: in flight during the stall
+            (5.15, 80.0), // sent during it
+            (5.3, 10.0),  // after it
+            (4.0, 60.0),  // slow, but long before it
+        ];
+        let slow: Vec<(f64, f64)> = acks.iter().copied().filter(|(_, ms)| *ms > 50.0).collect();
+        let r = db_watch_report(&watch, &slow, &acks);
+        assert_eq!(r["acks_during_commit_stalls"], 2);
+        assert_eq!(r["ack_outside_commit_stalls"]["count"], 2);
+        // The slowest left is the early one (60 ms, to the histogram's precision).
+        assert!(
+            r["ack_outside_commit_stalls"]["max_ms"]
+                .as_f64()
+                .is_some_and(|ms| (ms - 60.0).abs() < 0.1)
+        );
+        assert_eq!(r["commit_probe_over_50ms_at_secs"], "5.0s×1");
+        // The 5.1 s sample was taken while late acks were in flight; the 8.0 s one was not.
+        assert_eq!(r["db_wait_samples"], 2);
+        assert_eq!(r["db_wait_samples_while_acks_late"], 1);
+        assert_eq!(r["db_waits_while_acks_late"]["IO:WALSync"], 2);
+        assert!(r["db_waits_while_acks_late"].get("running").is_none());
+        assert_eq!(r["db_waits"]["running"], 1);
+    }
 }
