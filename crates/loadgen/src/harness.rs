@@ -442,7 +442,8 @@ impl Harness {
 
     /// The `n` statements the database spent the most time executing since provisioning,
     /// with calls, mean time and share of the total: where the database time goes. The
-    /// tool's own watching (`pg_stat_activity`, the commit probe) is left out.
+    /// tool's own statements (`pg_stat_activity`, the commit probe, S1's inserts) are left
+    /// out.
     pub async fn top_statements(&self, n: i64) -> Value {
         let rows: Vec<(String, i64, f64, f64, i64, f64)> = sqlx::query_as(
             "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, mean_exec_time,
@@ -451,6 +452,7 @@ impl Harness {
              FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'parley')
                AND query NOT LIKE '%pg_stat_activity%' AND query NOT LIKE '%loadgen_probe%'
+               AND query NOT LIKE '%bench_messages%'
              ORDER BY total_exec_time DESC LIMIT $1",
         )
         .bind(n)

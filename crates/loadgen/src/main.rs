@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! loadgen baseline    [--duration 10] [--clients 4]
-//! loadgen ingest      [--rate 500 | --closed 32] [--duration 20] [--contacts 1000]
+//! loadgen ingest      [--rate 500 | --closed 32] [--duration 20] [--contacts 1000] [--s1 5]
 //! loadgen connections [--sockets 2000]
 //! loadgen conversation [--rate 20] [--duration 20] [--agents 10]
 //! loadgen search      [--messages 1000000] [--contacts 100000] [--queries 200]
@@ -39,6 +39,9 @@ pub struct Args {
     pub duration: Duration,
     /// Traffic before the measured part (`ingest`).
     pub warmup: Duration,
+    /// `ingest`: how long to measure S1 (single-row commits) on the same database first;
+    /// zero skips it.
+    pub s1: Duration,
     /// Distinct contacts.
     pub contacts: usize,
     /// Agents.
@@ -79,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
         closed: None,
         duration: Duration::from_secs(20),
         warmup: Duration::from_secs(2),
+        s1: Duration::from_secs(5),
         contacts: 1000,
         agents: 10,
         sockets: 2000,
@@ -105,6 +109,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--duration" => a.duration = Duration::from_secs_f64(num()?),
             "--warmup" => {
                 a.warmup = Duration::from_secs_f64(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| *v >= 0.0)
+                        .with_context(|| format!("{flag} must be 0 or more seconds"))?,
+                )
+            }
+            "--s1" => {
+                a.s1 = Duration::from_secs_f64(
                     value
                         .parse::<f64>()
                         .ok()

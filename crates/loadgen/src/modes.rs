@@ -273,38 +273,51 @@ fn progress(
     })
 }
 
-/// What no server could beat on this machine and database.
-pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
-    let h = Harness::start(&a.gateway, 0).await?;
-    sqlx::query(
-        "CREATE TABLE bench_messages (LIKE messages INCLUDING DEFAULTS INCLUDING INDEXES INCLUDING CONSTRAINTS)",
-    )
-    .execute(&h.db)
-    .await?;
-    let tenant = uuid::Uuid::now_v7();
-    let account = uuid::Uuid::now_v7();
-    let contacts: Arc<Vec<uuid::Uuid>> =
-        Arc::new((0..1000).map(|_| uuid::Uuid::now_v7()).collect());
-    let mut result = json!({"mode": "baseline", "machine": machine(), "clients": a.clients,
-                            "duration_secs": a.duration.as_secs_f64()});
-    for batch in [1_i64, 50] {
-        eprintln!(
-            "baseline: {batch}-row INSERT+COMMIT with {} clients for {:?}...",
-            a.clients, a.duration
-        );
+/// A copy of `messages` (same indexes and constraints) in the gateway's database, for the
+/// raw commit rates every result is compared with.
+struct BenchTable {
+    tenant: uuid::Uuid,
+    account: uuid::Uuid,
+    contacts: Arc<Vec<uuid::Uuid>>,
+}
+
+impl BenchTable {
+    async fn create(h: &Harness) -> anyhow::Result<Self> {
+        sqlx::query(
+            "CREATE TABLE bench_messages (LIKE messages INCLUDING DEFAULTS INCLUDING INDEXES INCLUDING CONSTRAINTS)",
+        )
+        .execute(&h.db)
+        .await?;
+        Ok(Self {
+            tenant: uuid::Uuid::now_v7(),
+            account: uuid::Uuid::now_v7(),
+            contacts: Arc::new((0..1000).map(|_| uuid::Uuid::now_v7()).collect()),
+        })
+    }
+
+    /// `clients` connections each committing `batch`-row inserts for `duration`: rows per
+    /// second and the latency of each insert with its commit.
+    async fn commit_rate(
+        &self,
+        h: &Harness,
+        clients: usize,
+        duration: Duration,
+        batch: i64,
+    ) -> anyhow::Result<(f64, Histogram<u64>)> {
         let rows = Arc::new(AtomicU64::new(0));
         let latency = Arc::new(Mutex::new(histogram()));
-        let deadline = Instant::now() + a.duration;
+        let deadline = Instant::now() + duration;
         let seq = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
-        for c in 0..a.clients {
+        for c in 0..clients {
             let (db, rows, seq, contacts, latency) = (
                 h.db.clone(),
                 rows.clone(),
                 seq.clone(),
-                contacts.clone(),
+                self.contacts.clone(),
                 latency.clone(),
             );
+            let (tenant, account) = (self.tenant, self.account);
             tasks.push(tokio::spawn(async move {
                 let mut conn = db.acquire().await?;
                 let mut i = c;
@@ -336,7 +349,31 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
         for t in tasks {
             t.await??;
         }
-        let rate = rows.load(Ordering::Relaxed) as f64 / a.duration.as_secs_f64();
+        let rate = rows.load(Ordering::Relaxed) as f64 / duration.as_secs_f64();
+        let latency = lock(&latency).clone();
+        Ok((rate, latency))
+    }
+
+    async fn remove(self, h: &Harness) -> anyhow::Result<()> {
+        sqlx::query("DROP TABLE bench_messages")
+            .execute(&h.db)
+            .await?;
+        Ok(())
+    }
+}
+
+/// What no server could beat on this machine and database.
+pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
+    let h = Harness::start(&a.gateway, 0).await?;
+    let mut result = json!({"mode": "baseline", "machine": machine(), "clients": a.clients,
+                            "duration_secs": a.duration.as_secs_f64()});
+    let bench = BenchTable::create(&h).await?;
+    for batch in [1_i64, 50] {
+        eprintln!(
+            "baseline: {batch}-row INSERT+COMMIT with {} clients for {:?}...",
+            a.clients, a.duration
+        );
+        let (rate, latency) = bench.commit_rate(&h, a.clients, a.duration, batch).await?;
         let key = if batch == 1 {
             "insert_commit_rows_per_sec"
         } else {
@@ -348,7 +385,7 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
             "insert_commit_latency"
         } else {
             "batch50_commit_latency"
-        }] = summary(&lock(&latency));
+        }] = summary(&latency);
     }
     eprintln!(
         "baseline: no-op axum handler parsing a webhook body, {:?}...",
@@ -395,6 +432,20 @@ pub async fn baseline(a: &Args) -> anyhow::Result<Value> {
 /// Signed inbound webhooks: ack latency and webhook → `message.created` on a socket.
 pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let h = Arc::new(Harness::start(&a.gateway, 0).await?);
+    // S1 on the same database just before the load: a ratio to it is not thrown by the
+    // machine's drift between separate runs.
+    let s1 = if a.s1.is_zero() {
+        None
+    } else {
+        eprintln!(
+            "ingest: S1 first (single-row INSERT+COMMIT, {} clients, {:?})...",
+            a.clients, a.s1
+        );
+        let bench = BenchTable::create(&h).await?;
+        let got = bench.commit_rate(&h, a.clients, a.s1, 1).await?;
+        bench.remove(&h).await?;
+        Some(got)
+    };
     let pending: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
     let e2e: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     let ack: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
@@ -594,6 +645,14 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         "pg_connections_max": max_conns.load(Ordering::Relaxed),
         "top_statements": h.top_statements(8).await,
     });
+    if let Some((rate, latency)) = &s1 {
+        result["s1_rows_per_sec"] = json!(rate.round());
+        result["s1_commit_latency"] = summary(latency);
+        // For a closed loop the throughput against S1 (the target is at least 1); for an
+        // open loop the offered rate's share of it.
+        result["achieved_vs_s1"] =
+            json!((acked_n as f64 / elapsed.as_secs_f64() / rate * 100.0).round() / 100.0);
+    }
     if let (Value::Object(r), Value::Object(w)) = (
         &mut result,
         db_watch_report(&lock(&watch), &slow, &lock(&acks_at)),
