@@ -370,7 +370,7 @@ async fn insert_identity(
         "INSERT INTO channel_identities (id, tenant_id, contact_id, channel, address,
                                          last_inbound_at)
          VALUES ($1, $2, $3, $4, $5,
-                 CASE WHEN $6 THEN LEAST(now(), COALESCE($7, now())) END)
+                 CASE WHEN $6 THEN parley_inbound_at($7) END)
          ON CONFLICT ON CONSTRAINT channel_identities_address_key DO NOTHING
          RETURNING ",
         identity_columns!()

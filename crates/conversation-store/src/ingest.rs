@@ -211,7 +211,7 @@ async fn bump_last_inbound(
 ) -> Result<Option<(Uuid, Uuid, String)>, StoreError> {
     Ok(sqlx::query_as(
         "UPDATE channel_identities
-         SET last_inbound_at = GREATEST(last_inbound_at, LEAST(now(), COALESCE($4, now())))
+         SET last_inbound_at = GREATEST(last_inbound_at, parley_inbound_at($4))
          WHERE tenant_id = $1 AND channel = $2 AND address = $3
          RETURNING contact_id, id, status",
     )
@@ -335,7 +335,7 @@ pub async fn lookup_known(
         "WITH found AS (
            SELECT x.ord, ci.contact_id, ci.id AS identity_id, ci.status,
                   i.id AS interaction_id, i.state AS interaction_state,
-                  LEAST(now(), COALESCE(x.sent_at, now())) AS sent_at,
+                  parley_inbound_at(x.sent_at) AS sent_at,
                   x.account IS NOT NULL AND x.pmid IS NOT NULL AS keyed,
                   EXISTS (SELECT 1 FROM messages m
                           WHERE m.tenant_id = x.tenant_id AND m.channel_account_id = x.account
