@@ -65,7 +65,12 @@ pub struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut it = std::env::args().skip(1);
+    parse(std::env::args().skip(1))
+}
+
+/// The options after the program's name.
+fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
+    let mut it = args.into_iter();
     let Some(mode) = it.next() else {
         bail!(
             "usage: loadgen <baseline|ingest|connections|conversation|search> [options]; see --help"
@@ -100,31 +105,31 @@ fn parse_args() -> anyhow::Result<Args> {
             value
                 .parse::<f64>()
                 .ok()
-                .filter(|v| *v > 0.0)
+                .filter(|v| *v > 0.0 && v.is_finite())
                 .with_context(|| format!("{flag} must be a positive number"))
         };
+        // A length of time, at most 11 days; `zero`: whether 0 is allowed (to skip a step).
+        let secs = |zero: bool| -> anyhow::Result<Duration> {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| (*v > 0.0 || (zero && *v == 0.0)) && *v <= 1_000_000.0)
+                .and_then(|v| Duration::try_from_secs_f64(v).ok())
+                .with_context(|| {
+                    let least = if zero { "0 or more" } else { "more than 0" };
+                    format!("{flag} must be {least} and at most 1000000 seconds")
+                })
+        };
         match flag.as_str() {
-            "--rate" => a.rate = num()?,
+            "--rate" => {
+                a.rate = Some(num()?)
+                    .filter(|r| (0.001..=10_000_000.0).contains(r))
+                    .with_context(|| format!("{flag} must be from 0.001 to 10000000 a second"))?;
+            }
             "--closed" => a.closed = Some(num()? as usize),
-            "--duration" => a.duration = Duration::from_secs_f64(num()?),
-            "--warmup" => {
-                a.warmup = Duration::from_secs_f64(
-                    value
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| *v >= 0.0)
-                        .with_context(|| format!("{flag} must be 0 or more seconds"))?,
-                )
-            }
-            "--s1" => {
-                a.s1 = Duration::from_secs_f64(
-                    value
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| *v >= 0.0)
-                        .with_context(|| format!("{flag} must be 0 or more seconds"))?,
-                )
-            }
+            "--duration" => a.duration = secs(false)?,
+            "--warmup" => a.warmup = secs(true)?,
+            "--s1" => a.s1 = secs(true)?,
             "--contacts" => a.contacts = num()? as usize,
             "--agents" => a.agents = num()? as usize,
             "--sockets" => a.sockets = num()? as usize,
@@ -132,7 +137,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--messages" => a.messages = num()? as usize,
             "--queries" => a.queries = num()? as usize,
             "--without-index" => a.without_index = Some(value),
-            "--hold" => a.hold = Some(Duration::from_secs_f64(num()?)),
+            "--hold" => a.hold = Some(secs(false)?),
             "--out" => a.out = Some(PathBuf::from(value)),
             "--gateway" => a.gateway = PathBuf::from(value),
             other => bail!("unknown option {other}; see --help"),
@@ -208,4 +213,38 @@ pub fn emit(result: &serde_json::Value, args: &Args) -> anyhow::Result<()> {
 fn rustls_default() -> Result<(), ()> {
     channel_connector::install_tls();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    fn args(line: &str) -> anyhow::Result<super::Args> {
+        parse(line.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn times_and_rates_out_of_range_are_refused_not_panicked_on() {
+        for bad in [
+            "ingest --duration 1e300",
+            "ingest --duration 0",
+            "ingest --duration nan",
+            "ingest --warmup -1",
+            "ingest --s1 inf",
+            "search --hold 1e20",
+            "ingest --rate 1e-300",
+            "ingest --rate inf",
+            "ingest --rate 0",
+            "ingest --closed x",
+            "ingest --nonsense 1",
+        ] {
+            let flag = bad.split_whitespace().nth(1).unwrap_or_default();
+            let e = args(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(flag), "{bad}: {e:?}");
+        }
+        let a = args("ingest --rate 1300 --warmup 0 --s1 0 --duration 30").expect("valid");
+        assert_eq!(a.rate, 1300.0);
+        assert!(a.warmup.is_zero() && a.s1.is_zero());
+        assert_eq!(a.duration.as_secs(), 30);
+    }
 }
