@@ -119,32 +119,44 @@ fn watch_db(
 ) -> anyhow::Result<()> {
     on_own_thread("db-watch", move || async move {
         use sqlx::Connection as _;
-        let (Ok(mut probe), Ok(mut sampler)) = (
+        let (mut probe, mut sampler) = match (
             sqlx::PgConnection::connect(&url).await,
             sqlx::PgConnection::connect(&url).await,
-        ) else {
-            return;
+        ) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("database watch: no connection ({e}); the run goes on without it");
+                return;
+            }
         };
-        if sqlx::query("CREATE TABLE IF NOT EXISTS loadgen_probe (at timestamptz NOT NULL)")
-            .execute(&mut probe)
-            .await
-            .is_err()
+        if let Err(e) =
+            sqlx::query("CREATE TABLE IF NOT EXISTS loadgen_probe (at timestamptz NOT NULL)")
+                .execute(&mut probe)
+                .await
         {
+            eprintln!("database watch: no probe table ({e}); the run goes on without it");
             return;
         }
+        // After a stall the next tick comes a period later, not as a burst of the ticks
+        // missed meanwhile.
+        let every = |ms| {
+            let mut tick = tokio::time::interval(Duration::from_millis(ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        };
         lock(&out).commits = Some(histogram());
         let commit = {
             let out = out.clone();
             async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                let mut tick = every(10);
                 while Instant::now() < until {
                     tick.tick().await;
                     let t = Instant::now();
-                    if sqlx::query("INSERT INTO loadgen_probe VALUES (now())")
+                    if let Err(e) = sqlx::query("INSERT INTO loadgen_probe VALUES (now())")
                         .execute(&mut probe)
                         .await
-                        .is_err()
                     {
+                        eprintln!("database watch: the commit probe stopped ({e})");
                         return;
                     }
                     let took = t.elapsed();
@@ -163,7 +175,7 @@ fn watch_db(
             }
         };
         let sample = async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            let mut tick = every(50);
             while Instant::now() < until {
                 tick.tick().await;
                 let t = Instant::now();
@@ -179,7 +191,7 @@ fn watch_db(
                 )
                 .fetch_all(&mut sampler)
                 .await
-                else {
+                .inspect_err(|e| eprintln!("database watch: sampling stopped ({e})")) else {
                     return;
                 };
                 if t >= from {
@@ -507,6 +519,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let measured_from_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+        - started.elapsed().as_secs_f64()
         + a.warmup.as_secs_f64();
     let watch: Shared<DbWatch> = Arc::default();
     watch_db(
