@@ -262,6 +262,29 @@ fn db_watch_report(w: &DbWatch, slow_acks: &[(f64, f64)], acks: &[(f64, f64)]) -
     })
 }
 
+/// The most connections the gateway's database had at once, sampled every half second
+/// until the task is aborted.
+fn count_pg_connections(h: &Arc<Harness>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let max_conns = Arc::new(AtomicU64::new(0));
+    let task = {
+        let (h, max_conns) = (h.clone(), max_conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let n = u64::try_from(h.pg_connections().await).unwrap_or(0);
+                max_conns.fetch_max(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    (max_conns, task)
+}
+
+/// Count one failure of `kind` (`accept_http_409`, `webhook_http_0` for a transport
+/// error, ...).
+fn count_error(errors: &Mutex<BTreeMap<String, u64>>, kind: String) {
+    *lock(errors).entry(kind).or_default() += 1;
+}
+
 fn progress(
     label: &'static str,
     counters: Vec<(&'static str, Arc<AtomicU64>)>,
@@ -491,17 +514,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         ],
     );
     let cpu0 = h.cpu_secs();
-    let max_conns = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (h, max_conns) = (h.clone(), max_conns.clone());
-        tokio::spawn(async move {
-            loop {
-                let n = u64::try_from(h.pg_connections().await).unwrap_or(0);
-                max_conns.fetch_max(n, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
+    let (max_conns, sampler) = count_pg_connections(&h);
     let started = Instant::now();
     // Requests of the warm-up (connections opened, statements prepared, first contacts
     // created) are sent but not measured.
@@ -563,9 +576,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
                 let status = h.send_webhook(body, sig).await;
                 if !measured {
                     if status != 200 {
-                        *lock(&errors)
-                            .entry(format!("warmup_http_{status}"))
-                            .or_default() += 1;
+                        count_error(&errors, format!("warmup_http_{status}"));
                     }
                 } else if status == 200 {
                     let took = scheduled.elapsed();
@@ -577,7 +588,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
                     acked.fetch_add(1, Ordering::Relaxed);
                 } else {
                     lock(&pending).remove(&wamid);
-                    *lock(&errors).entry(format!("http_{status}")).or_default() += 1;
+                    count_error(&errors, format!("http_{status}"));
                 }
             }
         }
@@ -602,7 +613,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
                 let at = started + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(at.into()).await;
                 if tasks.len() > 20_000 {
-                    *lock(&errors).entry("client_overloaded".into()).or_default() += 1;
+                    count_error(&errors, "client_overloaded".to_owned());
                     continue;
                 }
                 tasks.spawn(one(at));
@@ -794,6 +805,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
     let accept: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     let send_to_status: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     let handled = Arc::new(AtomicU64::new(0));
+    let errors: Shared<BTreeMap<String, u64>> = Arc::new(Mutex::new(BTreeMap::new()));
     {
         // The admin's socket links each contact to when its webhook was scheduled.
         let ws = h.socket(&h.admin_token).await?;
@@ -823,12 +835,13 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
             .status();
         anyhow::ensure!(code.is_success(), "setting Ready: {code}");
         let (h, token) = (h.clone(), token.clone());
-        let (contact_sched, to_offer, accept, send_to_status, handled) = (
+        let (contact_sched, to_offer, accept, send_to_status, handled, errors) = (
             contact_sched.clone(),
             to_offer.clone(),
             accept.clone(),
             send_to_status.clone(),
             handled.clone(),
+            errors.clone(),
         );
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
         tokio::spawn(read_events(ws, move |v| tx.send(v).is_ok()));
@@ -847,14 +860,15 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                             record(&mut lock(&to_offer), t.elapsed());
                         }
                         let t = Instant::now();
-                        if h.post_status(
-                            &format!("/api/v1/interactions/{interaction}/accept"),
-                            &token,
-                            &json!({}),
-                        )
-                        .await
-                            != 200
-                        {
+                        let code = h
+                            .post_status(
+                                &format!("/api/v1/interactions/{interaction}/accept"),
+                                &token,
+                                &json!({}),
+                            )
+                            .await;
+                        if code != 200 {
+                            count_error(&errors, format!("accept_http_{code}"));
                             continue;
                         }
                         record(&mut lock(&accept), t.elapsed());
@@ -870,18 +884,29 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                             .json(&json!({"text": "Hello! How can I help you today?"}))
                             .send()
                             .await;
-                        if let Ok(r) = r
-                            && let Ok(m) = r.json::<Value>().await
-                            && let Some(id) = m["id"].as_str()
-                        {
-                            sends.insert(id.to_owned(), t);
+                        match r {
+                            Ok(r) if r.status().is_success() => {
+                                if let Ok(m) = r.json::<Value>().await
+                                    && let Some(id) = m["id"].as_str()
+                                {
+                                    sends.insert(id.to_owned(), t);
+                                } else {
+                                    count_error(&errors, "send_unreadable".to_owned());
+                                }
+                            }
+                            Ok(r) => count_error(&errors, format!("send_http_{}", r.status())),
+                            Err(_) => count_error(&errors, "send_http_0".to_owned()),
                         }
-                        h.post_status(
-                            &format!("/api/v1/interactions/{interaction}/done"),
-                            &token,
-                            &json!({}),
-                        )
-                        .await;
+                        let code = h
+                            .post_status(
+                                &format!("/api/v1/interactions/{interaction}/done"),
+                                &token,
+                                &json!({}),
+                            )
+                            .await;
+                        if code != 200 {
+                            count_error(&errors, format!("done_http_{code}"));
+                        }
                         handled.fetch_add(1, Ordering::Relaxed);
                     }
                     Some("message.status") if v["payload"]["status"] == "sent" => {
@@ -905,6 +930,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         ],
     );
     let cpu0 = h.cpu_secs();
+    let (max_conns, sampler) = count_pg_connections(&h);
     let started = Instant::now();
     let total = (a.rate * a.duration.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(1.0 / a.rate);
@@ -912,16 +938,22 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
     for i in 0..total {
         let at = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(at.into()).await;
-        let (h, created_at, sent) = (h.clone(), created_at.clone(), sent.clone());
+        let (h, created_at, sent, errors) =
+            (h.clone(), created_at.clone(), sent.clone(), errors.clone());
         tasks.spawn(async move {
             let wamid = format!("wamid.CONV{i}");
             let (body, sig) = h.webhook(i, &wamid, "Hi, I need help with my order");
             lock(&created_at).insert(wamid, at);
             sent.fetch_add(1, Ordering::Relaxed);
-            h.send_webhook(body, sig).await
+            let code = h.send_webhook(body, sig).await;
+            if code != 200 {
+                count_error(&errors, format!("webhook_http_{code}"));
+            }
         });
     }
     while tasks.join_next().await.is_some() {}
+    // The schedule spans the duration; sends that end later stretch it.
+    let sending = started.elapsed().max(a.duration);
     for _ in 0..200 {
         if handled.load(Ordering::Relaxed) as usize >= total {
             break;
@@ -930,6 +962,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     ticker.abort();
+    sampler.abort();
     let elapsed = started.elapsed();
     let cpu = h.cpu_secs() - cpu0;
     let (_, peak) = h.rss_kib();
@@ -937,9 +970,12 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         "mode": "conversation",
         "machine": machine(),
         "target_conversations_per_sec": a.rate,
+        "achieved_conversations_per_sec": (total as f64 / sending.as_secs_f64() * 10.0).round() / 10.0,
         "agents": a.agents,
         "conversations": total,
         "handled": handled.load(Ordering::Relaxed),
+        "errors": *lock(&errors),
+        "pg_connections_max": max_conns.load(Ordering::Relaxed),
         "webhook_to_offer": summary(&lock(&to_offer)),
         "accept_call": summary(&lock(&accept)),
         "agent_send_to_status_event": summary(&lock(&send_to_status)),
