@@ -285,6 +285,28 @@ fn count_error(errors: &Mutex<BTreeMap<String, u64>>, kind: String) {
     *lock(errors).entry(kind).or_default() += 1;
 }
 
+/// An agent's `action` on an interaction (`accept`, `done`): whether it was answered 200;
+/// otherwise an error of its kind is counted.
+async fn act(
+    h: &Harness,
+    token: &str,
+    interaction: &str,
+    action: &str,
+    errors: &Mutex<BTreeMap<String, u64>>,
+) -> bool {
+    let code = h
+        .post_status(
+            &format!("/api/v1/interactions/{interaction}/{action}"),
+            token,
+            &json!({}),
+        )
+        .await;
+    if code != 200 {
+        count_error(errors, format!("{action}_http_{code}"));
+    }
+    code == 200
+}
+
 fn progress(
     label: &'static str,
     counters: Vec<(&'static str, Arc<AtomicU64>)>,
@@ -860,15 +882,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                             record(&mut lock(&to_offer), t.elapsed());
                         }
                         let t = Instant::now();
-                        let code = h
-                            .post_status(
-                                &format!("/api/v1/interactions/{interaction}/accept"),
-                                &token,
-                                &json!({}),
-                            )
-                            .await;
-                        if code != 200 {
-                            count_error(&errors, format!("accept_http_{code}"));
+                        if !act(&h, &token, &interaction, "accept", &errors).await {
                             continue;
                         }
                         record(&mut lock(&accept), t.elapsed());
@@ -894,19 +908,12 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                                     count_error(&errors, "send_unreadable".to_owned());
                                 }
                             }
-                            Ok(r) => count_error(&errors, format!("send_http_{}", r.status())),
+                            Ok(r) => {
+                                count_error(&errors, format!("send_http_{}", r.status().as_u16()))
+                            }
                             Err(_) => count_error(&errors, "send_http_0".to_owned()),
                         }
-                        let code = h
-                            .post_status(
-                                &format!("/api/v1/interactions/{interaction}/done"),
-                                &token,
-                                &json!({}),
-                            )
-                            .await;
-                        if code != 200 {
-                            count_error(&errors, format!("done_http_{code}"));
-                        }
+                        act(&h, &token, &interaction, "done", &errors).await;
                         handled.fetch_add(1, Ordering::Relaxed);
                     }
                     Some("message.status") if v["payload"]["status"] == "sent" => {
