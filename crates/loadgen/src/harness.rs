@@ -53,6 +53,22 @@ impl Drop for Harness {
     }
 }
 
+/// The `parley_http_request_duration_seconds` buckets of `route` in a metrics text:
+/// (`le`, count), in the order given.
+fn route_buckets(text: &str, route: &str) -> Vec<(String, u64)> {
+    let route = format!("route=\"{route}\"");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("parley_http_request_duration_seconds_bucket{") && l.contains(&route)
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le.to_owned(), count))
+        })
+        .collect()
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
@@ -372,6 +388,17 @@ impl Harness {
         proc_stat(self.pid).map_or(0.0, |p| p.cpu)
     }
 
+    /// The gateway's own histogram of its webhook route's request durations, from its
+    /// `/metrics`: (upper bound in seconds, requests so far), cumulative as Prometheus
+    /// buckets are. Empty if it cannot be read.
+    pub async fn webhook_latency_buckets(&self) -> Vec<(String, u64)> {
+        let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+            return Vec::new();
+        };
+        let text = r.text().await.unwrap_or_default();
+        route_buckets(&text, "/webhooks/whatsapp/{channel_account_id}")
+    }
+
     /// CPU seconds so far of the gateway, of the database (the postmaster and its
     /// processes, with those that have exited, e.g. autovacuum workers) and of the whole
     /// machine (every process, this tool included; steal and idle not counted).
@@ -536,7 +563,28 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
 
 #[cfg(test)]
 mod tests {
-    use super::shared_buffers_mib;
+    use super::{route_buckets, shared_buffers_mib};
+
+    #[test]
+    fn a_routes_latency_buckets_are_read_from_the_metrics_text() {
+        let text = "\
+# TYPE parley_http_request_duration_seconds histogram
+parley_http_request_duration_seconds_bucket{le=\"0.01\",method=\"POST\",route=\"/webhooks/whatsapp/{channel_account_id}\"} 12
+parley_http_request_duration_seconds_bucket{le=\"0.025\",method=\"POST\",route=\"/webhooks/whatsapp/{channel_account_id}\"} 30
+parley_http_request_duration_seconds_bucket{le=\"+Inf\",method=\"POST\",route=\"/webhooks/whatsapp/{channel_account_id}\"} 31
+parley_http_request_duration_seconds_bucket{le=\"0.01\",method=\"GET\",route=\"/api/v1/contacts\"} 99
+parley_http_request_duration_seconds_count{method=\"POST\",route=\"/webhooks/whatsapp/{channel_account_id}\"} 31
+";
+        assert_eq!(
+            route_buckets(text, "/webhooks/whatsapp/{channel_account_id}"),
+            [
+                ("0.01".to_owned(), 12),
+                ("0.025".to_owned(), 30),
+                ("+Inf".to_owned(), 31)
+            ]
+        );
+        assert!(route_buckets(text, "/nowhere").is_empty());
+    }
 
     #[test]
     fn shared_buffers_are_a_quarter_of_memory_within_bounds() {

@@ -545,7 +545,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         let at = tokio::time::Instant::from_std(started + a.warmup);
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            h.cpu_snapshot().await
+            (h.cpu_snapshot().await, h.webhook_latency_buckets().await)
         })
     };
     let measured_from = started + a.warmup;
@@ -646,7 +646,8 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     while tasks.join_next().await.is_some() {}
     let elapsed = measured_from.elapsed();
     let cpu_end = h.cpu_snapshot().await;
-    let cpu_start = measured_cpu.await.unwrap_or_default();
+    let buckets_end = h.webhook_latency_buckets().await;
+    let (cpu_start, buckets_start) = measured_cpu.await.unwrap_or_default();
     // CPU over the whole run, warm-up included.
     let cpu = (h.cpu_secs() - cpu0) * elapsed.as_secs_f64() / started.elapsed().as_secs_f64();
     // Let the last events arrive.
@@ -691,6 +692,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         "pg_connections_max": max_conns.load(Ordering::Relaxed),
         "top_statements": h.top_statements(8).await,
     });
+    result["gateway_webhook_handling_within"] = handled_within(&buckets_start, &buckets_end);
     if let Some((rate, latency)) = &s1 {
         result["s1_rows_per_sec"] = json!(rate.round());
         result["s1_commit_latency"] = summary(latency);
@@ -706,6 +708,40 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         r.extend(w);
     }
     Ok(result)
+}
+
+/// The share of the measured window's webhooks the gateway itself handled within each
+/// bucket of its own histogram (its middleware to its response: without the sockets, the
+/// kernel and this tool, which `ack` includes): `[["≤0.01s", 0.41], ...]`.
+fn handled_within(start: &[(String, u64)], end: &[(String, u64)]) -> Value {
+    let before: HashMap<&str, u64> = start.iter().map(|(le, n)| (le.as_str(), *n)).collect();
+    let delta = |le: &str, n: u64| n.saturating_sub(before.get(le).copied().unwrap_or(0));
+    let total = end
+        .iter()
+        .find(|(le, _)| le == "+Inf")
+        .map_or(0, |(le, n)| delta(le, *n));
+    if total == 0 {
+        return Value::Null;
+    }
+    // In the histogram's order, from the first bucket holding any to the first holding all.
+    let shares: Vec<(&str, f64)> = end
+        .iter()
+        .filter(|(le, _)| le != "+Inf")
+        .map(|(le, n)| (le.as_str(), delta(le, *n) as f64 / total as f64))
+        .collect();
+    let first = shares.iter().position(|(_, s)| *s > 0.0).unwrap_or(0);
+    let last = shares
+        .iter()
+        .position(|(_, s)| *s >= 1.0)
+        .unwrap_or(shares.len().saturating_sub(1));
+    Value::Array(
+        shares
+            .get(first..=last)
+            .unwrap_or_default()
+            .iter()
+            .map(|(le, s)| json!([format!("≤{le}s"), (s * 1000.0).round() / 1000.0]))
+            .collect(),
+    )
 }
 
 /// The slow acks grouped by the tenth of a second they were sent in: `"12.3s": n`.
@@ -994,7 +1030,41 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DbWatch, db_watch_report};
+    use super::{DbWatch, db_watch_report, handled_within};
+
+    #[test]
+    fn the_gateways_own_shares_are_taken_over_the_measured_window() {
+        let b = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+            v.iter().map(|(le, n)| ((*le).to_owned(), *n)).collect()
+        };
+        // Before the window: 20 requests (the warm-up), 10 of them within 10 ms.
+        let start = b(&[("0.01", 10), ("0.025", 15), ("+Inf", 20)]);
+        // After it: 100 more, 30 of them within 10 ms and 70 within 25 ms.
+        let end = b(&[("0.01", 40), ("0.025", 85), ("+Inf", 120)]);
+        let r = handled_within(&start, &end);
+        assert_eq!(r, serde_json::json!([["≤0.01s", 0.3], ["≤0.025s", 0.7]]));
+        // Leading empty buckets and those after the first full one are left out.
+        let end = b(&[
+            ("0.005", 0),
+            ("0.01", 40),
+            ("0.025", 120),
+            ("0.05", 120),
+            ("+Inf", 120),
+        ]);
+        let start = b(&[
+            ("0.005", 0),
+            ("0.01", 10),
+            ("0.025", 20),
+            ("0.05", 20),
+            ("+Inf", 20),
+        ]);
+        assert_eq!(
+            handled_within(&start, &end),
+            serde_json::json!([["≤0.01s", 0.3], ["≤0.025s", 1.0]])
+        );
+        // Nothing read (metrics unreachable): nothing claimed.
+        assert!(handled_within(&[], &[]).is_null());
+    }
 
     #[test]
     fn acks_in_flight_during_a_slow_probe_commit_are_set_apart() {
