@@ -216,7 +216,7 @@ pub mod hashing {
     type Job = Box<dyn FnOnce() + Send>;
 
     struct Pool {
-        jobs: Mutex<mpsc::Sender<Job>>,
+        jobs: mpsc::Sender<Job>,
         threads: usize,
     }
 
@@ -257,10 +257,7 @@ pub mod hashing {
             if threads == 0 {
                 return None;
             }
-            Some(Pool {
-                jobs: Mutex::new(tx),
-                threads,
-            })
+            Some(Pool { jobs: tx, threads })
         })
         .as_ref()
     }
@@ -290,7 +287,7 @@ pub mod hashing {
             RUNNING.fetch_sub(1, Ordering::Relaxed);
             let _ = done.send(out);
         });
-        let sent = pool().and_then(|p| p.jobs.lock().ok()?.send(job).ok());
+        let sent = pool().and_then(|p| p.jobs.send(job).ok());
         if sent.is_none() {
             return Err(ApiError::internal(&NoHashing));
         }

@@ -18,7 +18,10 @@
 //! The writers run on a thread of their own with connections of their own (see
 //! `IngestWriter::start_thread`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use channel_connector::whatsapp::webhook::Envelope;
 use parley_core::TenantId;
@@ -225,7 +228,7 @@ struct Writer {
 
 #[derive(Default)]
 struct Busy {
-    storing: std::sync::atomic::AtomicUsize,
+    storing: AtomicUsize,
     finished: tokio::sync::Notify,
 }
 
@@ -234,7 +237,6 @@ struct Busy {
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(4);
 
 async fn write_loop(db: PgPool, writer: Writer, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    use std::sync::atomic::Ordering;
     let batch_max = writer.batch_max;
     // A batch this big goes at once, whatever the other writers do.
     let enough = (batch_max / 4).max(1);
@@ -290,17 +292,14 @@ struct Storing<'a>(&'a Busy);
 
 impl<'a> Storing<'a> {
     fn start(busy: &'a Busy) -> Self {
-        busy.storing
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        busy.storing.fetch_add(1, Ordering::AcqRel);
         Self(busy)
     }
 }
 
 impl Drop for Storing<'_> {
     fn drop(&mut self) {
-        self.0
-            .storing
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.storing.fetch_sub(1, Ordering::AcqRel);
         self.0.finished.notify_waiters();
     }
 }
