@@ -473,6 +473,8 @@ async fn an_agent_reply_reaches_the_provider_and_statuses_come_back() {
     assert_eq!(status, 200);
     let contact = contact_of(&app, "14155552671").await;
     let inbound_id = transcript(&app, &contact).await[0]["id"].clone();
+    // The load tool times the legs of a send from what the simulator tells.
+    let mut observed = wa.sim.observe();
     let res = app
         .client
         .post(app.url(&format!("/api/v1/contacts/{contact}/messages")))
@@ -506,6 +508,41 @@ async fn an_agent_reply_reaches_the_provider_and_statuses_come_back() {
             .starts_with("wamid.")
     );
     assert_eq!(out["sender"]["user_id"], app.agent.id.to_string());
+    let wamid = out["provider_message_id"].as_str().unwrap_or_default();
+    let mut told = Vec::new();
+    while let Ok(o) = observed.try_recv() {
+        told.push(o);
+    }
+    let Some(whatsapp_sim::Observed::Accepted {
+        at,
+        wamid: w,
+        callback,
+    }) = told.first()
+    else {
+        panic!("the send was not told first: {told:?}");
+    };
+    assert_eq!(
+        (w.as_str(), callback.as_deref()),
+        (wamid, Some(id.as_str()))
+    );
+    let mut last = *at;
+    let statuses: Vec<&str> = told[1..]
+        .iter()
+        .map(|o| match o {
+            whatsapp_sim::Observed::StatusPosted {
+                at,
+                wamid: w,
+                status,
+            } => {
+                assert_eq!(w, wamid);
+                assert!(*at >= last, "told in the order they happened");
+                last = *at;
+                status.as_str()
+            }
+            other => panic!("one send, told twice: {other:?}"),
+        })
+        .collect();
+    assert_eq!(statuses, ["sent", "delivered", "read"]);
     // Event log has the status moves.
     let statuses = count(&app, &format!("SELECT count(*) FROM events WHERE kind = 'message.status' AND payload->>'message_id' = '{id}'")).await;
     assert_eq!(statuses, 3, "sent, delivered, read");

@@ -861,7 +861,18 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
     let contact_sched: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
     let to_offer: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     let accept: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
-    let send_to_status: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    // Each agent reply's legs, matched after the run by its message id (the provider's
+    // receipt can come before the agent has read its own send's answer).
+    let legs: Shared<SendLegs> = Arc::new(Mutex::new(SendLegs::default()));
+    {
+        let mut told = h.sim.observe();
+        let legs = legs.clone();
+        tokio::spawn(async move {
+            while let Some(o) = told.recv().await {
+                lock(&legs).observed(o);
+            }
+        });
+    }
     let handled = Arc::new(AtomicU64::new(0));
     let errors: Shared<BTreeMap<String, u64>> = Arc::new(Mutex::new(BTreeMap::new()));
     {
@@ -893,19 +904,20 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
             .status();
         anyhow::ensure!(code.is_success(), "setting Ready: {code}");
         let (h, token) = (h.clone(), token.clone());
-        let (contact_sched, to_offer, accept, send_to_status, handled, errors) = (
+        let (contact_sched, to_offer, accept, legs, handled, errors) = (
             contact_sched.clone(),
             to_offer.clone(),
             accept.clone(),
-            send_to_status.clone(),
+            legs.clone(),
             handled.clone(),
             errors.clone(),
         );
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-        tokio::spawn(read_events(ws, move |v| tx.send(v).is_ok()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Value)>();
+        tokio::spawn(read_events(ws, move |v| {
+            tx.send((Instant::now(), v)).is_ok()
+        }));
         tokio::spawn(async move {
-            let mut sends: HashMap<String, Instant> = HashMap::new();
-            while let Some(v) = rx.recv().await {
+            while let Some((seen, v)) = rx.recv().await {
                 match v["kind"].as_str() {
                     Some("interaction.offered") => {
                         let interaction = v["payload"]["interaction_id"]
@@ -939,7 +951,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                                 if let Ok(m) = r.json::<Value>().await
                                     && let Some(id) = m["id"].as_str()
                                 {
-                                    sends.insert(id.to_owned(), t);
+                                    lock(&legs).sent.insert(id.to_owned(), t);
                                 } else {
                                     count_error(&errors, "send_unreadable".to_owned());
                                 }
@@ -953,10 +965,8 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                         handled.fetch_add(1, Ordering::Relaxed);
                     }
                     Some("message.status") if v["payload"]["status"] == "sent" => {
-                        if let Some(id) = v["payload"]["message_id"].as_str()
-                            && let Some(t) = sends.remove(id)
-                        {
-                            record(&mut lock(&send_to_status), t.elapsed());
+                        if let Some(id) = v["payload"]["message_id"].as_str() {
+                            lock(&legs).status_event.insert(id.to_owned(), seen);
                         }
                     }
                     _ => {}
@@ -1009,6 +1019,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
     let elapsed = started.elapsed();
     let cpu = h.cpu_secs() - cpu0;
     let (_, peak) = h.rss_kib();
+    let (send_to_provider, status_to_event, send_to_status) = lock(&legs).histograms();
     Ok(json!({
         "mode": "conversation",
         "machine": machine(),
@@ -1021,16 +1032,119 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         "pg_connections_max": max_conns.load(Ordering::Relaxed),
         "webhook_to_offer": summary(&lock(&to_offer)),
         "accept_call": summary(&lock(&accept)),
-        "agent_send_to_status_event": summary(&lock(&send_to_status)),
+        "agent_send_to_provider": summary(&send_to_provider),
+        "status_webhook_to_status_event": summary(&status_to_event),
+        "agent_send_to_status_event": summary(&send_to_status),
         "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
         "gateway_peak_rss_mib": peak / 1024,
         "top_statements": h.top_statements(8).await,
     }))
 }
 
+/// When each leg of an agent's reply happened, by Parley's message id: the agent's send
+/// request, the provider's receipt of the gateway's request, the provider's `sent` status
+/// webhook, and the `message.status` event on the agent's socket.
+#[derive(Default)]
+struct SendLegs {
+    sent: HashMap<String, Instant>,
+    at_provider: HashMap<String, Instant>,
+    /// The provider's id of each send it accepted, to Parley's (its callback data).
+    ours: HashMap<String, String>,
+    status_posted: HashMap<String, Instant>,
+    status_event: HashMap<String, Instant>,
+}
+
+impl SendLegs {
+    fn observed(&mut self, o: whatsapp_sim::Observed) {
+        match o {
+            whatsapp_sim::Observed::Accepted {
+                at,
+                wamid,
+                callback: Some(id),
+            } => {
+                // A retried send is timed to its first receipt.
+                self.at_provider.entry(id.clone()).or_insert(at);
+                self.ours.insert(wamid, id);
+            }
+            whatsapp_sim::Observed::StatusPosted { at, wamid, status } if status == "sent" => {
+                if let Some(id) = self.ours.get(&wamid) {
+                    self.status_posted.entry(id.clone()).or_insert(at);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// (agent send → provider receipt, `sent` status webhook → `message.status` event,
+    /// agent send → `message.status` event), over the replies whose both ends were seen.
+    fn histograms(&self) -> (Histogram<u64>, Histogram<u64>, Histogram<u64>) {
+        let leg = |from: &HashMap<String, Instant>, to: &HashMap<String, Instant>| {
+            let mut h = histogram();
+            for (id, start) in from {
+                if let Some(end) = to.get(id) {
+                    record(&mut h, end.saturating_duration_since(*start));
+                }
+            }
+            h
+        };
+        (
+            leg(&self.sent, &self.at_provider),
+            leg(&self.status_posted, &self.status_event),
+            leg(&self.sent, &self.status_event),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{DbWatch, db_watch_report, handled_within};
+    use super::{DbWatch, SendLegs, db_watch_report, handled_within};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_replys_legs_are_matched_by_its_message_id_in_whatever_order_they_are_seen() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut legs = SendLegs::default();
+        // The provider's receipt is told before the agent has read its send's answer.
+        legs.observed(whatsapp_sim::Observed::Accepted {
+            at: ms(4),
+            wamid: "wamid.A".into(),
+            callback: Some("m1".into()),
+        });
+        legs.sent.insert("m1".into(), ms(0));
+        legs.observed(whatsapp_sim::Observed::StatusPosted {
+            at: ms(10),
+            wamid: "wamid.A".into(),
+            status: "sent".into(),
+        });
+        // Later statuses and sends that are not Parley's do not count.
+        legs.observed(whatsapp_sim::Observed::StatusPosted {
+            at: ms(30),
+            wamid: "wamid.A".into(),
+            status: "delivered".into(),
+        });
+        legs.observed(whatsapp_sim::Observed::Accepted {
+            at: ms(5),
+            wamid: "wamid.X".into(),
+            callback: None,
+        });
+        legs.status_event.insert("m1".into(), ms(13));
+        // A reply whose status event never came is in the first leg only.
+        legs.sent.insert("m2".into(), ms(1));
+        legs.observed(whatsapp_sim::Observed::Accepted {
+            at: ms(9),
+            wamid: "wamid.B".into(),
+            callback: Some("m2".into()),
+        });
+        let (to_provider, status_to_event, whole) = legs.histograms();
+        assert_eq!(to_provider.len(), 2);
+        assert_eq!(status_to_event.len(), 1);
+        assert_eq!(whole.len(), 1);
+        let ms_of = |h: &hdrhistogram::Histogram<u64>| h.max() / 1000;
+        assert_eq!(ms_of(&to_provider), 8);
+        assert_eq!(ms_of(&status_to_event), 3);
+        assert_eq!(ms_of(&whole), 13);
+    }
 
     #[test]
     fn the_gateways_own_shares_are_taken_over_the_measured_window() {

@@ -16,7 +16,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -90,6 +90,34 @@ struct Inner {
     read_receipts: Vec<String>,
     /// Templates beyond the built-in opt-in one, as `message_templates` lists them.
     templates: Vec<Value>,
+    /// Who is told, as it happens, of each send accepted and each status webhook posted.
+    observers: Vec<tokio::sync::mpsc::UnboundedSender<Observed>>,
+}
+
+/// What the simulator did, with when, for a load tool timing each leg of a send: the
+/// gateway's request reaching the provider, and the provider's status webhook reaching
+/// the agent's desktop as an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// A send request accepted and given a provider message id, with the sender's
+    /// `biz_opaque_callback_data` (Parley puts its own message id there).
+    Accepted {
+        /// When the request was accepted.
+        at: Instant,
+        /// The provider message id it was given.
+        wamid: String,
+        /// The request's `biz_opaque_callback_data`.
+        callback: Option<String>,
+    },
+    /// A status webhook about to be posted to the gateway.
+    StatusPosted {
+        /// When its request started.
+        at: Instant,
+        /// The provider message id it is about.
+        wamid: String,
+        /// `sent`, `delivered`, `read` or `failed`.
+        status: String,
+    },
 }
 
 fn builtin_templates() -> Vec<Value> {
@@ -167,6 +195,20 @@ impl Simulator {
             c.webhook_url = Some(url.to_owned());
             c.app_secret = app_secret.to_owned();
         }
+    }
+
+    /// Be told of each send accepted and each status webhook posted from now on, as they
+    /// happen (see [`Observed`]). Dropping the receiver stops the telling.
+    pub fn observe(&self) -> tokio::sync::mpsc::UnboundedReceiver<Observed> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.lock().observers.push(tx);
+        rx
+    }
+
+    fn tell(&self, what: &Observed) {
+        self.lock()
+            .observers
+            .retain(|tx| tx.send(what.clone()).is_ok());
     }
 
     /// The send requests received so far.
@@ -307,6 +349,13 @@ impl Simulator {
             st["errors"] = json!([e]);
         }
         let body = self.envelope(json!({ "statuses": [st] }));
+        if self.cfg().webhook_url.is_some() {
+            self.tell(&Observed::StatusPosted {
+                at: Instant::now(),
+                wamid: wamid.to_owned(),
+                status: status.to_owned(),
+            });
+        }
         if let Err(e) = self.post_webhook(&body).await {
             tracing::debug!(error = %e, "status webhook not delivered");
         }
@@ -448,6 +497,11 @@ async fn send_message(
         .get("biz_opaque_callback_data")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    sim.tell(&Observed::Accepted {
+        at: Instant::now(),
+        wamid: wamid.clone(),
+        callback: callback.clone(),
+    });
     let to_digits = digits(&to);
     let kind = req
         .get("type")
