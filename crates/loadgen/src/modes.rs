@@ -264,19 +264,57 @@ fn db_watch_report(w: &DbWatch, slow_acks: &[(f64, f64)], acks: &[(f64, f64)]) -
 
 /// The most connections the gateway's database had at once, sampled every half second
 /// until the task is aborted.
-fn count_pg_connections(h: &Arc<Harness>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
-    let max_conns = Arc::new(AtomicU64::new(0));
-    let task = {
-        let (h, max_conns) = (h.clone(), max_conns.clone());
-        tokio::spawn(async move {
-            loop {
-                let n = u64::try_from(h.pg_connections().await).unwrap_or(0);
-                max_conns.fetch_max(n, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+/// What every mode reports of the gateway and the database over its measured part: the
+/// gateway's CPU (cores used on average) and peak memory, and the most connections the
+/// database had open (sampled every 500 ms).
+pub struct GatewayWatch {
+    cpu0: f64,
+    started: Instant,
+    max_conns: Arc<AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl GatewayWatch {
+    pub fn start(h: &Arc<Harness>) -> Self {
+        let max_conns = Arc::new(AtomicU64::new(0));
+        let sampler = {
+            let (h, max_conns) = (h.clone(), max_conns.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = u64::try_from(h.pg_connections().await).unwrap_or(0);
+                    max_conns.fetch_max(n, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        };
+        Self {
+            cpu0: h.cpu_secs(),
+            started: Instant::now(),
+            max_conns,
+            sampler,
+        }
+    }
+
+    /// Stop sampling: `gateway_cpu_cores_used`, `gateway_peak_rss_mib` and
+    /// `pg_connections_max`, to add to a mode's result.
+    pub fn finish(self, h: &Harness) -> Value {
+        self.sampler.abort();
+        let cpu = h.cpu_secs() - self.cpu0;
+        let secs = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
+        let (_, peak) = h.rss_kib();
+        json!({
+            "gateway_cpu_cores_used": ((cpu / secs) * 100.0).round() / 100.0,
+            "gateway_peak_rss_mib": peak / 1024,
+            "pg_connections_max": self.max_conns.load(Ordering::Relaxed),
         })
-    };
-    (max_conns, task)
+    }
+}
+
+/// Add `fields` (an object) to `result` (an object).
+pub fn add_fields(result: &mut Value, fields: Value) {
+    if let (Some(r), Value::Object(f)) = (result.as_object_mut(), fields) {
+        r.extend(f);
+    }
 }
 
 /// Count one failure of `kind` (`accept_http_409`, `webhook_http_0` for a transport
@@ -535,8 +573,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
             ("events", events.clone()),
         ],
     );
-    let cpu0 = h.cpu_secs();
-    let (max_conns, sampler) = count_pg_connections(&h);
+    let gateway_watch = GatewayWatch::start(&h);
     let started = Instant::now();
     // Requests of the warm-up (connections opened, statements prepared, first contacts
     // created) are sent but not measured.
@@ -648,8 +685,8 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
     let cpu_end = h.cpu_snapshot().await;
     let buckets_end = h.webhook_latency_buckets().await;
     let (cpu_start, buckets_start) = measured_cpu.await.unwrap_or_default();
-    // CPU over the whole run, warm-up included.
-    let cpu = (h.cpu_secs() - cpu0) * elapsed.as_secs_f64() / started.elapsed().as_secs_f64();
+    // The gateway's CPU over the whole run, warm-up included.
+    let gateway = gateway_watch.finish(&h);
     // Let the last events arrive.
     for _ in 0..100 {
         if lock(&pending).is_empty() {
@@ -658,9 +695,7 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ticker.abort();
-    sampler.abort();
     let missing = lock(&pending).len();
-    let (_, peak) = h.rss_kib();
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
         .fetch_one(&h.db)
         .await
@@ -686,12 +721,10 @@ pub async fn ingest(a: &Args) -> anyhow::Result<Value> {
         "acks_over_50ms_at_secs": slow_bursts(&slow),
         "measured_from_unix_secs": (measured_from_unix * 1000.0).round() / 1000.0,
         "errors": *lock(&errors),
-        "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
         "cpu_us_per_webhook": cpu_start.per_item_us(&cpu_end, acked_n),
-        "gateway_peak_rss_mib": peak / 1024,
-        "pg_connections_max": max_conns.load(Ordering::Relaxed),
         "top_statements": h.top_statements(8).await,
     });
+    add_fields(&mut result, gateway);
     result["gateway_webhook_handling_within"] = handled_within(&buckets_start, &buckets_end);
     if let Some((rate, latency)) = &s1 {
         result["s1_rows_per_sec"] = json!(rate.round());
@@ -770,6 +803,7 @@ pub async fn connections(a: &Args) -> anyhow::Result<Value> {
     anyhow::ensure!(status == 200, "the warm-up webhook was answered {status}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss0, _) = h.rss_kib();
+    let watch = GatewayWatch::start(&h);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let connected = Arc::new(AtomicU64::new(0));
     let ticker = progress("connections", vec![("connected", connected.clone())]);
@@ -836,8 +870,7 @@ pub async fn connections(a: &Args) -> anyhow::Result<Value> {
         }
     }
     ticker.abort();
-    let (_, peak) = h.rss_kib();
-    Ok(json!({
+    let mut result = json!({
         "mode": "connections",
         "machine": machine(),
         "sockets_open": open,
@@ -850,8 +883,9 @@ pub async fn connections(a: &Args) -> anyhow::Result<Value> {
         "delivery": summary(&delivered),
         "webhook_answered_ms": answered.as_millis(),
         "all_delivered_ms": (last - t0).as_millis(),
-        "gateway_peak_rss_mib": peak / 1024,
-    }))
+    });
+    add_fields(&mut result, watch.finish(&h));
+    Ok(result)
 }
 
 /// The full loop: contacts write, agents are offered, accept, reply, and finish.
@@ -861,6 +895,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
     let contact_sched: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
     let to_offer: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     let accept: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    let send_call: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     // Each agent reply's legs, matched after the run by its message id (the provider's
     // receipt can come before the agent has read its own send's answer).
     let legs: Shared<SendLegs> = Arc::new(Mutex::new(SendLegs::default()));
@@ -904,10 +939,11 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
             .status();
         anyhow::ensure!(code.is_success(), "setting Ready: {code}");
         let (h, token) = (h.clone(), token.clone());
-        let (contact_sched, to_offer, accept, legs, handled, errors) = (
+        let (contact_sched, to_offer, accept, send_call, legs, handled, errors) = (
             contact_sched.clone(),
             to_offer.clone(),
             accept.clone(),
+            send_call.clone(),
             legs.clone(),
             handled.clone(),
             errors.clone(),
@@ -951,6 +987,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                                 if let Ok(m) = r.json::<Value>().await
                                     && let Some(id) = m["id"].as_str()
                                 {
+                                    record(&mut lock(&send_call), t.elapsed());
                                     lock(&legs).sent.insert(id.to_owned(), t);
                                 } else {
                                     count_error(&errors, "send_unreadable".to_owned());
@@ -964,9 +1001,12 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                         act(&h, &token, &interaction, "done", &errors).await;
                         handled.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some("message.status") if v["payload"]["status"] == "sent" => {
-                        if let Some(id) = v["payload"]["message_id"].as_str() {
-                            lock(&legs).status_event.insert(id.to_owned(), seen);
+                    Some("message.status") => {
+                        if let (Some(id), Some(status)) = (
+                            v["payload"]["message_id"].as_str(),
+                            v["payload"]["status"].as_str(),
+                        ) {
+                            lock(&legs).status_event(id, status, seen);
                         }
                     }
                     _ => {}
@@ -982,8 +1022,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
             ("handled", handled.clone()),
         ],
     );
-    let cpu0 = h.cpu_secs();
-    let (max_conns, sampler) = count_pg_connections(&h);
+    let watch = GatewayWatch::start(&h);
     let started = Instant::now();
     let total = (a.rate * a.duration.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(1.0 / a.rate);
@@ -1015,12 +1054,9 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     ticker.abort();
-    sampler.abort();
-    let elapsed = started.elapsed();
-    let cpu = h.cpu_secs() - cpu0;
-    let (_, peak) = h.rss_kib();
+    let gateway = watch.finish(&h);
     let (send_to_provider, status_to_event, send_to_status) = lock(&legs).histograms();
-    Ok(json!({
+    let mut result = json!({
         "mode": "conversation",
         "machine": machine(),
         "target_conversations_per_sec": a.rate,
@@ -1029,29 +1065,33 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         "conversations": total,
         "handled": handled.load(Ordering::Relaxed),
         "errors": *lock(&errors),
-        "pg_connections_max": max_conns.load(Ordering::Relaxed),
         "webhook_to_offer": summary(&lock(&to_offer)),
         "accept_call": summary(&lock(&accept)),
+        "send_call": summary(&lock(&send_call)),
         "agent_send_to_provider": summary(&send_to_provider),
-        "status_webhook_to_status_event": summary(&status_to_event),
+        "delivered_webhook_to_status_event": summary(&status_to_event),
         "agent_send_to_status_event": summary(&send_to_status),
-        "gateway_cpu_cores_used": ((cpu / elapsed.as_secs_f64()) * 100.0).round() / 100.0,
-        "gateway_peak_rss_mib": peak / 1024,
         "top_statements": h.top_statements(8).await,
-    }))
+    });
+    add_fields(&mut result, gateway);
+    Ok(result)
 }
 
 /// When each leg of an agent's reply happened, by Parley's message id: the agent's send
-/// request, the provider's receipt of the gateway's request, the provider's `sent` status
-/// webhook, and the `message.status` event on the agent's socket.
+/// request; the provider's receipt of the gateway's request; the `sent` status event on
+/// the agent's socket (Parley's own, once the provider has accepted the send: the
+/// provider's `sent` webhook then changes nothing); and the provider's `delivered` status
+/// webhook with the `message.status` event it becomes, the first status only a webhook
+/// brings.
 #[derive(Default)]
 struct SendLegs {
     sent: HashMap<String, Instant>,
     at_provider: HashMap<String, Instant>,
     /// The provider's id of each send it accepted, to Parley's (its callback data).
     ours: HashMap<String, String>,
-    status_posted: HashMap<String, Instant>,
-    status_event: HashMap<String, Instant>,
+    sent_event: HashMap<String, Instant>,
+    delivered_posted: HashMap<String, Instant>,
+    delivered_event: HashMap<String, Instant>,
 }
 
 impl SendLegs {
@@ -1066,17 +1106,26 @@ impl SendLegs {
                 self.at_provider.entry(id.clone()).or_insert(at);
                 self.ours.insert(wamid, id);
             }
-            whatsapp_sim::Observed::StatusPosted { at, wamid, status } if status == "sent" => {
+            whatsapp_sim::Observed::StatusPosted { at, wamid, status } if status == "delivered" => {
                 if let Some(id) = self.ours.get(&wamid) {
-                    self.status_posted.entry(id.clone()).or_insert(at);
+                    self.delivered_posted.entry(id.clone()).or_insert(at);
                 }
             }
             _ => {}
         }
     }
 
-    /// (agent send → provider receipt, `sent` status webhook → `message.status` event,
-    /// agent send → `message.status` event), over the replies whose both ends were seen.
+    fn status_event(&mut self, id: &str, status: &str, at: Instant) {
+        let seen = match status {
+            "sent" => &mut self.sent_event,
+            "delivered" => &mut self.delivered_event,
+            _ => return,
+        };
+        seen.entry(id.to_owned()).or_insert(at);
+    }
+
+    /// (agent send → provider receipt, `delivered` webhook → its `message.status` event,
+    /// agent send → `sent` event), over the replies whose both ends were seen.
     fn histograms(&self) -> (Histogram<u64>, Histogram<u64>, Histogram<u64>) {
         let leg = |from: &HashMap<String, Instant>, to: &HashMap<String, Instant>| {
             let mut h = histogram();
@@ -1089,8 +1138,8 @@ impl SendLegs {
         };
         (
             leg(&self.sent, &self.at_provider),
-            leg(&self.status_posted, &self.status_event),
-            leg(&self.sent, &self.status_event),
+            leg(&self.delivered_posted, &self.delivered_event),
+            leg(&self.sent, &self.sent_event),
         )
     }
 }
@@ -1112,38 +1161,41 @@ mod tests {
             callback: Some("m1".into()),
         });
         legs.sent.insert("m1".into(), ms(0));
+        legs.status_event("m1", "sent", ms(7));
+        // The provider's `sent` webhook, after Parley's own `sent`, is not a leg.
         legs.observed(whatsapp_sim::Observed::StatusPosted {
             at: ms(10),
             wamid: "wamid.A".into(),
             status: "sent".into(),
         });
-        // Later statuses and sends that are not Parley's do not count.
         legs.observed(whatsapp_sim::Observed::StatusPosted {
-            at: ms(30),
+            at: ms(20),
             wamid: "wamid.A".into(),
             status: "delivered".into(),
         });
+        legs.status_event("m1", "delivered", ms(23));
+        legs.status_event("m1", "read", ms(40));
+        // A send that is not Parley's (no callback data) counts nowhere.
         legs.observed(whatsapp_sim::Observed::Accepted {
             at: ms(5),
             wamid: "wamid.X".into(),
             callback: None,
         });
-        legs.status_event.insert("m1".into(), ms(13));
-        // A reply whose status event never came is in the first leg only.
+        // A reply whose events never came is in the first leg only.
         legs.sent.insert("m2".into(), ms(1));
         legs.observed(whatsapp_sim::Observed::Accepted {
             at: ms(9),
             wamid: "wamid.B".into(),
             callback: Some("m2".into()),
         });
-        let (to_provider, status_to_event, whole) = legs.histograms();
+        let (to_provider, delivered_to_event, to_sent_event) = legs.histograms();
         assert_eq!(to_provider.len(), 2);
-        assert_eq!(status_to_event.len(), 1);
-        assert_eq!(whole.len(), 1);
+        assert_eq!(delivered_to_event.len(), 1);
+        assert_eq!(to_sent_event.len(), 1);
         let ms_of = |h: &hdrhistogram::Histogram<u64>| h.max() / 1000;
         assert_eq!(ms_of(&to_provider), 8);
-        assert_eq!(ms_of(&status_to_event), 3);
-        assert_eq!(ms_of(&whole), 13);
+        assert_eq!(ms_of(&delivered_to_event), 3);
+        assert_eq!(ms_of(&to_sent_event), 7);
     }
 
     #[test]

@@ -279,7 +279,7 @@ async fn time_gets(
 /// The `search` mode: its result, or `None` when it was emitted before holding the
 /// database (`--hold`).
 pub async fn run(a: &Args) -> anyhow::Result<Option<Value>> {
-    let h = Harness::start_for_data(&a.gateway).await?;
+    let h = std::sync::Arc::new(Harness::start_for_data(&a.gateway).await?);
     let tenant: Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE name = 'Load'")
         .fetch_one(&h.db)
         .await
@@ -351,6 +351,8 @@ pub async fn run(a: &Args) -> anyhow::Result<Option<Value>> {
         .collect();
     let mut result = json!({"mode": "search", "machine": machine(), "seed": seeded,
                             "queries_each": q, "without_index": a.without_index});
+    // Over the timed queries only (not the seeding).
+    let watch = crate::modes::GatewayWatch::start(&h);
     for (name, paths, expect) in [
         ("transcript_page", &transcript, true),
         ("in_contact_search", &in_contact, false),
@@ -364,6 +366,7 @@ pub async fn run(a: &Args) -> anyhow::Result<Option<Value>> {
         result[name] = summary(&hist);
         result[name]["errors"] = json!(errors);
     }
+    crate::modes::add_fields(&mut result, watch.finish(&h));
     if let Some(hold) = a.hold {
         // Emitted now: a hold usually ends with Ctrl-C, which would lose it.
         crate::emit(&result, a)?;
