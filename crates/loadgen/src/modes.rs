@@ -893,7 +893,10 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
     let h = Arc::new(Harness::start(&a.gateway, a.agents).await?);
     let created_at: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
     let contact_sched: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
-    let to_offer: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
+    // The first offer of each contact's interaction, matched after the run to when its
+    // webhook was scheduled (the offer can reach an agent before the admin's socket has
+    // told which contact the webhook's message went to).
+    let offered: Shared<HashMap<String, Instant>> = Arc::new(Mutex::new(HashMap::new()));
     let accept: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     let send_call: Shared<Histogram<u64>> = Arc::new(Mutex::new(histogram()));
     // Each agent reply's legs, matched after the run by its message id (the provider's
@@ -922,7 +925,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                 )
                 && let Some(t) = lock(&created_at).remove(id)
             {
-                lock(&contact_sched).insert(contact.to_owned(), t);
+                lock(&contact_sched).entry(contact.to_owned()).or_insert(t);
             }
             true
         }));
@@ -939,9 +942,8 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
             .status();
         anyhow::ensure!(code.is_success(), "setting Ready: {code}");
         let (h, token) = (h.clone(), token.clone());
-        let (contact_sched, to_offer, accept, send_call, legs, handled, errors) = (
-            contact_sched.clone(),
-            to_offer.clone(),
+        let (offered, accept, send_call, legs, handled, errors) = (
+            offered.clone(),
             accept.clone(),
             send_call.clone(),
             legs.clone(),
@@ -960,10 +962,8 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
                             .as_str()
                             .unwrap_or_default()
                             .to_owned();
-                        if let Some(contact) = v["payload"]["contact_id"].as_str()
-                            && let Some(t) = lock(&contact_sched).remove(contact)
-                        {
-                            record(&mut lock(&to_offer), t.elapsed());
+                        if let Some(contact) = v["payload"]["contact_id"].as_str() {
+                            lock(&offered).entry(contact.to_owned()).or_insert(seen);
                         }
                         let t = Instant::now();
                         if !act(&h, &token, &interaction, "accept", &errors).await {
@@ -1065,7 +1065,7 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         "conversations": total,
         "handled": handled.load(Ordering::Relaxed),
         "errors": *lock(&errors),
-        "webhook_to_offer": summary(&lock(&to_offer)),
+        "webhook_to_offer": summary(&leg_histogram(&lock(&contact_sched), &lock(&offered))),
         "accept_call": summary(&lock(&accept)),
         "send_call": summary(&lock(&send_call)),
         "agent_send_to_provider": summary(&send_to_provider),
@@ -1127,21 +1127,23 @@ impl SendLegs {
     /// (agent send → provider receipt, `delivered` webhook → its `message.status` event,
     /// agent send → `sent` event), over the replies whose both ends were seen.
     fn histograms(&self) -> (Histogram<u64>, Histogram<u64>, Histogram<u64>) {
-        let leg = |from: &HashMap<String, Instant>, to: &HashMap<String, Instant>| {
-            let mut h = histogram();
-            for (id, start) in from {
-                if let Some(end) = to.get(id) {
-                    record(&mut h, end.saturating_duration_since(*start));
-                }
-            }
-            h
-        };
         (
-            leg(&self.sent, &self.at_provider),
-            leg(&self.delivered_posted, &self.delivered_event),
-            leg(&self.sent, &self.sent_event),
+            leg_histogram(&self.sent, &self.at_provider),
+            leg_histogram(&self.delivered_posted, &self.delivered_event),
+            leg_histogram(&self.sent, &self.sent_event),
         )
     }
+}
+
+/// From each start to its end of the same key, for the keys with both.
+fn leg_histogram(from: &HashMap<String, Instant>, to: &HashMap<String, Instant>) -> Histogram<u64> {
+    let mut h = histogram();
+    for (key, start) in from {
+        if let Some(end) = to.get(key) {
+            record(&mut h, end.saturating_duration_since(*start));
+        }
+    }
+    h
 }
 
 #[cfg(test)]
