@@ -58,6 +58,8 @@ pub struct Args {
     pub without_index: Option<String>,
     /// `search`: keep the seeded database running this long after measuring.
     pub hold: Option<Duration>,
+    /// `ingest`: watch the database from a thread of its own (a commit probe, wait events).
+    pub watch_db: bool,
     /// Where to write the JSON result.
     pub out: Option<PathBuf>,
     /// The gateway executable.
@@ -96,6 +98,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
         queries: 200,
         without_index: None,
         hold: None,
+        watch_db: false,
         out: None,
         gateway: own.with_file_name("gateway"),
     };
@@ -138,6 +141,13 @@ fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
             "--queries" => a.queries = num()? as usize,
             "--without-index" => a.without_index = Some(value),
             "--hold" => a.hold = Some(secs(false)?),
+            "--watch-db" => {
+                a.watch_db = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => bail!("{flag} must be on or off"),
+                };
+            }
             "--out" => a.out = Some(PathBuf::from(value)),
             "--gateway" => a.gateway = PathBuf::from(value),
             other => bail!("unknown option {other}; see --help"),
@@ -237,6 +247,7 @@ mod tests {
             "ingest --rate 0",
             "ingest --closed x",
             "ingest --nonsense 1",
+            "ingest --watch-db yes",
         ] {
             let flag = bad.split_whitespace().nth(1).unwrap_or_default();
             let e = args(bad).err().map(|e| e.to_string()).unwrap_or_default();
@@ -246,5 +257,7 @@ mod tests {
         assert_eq!(a.rate, 1300.0);
         assert!(a.warmup.is_zero() && a.s1.is_zero());
         assert_eq!(a.duration.as_secs(), 30);
+        assert!(!a.watch_db, "off unless asked for");
+        assert!(args("ingest --watch-db on").is_ok_and(|a| a.watch_db));
     }
 }

@@ -97,6 +97,8 @@ fn ingest_open_loop_stores_every_webhook_and_delivers_every_event() {
         "1",
         "--contacts",
         "20",
+        "--watch-db",
+        "on",
     ]);
     assert_eq!(r["errors"], serde_json::json!({}), "{r}");
     assert_eq!(r["webhooks_acked"], 80, "{r}");
@@ -127,7 +129,9 @@ fn ingest_open_loop_stores_every_webhook_and_delivers_every_event() {
             .is_some_and(|s| !s.is_empty()),
         "{r}"
     );
+    // Watched (`--watch-db on`): the probe's commits and the wait samples.
     assert!(count(&r["commit_probe"]) > 0, "{r}");
+    assert!(r["db_wait_samples"].as_u64().is_some_and(|n| n > 0), "{r}");
 }
 
 #[test]
@@ -153,6 +157,10 @@ fn ingest_closed_loop_loses_nothing() {
         "{r}"
     );
     assert!(r.get("achieved_vs_s1").is_none(), "S1 skipped: {r}");
+    assert!(
+        r.get("commit_probe").is_none(),
+        "not watched unless asked: {r}"
+    );
 }
 
 #[test]
