@@ -37,7 +37,7 @@ pub struct Args {
     pub closed: Option<usize>,
     /// How long to drive traffic.
     pub duration: Duration,
-    /// Traffic before the measured part (`ingest`).
+    /// Traffic before the measured part (`ingest`, `conversation`).
     pub warmup: Duration,
     /// `ingest`: how long to measure S1 (single-row commits) on the same database first;
     /// zero skips it.

@@ -1026,39 +1026,61 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
             ("handled", handled.clone()),
         ],
     );
-    let watch = GatewayWatch::start(&h);
-    let started = Instant::now();
+    // The warm-up's conversations (`--warmup`: pool connections opened, statements
+    // prepared, the agents' first offers) are handled like the others, then what they
+    // timed is forgotten; the measured conversations follow, with contacts of their own.
+    let warm = (a.rate * a.warmup.as_secs_f64()) as usize;
     let total = (a.rate * a.duration.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(1.0 / a.rate);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        let at = started + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(at.into()).await;
-        let (h, created_at, sent, errors) =
-            (h.clone(), created_at.clone(), sent.clone(), errors.clone());
-        tasks.spawn(async move {
-            let wamid = format!("wamid.CONV{i}");
-            let (body, sig) = h.webhook(i, &wamid, "Hi, I need help with my order");
-            lock(&created_at).insert(wamid, at);
-            sent.fetch_add(1, Ordering::Relaxed);
-            let code = h.send_webhook(body, sig).await;
-            if code != 200 {
-                count_error(&errors, format!("webhook_http_{code}"));
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    // The schedule spans the duration; sends that end later stretch it.
-    let sending = started.elapsed().max(a.duration);
-    for _ in 0..200 {
-        if handled.load(Ordering::Relaxed) as usize >= total {
-            break;
+    let mut sending = a.duration;
+    let mut watch = None;
+    for (first, count, measured) in [(0, warm, false), (warm, total, true)] {
+        if measured {
+            watch = Some(GatewayWatch::start(&h));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in 0..count {
+            let i = first + k;
+            let at = started + interval.mul_f64(k as f64);
+            tokio::time::sleep_until(at.into()).await;
+            let (h, created_at, sent, errors) =
+                (h.clone(), created_at.clone(), sent.clone(), errors.clone());
+            tasks.spawn(async move {
+                let wamid = format!("wamid.CONV{i}");
+                let (body, sig) = h.webhook(i, &wamid, "Hi, I need help with my order");
+                lock(&created_at).insert(wamid, at);
+                sent.fetch_add(1, Ordering::Relaxed);
+                let code = h.send_webhook(body, sig).await;
+                if code != 200 {
+                    count_error(&errors, format!("webhook_http_{code}"));
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        if measured {
+            // The schedule spans the duration; sends that end later stretch it.
+            sending = started.elapsed().max(a.duration);
+        }
+        for _ in 0..200 {
+            if handled.load(Ordering::Relaxed) as usize >= first + count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The last statuses (delivered, read) come a little after the reply.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !measured {
+            *lock(&legs) = SendLegs::default();
+            lock(&offered).clear();
+            lock(&contact_sched).clear();
+            lock(&created_at).clear();
+            *lock(&accept) = histogram();
+            *lock(&send_call) = histogram();
+        }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
     ticker.abort();
-    let gateway = watch.finish(&h);
+    let gateway = watch.map_or(Value::Null, |w| w.finish(&h));
     let (send_to_provider, status_to_event, send_to_status) = lock(&legs).histograms();
     let mut result = json!({
         "mode": "conversation",
@@ -1066,8 +1088,9 @@ pub async fn conversation(a: &Args) -> anyhow::Result<Value> {
         "target_conversations_per_sec": a.rate,
         "achieved_conversations_per_sec": (total as f64 / sending.as_secs_f64() * 10.0).round() / 10.0,
         "agents": a.agents,
+        "warmup_conversations": warm,
         "conversations": total,
-        "handled": handled.load(Ordering::Relaxed),
+        "handled": (handled.load(Ordering::Relaxed) as usize).saturating_sub(warm),
         "errors": *lock(&errors),
         "webhook_to_offer": summary(&leg_histogram(&lock(&contact_sched), &lock(&offered))),
         "accept_call": summary(&lock(&accept)),

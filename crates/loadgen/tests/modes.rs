@@ -173,8 +173,12 @@ fn conversation_times_every_leg_of_every_conversation() {
         "2",
         "--agents",
         "2",
+        "--warmup",
+        "1",
     ]);
     assert_eq!(r["errors"], serde_json::json!({}), "{r}");
+    // The warm-up's five are handled first and left out of every figure.
+    assert_eq!(r["warmup_conversations"], 5, "{r}");
     assert_eq!(r["conversations"], 10, "{r}");
     assert_eq!(r["handled"], 10, "{r}");
     for leg in [
