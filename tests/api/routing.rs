@@ -278,3 +278,44 @@ async fn two_routers_never_offer_twice_nor_overfill_an_agent() {
         .unwrap_or_default();
     assert_eq!(waiting.len(), 14);
 }
+
+#[tokio::test]
+async fn picking_an_agent_reads_the_contacts_interactions_by_index_not_every_interaction() {
+    // The router runs this for every queued interaction. Its "contact's last agent" part
+    // once looked interactions up by contact alone, which no index answers: a scan of
+    // every interaction of every tenant, on every routed interaction.
+    let app = spawn_app().await;
+    let c = app.inbound("+14155552671", "route me").await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO contacts (id, tenant_id, name)
+           SELECT gen_random_uuid(), '{t}', 'bulk ' || g FROM generate_series(1, 2000) g;
+         INSERT INTO interactions (id, tenant_id, contact_id, channel, state, agent_id,
+                                   created_at, accepted_at, done_at)
+           SELECT gen_random_uuid(), '{t}', k.id, 'whatsapp', 'done', '{agent}',
+                  now() - make_interval(mins => g), now() - make_interval(mins => g),
+                  now() - make_interval(mins => g)
+           FROM generate_series(1, 20) g, contacts k WHERE k.tenant_id = '{t}' AND k.name LIKE 'bulk %';
+         ANALYZE contacts; ANALYZE interactions;",
+        t = app.tenant,
+        agent = app.agent.id.0,
+    )))
+    .execute(&app.db)
+    .await
+    .expect("bulk data");
+    let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        interaction_router::agent_pick_sql()
+    )))
+    .bind(app.tenant.0)
+    .bind(c.interaction.id)
+    .bind(c.contact_id.0)
+    .bind(Vec::<String>::new())
+    .bind(None::<uuid::Uuid>)
+    .bind(3600.0_f64)
+    .fetch_all(&app.db)
+    .await
+    .expect("explain");
+    let plan = rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
+    assert!(!plan.contains("Seq Scan on interactions"), "{plan}");
+    assert!(plan.contains("interactions_contact_idx"), "{plan}");
+}

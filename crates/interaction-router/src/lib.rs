@@ -135,6 +135,34 @@ const LOAD_SQL: &str = "((SELECT count(*) FROM interactions x LEFT JOIN queues x
                             AND (x.state = 'active' OR (x.state = 'ended' AND COALESCE(xq.ended_counts, true))))
     + (SELECT count(*) FROM offers p WHERE p.agent_id = u.id AND p.state = 'pending'))";
 
+/// The statement that picks the agent for a queued interaction (`$1` tenant, `$2`
+/// interaction, `$3` contact, `$4` skills, `$5` the transfer's agent or null, `$6` the
+/// continuation window in seconds): a Ready, active agent with room and the skills (or
+/// the one a transfer names) who has not declined or let it time out, the contact's last
+/// agent within the window first, then the least loaded, then the longest idle. Public so
+/// that a test explains the very statement the router runs.
+pub fn agent_pick_sql() -> String {
+    // The contact's last agent is looked up within the tenant, which lets the contact
+    // index answer it (by the contact alone it was a scan of every interaction, on every
+    // routed interaction).
+    format!(
+        "SELECT u.id FROM agent_states a JOIN users u ON u.id = a.user_id
+         WHERE a.tenant_id = $1 AND a.state = 'ready' AND u.active
+           AND ($5::uuid IS NULL OR u.id = $5)
+           AND ($5::uuid IS NOT NULL OR u.skills @> $4::text[])
+           AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.interaction_id = $2 AND o.agent_id = u.id
+                           AND o.state IN ('declined', 'timed_out'))
+           AND u.capacity > {LOAD_SQL}
+         ORDER BY (u.id = (SELECT i.agent_id FROM interactions i
+                           WHERE i.tenant_id = $1 AND i.contact_id = $3
+                             AND i.agent_id IS NOT NULL AND i.id <> $2
+                             AND COALESCE(i.done_at, i.ended_at, i.accepted_at) > now() - make_interval(secs => $6)
+                           ORDER BY i.created_at DESC LIMIT 1)) DESC NULLS LAST,
+                  {LOAD_SQL} ASC, a.idle_since ASC, u.id
+         LIMIT 1"
+    )
+}
+
 /// Check a Not Ready reason: when the tenant has defined reason codes, it must be one of
 /// them; otherwise any short text (or none) will do.
 pub async fn check_reason(
@@ -435,22 +463,7 @@ pub async fn route_round(
             let drop = q.relaxable_skills.clone().unwrap_or_default();
             skills.retain(|s| !drop.contains(s));
         }
-        let sql = format!(
-            "SELECT u.id FROM agent_states a JOIN users u ON u.id = a.user_id
-             WHERE a.tenant_id = $1 AND a.state = 'ready' AND u.active
-               AND ($5::uuid IS NULL OR u.id = $5)
-               AND ($5::uuid IS NOT NULL OR u.skills @> $4::text[])
-               AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.interaction_id = $2 AND o.agent_id = u.id
-                               AND o.state IN ('declined', 'timed_out'))
-               AND u.capacity > {LOAD_SQL}
-             ORDER BY (u.id = (SELECT i.agent_id FROM interactions i
-                               WHERE i.contact_id = $3 AND i.agent_id IS NOT NULL AND i.id <> $2
-                                 AND COALESCE(i.done_at, i.ended_at, i.accepted_at) > now() - make_interval(secs => $6)
-                               ORDER BY i.created_at DESC LIMIT 1)) DESC NULLS LAST,
-                      {LOAD_SQL} ASC, a.idle_since ASC, u.id
-             LIMIT 1"
-        );
-        let agent: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let agent: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(agent_pick_sql()))
             .bind(q.tenant_id)
             .bind(q.id)
             .bind(q.contact_id)
