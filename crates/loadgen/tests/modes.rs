@@ -13,9 +13,8 @@ use std::{
 
 use serde_json::Value;
 
-/// One run at a time: each starts a database, a gateway and a simulator, and the rest of
-/// the suite shares the machine's cores with them (its timing-sensitive tests, such as
-/// two replicas routing 200 conversations, starved when six ran at once).
+/// One run at a time: each starts a database, a gateway and a simulator, and six at once
+/// on a two-core machine only slow each other down.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Run `loadgen <args>` (with `--out`) and return its JSON result.
