@@ -64,6 +64,75 @@ async fn repeated_failures_lock_the_email_out_even_for_the_right_password() {
     assert_eq!(other.status, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_get_no_more_checks_than_the_lock_out_allows() {
+    let app = spawn_app_with(&[
+        ("PARLEY_LOGIN_MAX_FAILURES", "5"),
+        ("PARLEY_LOGIN_MAX_FAILURES_PER_IP", "1000"),
+    ])
+    .await;
+    // 150 guesses at once, the right password among them (as an attacker's list would).
+    let guesses: Vec<String> = (0..150)
+        .map(|i| {
+            if i == 100 {
+                TEST_PASSWORD.to_owned()
+            } else {
+                format!("guess-{i}")
+            }
+        })
+        .collect();
+    let answers =
+        futures_util::future::join_all(guesses.iter().map(|pw| app.login(&app.agent.email, pw)))
+            .await;
+    let checked = answers
+        .iter()
+        .filter(|r| r.status != StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        checked <= 5,
+        "{checked} of 150 concurrent guesses had their password checked"
+    );
+    // The lock-out holds for the right password afterwards…
+    let r = app.login(&app.agent.email, TEST_PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    // …and for the same email in other letter case.
+    let tricky = app.agent.email.replacen('a', "A", 1).replacen('g', "G", 1);
+    let r = app.login(&tricky, TEST_PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_email_with_a_dotted_capital_i_is_not_another_spelling_of_a_locked_one() {
+    let app = spawn_app_with(&[("PARLEY_LOGIN_MAX_FAILURES", "2")]).await;
+    // A user whose address has an `i` in it.
+    let r = app
+        .post(
+            "/api/v1/users",
+            &app.admin.token,
+            &serde_json::json!({"email": "victim3@a.test", "display_name": "V", "role": "agent",
+                                "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    for _ in 0..2 {
+        let r = app.login("victim3@a.test", "wrong-password").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        app.login("victim3@a.test", "correct horse battery")
+            .await
+            .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // `İ` lowercases to `i` in the database but to `i̇` in Rust: it must not reach the
+    // locked account through a lock-out key of its own.
+    let r = app.login("vİctim3@a.test", "correct horse battery").await;
+    assert_ne!(r.status, StatusCode::OK, "{}", r.text);
+    // Upper case ASCII is the same account, and is locked too.
+    let r = app.login("VICTIM3@A.TEST", "correct horse battery").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+}
+
 #[tokio::test]
 async fn too_many_failures_from_one_address_are_throttled() {
     let app = spawn_app_with(&[

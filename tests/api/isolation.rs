@@ -97,7 +97,30 @@ pub(crate) async fn seed_a(app: &TestApp) -> Objects {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 
+    // A dead letter: a signed body that cannot be read.
+    let junk = b"alpha dead letter".to_vec();
+    let r = app
+        .client
+        .post(app.url(&wa.webhook_path))
+        .header(
+            "x-hub-signature-256",
+            channel_connector::signature::sign(wa.app_secret.as_bytes(), &junk),
+        )
+        .body(junk)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.status(), StatusCode::OK);
+    let dead_letter: i64 = sqlx::query_scalar(
+        "SELECT id FROM webhook_dead_letters WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(app.tenant.0)
+    .fetch_one(&app.db)
+    .await
+    .expect("dead letter");
+
     let mut ids = BTreeMap::new();
+    ids.insert("dead_letter_id", dead_letter.to_string());
     ids.insert("contact_id", contact.to_string());
     ids.insert("identity_id", identity.to_string());
     ids.insert("interaction_id", interaction.to_string());
@@ -112,7 +135,8 @@ pub(crate) async fn seed_a(app: &TestApp) -> Objects {
     ids.insert("code", "alpha_break".to_owned());
     let mut markers: Vec<String> = ids
         .iter()
-        .filter(|(k, _)| **k != "code")
+        // Not unique enough to look for: a short word and a small number.
+        .filter(|(k, _)| !matches!(**k, "code" | "dead_letter_id"))
         .map(|(_, v)| v.clone())
         .collect();
     markers.extend([
@@ -137,6 +161,9 @@ pub(crate) fn body_for(method: &str, path: &str, b_user: &str) -> Option<Value> 
         ("get" | "delete", _) => None,
         ("patch", "/api/v1/channel-accounts/{account_id}") => Some(json!({"name": "hijacked"})),
         ("post", "/api/v1/channel-accounts/{account_id}/templates/sync") => None,
+        ("post", "/api/v1/channel-accounts/{account_id}/dead-letters/{dead_letter_id}/replay") => {
+            None
+        }
         ("patch", "/api/v1/contacts/{contact_id}") => Some(json!({"name": "hijacked"})),
         ("post", "/api/v1/contacts/{contact_id}/identities") => {
             Some(json!({"channel": "whatsapp", "address": "+14155550999"}))

@@ -19,6 +19,7 @@ const ADMIN_ONLY: &[&str] = &[
     "get /api/v1/channel-accounts/{account_id}",
     "patch /api/v1/channel-accounts/{account_id}",
     "get /api/v1/channel-accounts/{account_id}/dead-letters",
+    "post /api/v1/channel-accounts/{account_id}/dead-letters/{dead_letter_id}/replay",
     "post /api/v1/channel-accounts/{account_id}/templates/sync",
     "post /api/v1/not-ready-reasons",
     "delete /api/v1/not-ready-reasons/{code}",

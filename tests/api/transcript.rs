@@ -507,21 +507,21 @@ async fn text_round_trips_byte_for_byte() {
 }
 
 #[tokio::test]
-async fn a_body_over_4096_characters_is_refused_not_truncated() {
+async fn a_body_over_65536_characters_is_refused_not_truncated() {
     let app = spawn_app().await;
     let c = app.inbound("+14155552671", "hi").await;
     let mut conn = app.db.acquire().await.expect("conn");
     let new = |body: String| reply(&app, c.contact_id, None, body);
-    // 4096 characters of 4-byte UTF-8 is fine…
-    let ok = messages::insert(&mut conn, app.tenant, &new("🦀".repeat(4096)))
+    // 65,536 characters of 4-byte UTF-8 is fine (a provider's text is kept whole)…
+    let ok = messages::insert(&mut conn, app.tenant, &new("🦀".repeat(65_536)))
         .await
         .expect("ok");
     assert_eq!(
         ok.and_then(|m| m.body).map(|b| b.chars().count()),
-        Some(4096)
+        Some(65_536)
     );
     // …one more is not.
-    let err = messages::insert(&mut conn, app.tenant, &new("a".repeat(4097))).await;
+    let err = messages::insert(&mut conn, app.tenant, &new("a".repeat(65_537))).await;
     assert!(
         matches!(err, Err(StoreError::Invalid { field: "body", .. })),
         "{err:?}"

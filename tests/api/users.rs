@@ -22,7 +22,8 @@ async fn admin_creates_a_user_who_can_then_log_in() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!(r.json["email"], "New.Agent@Example.com");
+    // Stored in the one spelling it is looked up and throttled by.
+    assert_eq!(r.json["email"], "new.agent@example.com");
     assert_eq!(r.json["skills"], json!(["spanish", "billing"]));
     assert_eq!(r.json["capacity"], 5);
     assert_eq!(r.json["active"], true);

@@ -18,9 +18,11 @@ pub struct DeadLetter {
     pub body: Vec<u8>,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// When an admin replayed it successfully.
+    pub replayed_at: Option<DateTime<Utc>>,
 }
 
-/// Keep a body.
+/// Keep a body (once: the same body kept again for the account is a no-op).
 pub async fn record(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -30,7 +32,8 @@ pub async fn record(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO webhook_dead_letters (tenant_id, channel_account_id, reason, body)
-         VALUES ($1, $2, $3, $4)",
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, channel_account_id, sha256(body)) DO NOTHING",
     )
     .bind(tenant.0)
     .bind(account)
@@ -49,7 +52,8 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
     sqlx::query_as::<_, DeadLetter>(
-        "SELECT id, channel_account_id, reason, body, created_at FROM webhook_dead_letters
+        "SELECT id, channel_account_id, reason, body, created_at, replayed_at
+         FROM webhook_dead_letters
          WHERE tenant_id = $1 AND channel_account_id = $2 ORDER BY id DESC LIMIT $3",
     )
     .bind(tenant.0)
@@ -57,4 +61,40 @@ pub async fn list(
     .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// One dead letter of a tenant's channel account.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    account: Uuid,
+    id: i64,
+) -> Result<Option<DeadLetter>, sqlx::Error> {
+    sqlx::query_as::<_, DeadLetter>(
+        "SELECT id, channel_account_id, reason, body, created_at, replayed_at
+         FROM webhook_dead_letters
+         WHERE tenant_id = $1 AND channel_account_id = $2 AND id = $3",
+    )
+    .bind(tenant.0)
+    .bind(account)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Mark a dead letter replayed (its content is now stored).
+pub async fn mark_replayed(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: i64,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE webhook_dead_letters SET replayed_at = coalesce(replayed_at, now())
+         WHERE tenant_id = $1 AND id = $2 RETURNING replayed_at",
+    )
+    .bind(tenant.0)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map(Option::flatten)
 }

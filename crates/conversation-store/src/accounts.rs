@@ -132,7 +132,15 @@ pub async fn create_tenant(conn: &mut PgConnection, name: &str) -> Result<Tenant
     .map_err(StoreError::from_db)
 }
 
-/// Create a user in `tenant`.
+/// The one spelling of an email that Parley stores, looks up and throttles by: trimmed,
+/// Unicode NFC, lowercased by Rust's rules. (Lowercasing in the database and in Rust
+/// differently let `vİctim@…` log in as `victim@…` under a lock-out key of its own.)
+pub fn normalise_email(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    raw.trim().nfc().collect::<String>().to_lowercase()
+}
+
+/// Create a user in `tenant` (the email is stored normalised: [`normalise_email`]).
 pub async fn create_user(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -142,7 +150,7 @@ pub async fn create_user(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ", user_columns!()))
     .bind(UserId::new().0)
     .bind(tenant.0)
-    .bind(&new.email)
+    .bind(normalise_email(&new.email))
     .bind(&new.display_name)
     .bind(new.role.as_str())
     .bind(&new.password_hash)
@@ -246,9 +254,9 @@ pub async fn find_login(
     let row = sqlx::query(concat!(
         "SELECT ",
         user_columns!(),
-        ", password_hash FROM users WHERE lower(email) = lower($1)"
+        ", password_hash FROM users WHERE lower(email) = $1"
     ))
-    .bind(email)
+    .bind(normalise_email(email))
     .fetch_optional(conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
@@ -266,52 +274,48 @@ pub async fn tenant_of_email(
     email: &str,
 ) -> Result<Option<TenantId>, StoreError> {
     let id: Option<Uuid> =
-        sqlx::query_scalar("SELECT tenant_id FROM users WHERE lower(email) = lower($1)")
-            .bind(email)
+        sqlx::query_scalar("SELECT tenant_id FROM users WHERE lower(email) = $1")
+            .bind(normalise_email(email))
             .fetch_optional(conn)
             .await?;
     Ok(id.map(TenantId))
 }
 
-/// Seconds until `key` may try again, when it has reached `max_failures` within the
-/// current window of `window_secs`.
-pub async fn login_blocked_for(
+/// Take one login attempt for `key` before the password is checked: counted at once, in
+/// one statement, so that concurrent guesses cannot all pass a check made before any of
+/// them is counted. `Some(seconds to wait)` once `max_attempts` unsuccessful attempts were
+/// taken in the current window of `window_secs`; a successful login forgets them
+/// ([`clear_login_failures`]).
+pub async fn take_login_attempt(
     conn: &mut PgConnection,
     key: &str,
-    max_failures: i32,
+    max_attempts: i32,
     window_secs: f64,
 ) -> Result<Option<i64>, StoreError> {
-    let remaining: Option<f64> = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM (window_start + make_interval(secs => $3) - now()))::float8
-         FROM login_attempts
-         WHERE key = $1 AND failures >= $2 AND window_start + make_interval(secs => $3) > now()",
-    )
-    .bind(key)
-    .bind(max_failures)
-    .bind(window_secs)
-    .fetch_optional(conn)
-    .await?;
-    Ok(remaining.map(|s| s.ceil().max(1.0) as i64))
-}
-
-/// Count a failed login for `key` in a fixed window of `window_secs`.
-pub async fn record_login_failure(
-    conn: &mut PgConnection,
-    key: &str,
-    window_secs: f64,
-) -> Result<(), StoreError> {
-    sqlx::query(
+    let (attempts, remaining): (i32, f64) = sqlx::query_as(
         "INSERT INTO login_attempts (key, window_start, failures) VALUES ($1, now(), 1)
          ON CONFLICT (key) DO UPDATE SET
            failures = CASE WHEN login_attempts.window_start + make_interval(secs => $2) <= now()
-                           THEN 1 ELSE login_attempts.failures + 1 END,
+                           THEN 1 ELSE least(login_attempts.failures + 1, 1000000) END,
            window_start = CASE WHEN login_attempts.window_start + make_interval(secs => $2) <= now()
-                           THEN now() ELSE login_attempts.window_start END",
+                           THEN now() ELSE login_attempts.window_start END
+         RETURNING failures,
+           EXTRACT(EPOCH FROM (window_start + make_interval(secs => $2) - now()))::float8",
     )
     .bind(key)
     .bind(window_secs)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
+    Ok((attempts > max_attempts).then(|| remaining.ceil().max(1.0) as i64))
+}
+
+/// Give back one attempt taken for `key` (a successful login from a shared address is
+/// no failure of that address).
+pub async fn give_back_login_attempt(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE login_attempts SET failures = greatest(failures - 1, 0) WHERE key = $1")
+        .bind(key)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -18,8 +18,12 @@ use crate::{
     search,
 };
 
-/// The longest message body, in characters (WhatsApp's limit).
+/// The longest message body an agent may send, in characters (WhatsApp's limit).
 pub const MAX_BODY_CHARS: usize = 4096;
+
+/// The longest message body stored, in characters: a provider's text is kept whole up to
+/// this (WhatsApp delivers up to 65,536); longer ones are kept as dead letters.
+pub const MAX_STORED_BODY_CHARS: usize = 65_536;
 
 /// Who sent a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,7 +63,7 @@ pub struct NewMessage {
     pub sender_user_id: Option<UserId>,
     /// `text`, `image`, `template`, `interactive`, `button_reply`, `reaction`, …
     pub kind: String,
-    /// The text, if any (at most [`MAX_BODY_CHARS`] characters).
+    /// The text, if any (at most [`MAX_STORED_BODY_CHARS`] characters).
     pub body: Option<String>,
     /// Kind-specific structured content (and the provider's raw payload where useful).
     pub payload: Value,
@@ -264,12 +268,12 @@ async fn rows_to_messages(
         .collect())
 }
 
-/// Check a body against the limit.
+/// Check a body against the storage limit.
 pub fn check_body(body: &str) -> Result<(), StoreError> {
-    if body.chars().count() > MAX_BODY_CHARS {
+    if body.chars().count() > MAX_STORED_BODY_CHARS {
         return Err(StoreError::Invalid {
             field: "body",
-            message: format!("must be at most {MAX_BODY_CHARS} characters"),
+            message: format!("must be at most {MAX_STORED_BODY_CHARS} characters"),
         });
     }
     Ok(())

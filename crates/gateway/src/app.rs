@@ -15,7 +15,6 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 use utoipa_axum::router::OpenApiRouter;
@@ -124,9 +123,9 @@ pub fn build_router(state: AppState) -> Router {
         // body limit → CORS.
         .layer(cors)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             timeout,
+            request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
@@ -148,6 +147,33 @@ fn make_span(req: &Request) -> tracing::Span {
         .get::<MatchedPath>()
         .map_or(req.uri().path(), MatchedPath::as_str);
     tracing::info_span!("request", request_id, method = %req.method(), route)
+}
+
+/// Requests that store a provider's data are answered with what became of it, however
+/// long the commit takes: a webhook answered 503 after its data was committed would be
+/// sent again by the provider for nothing, and one answered 200 before would be a lie.
+fn answers_after_commit(path: &str) -> bool {
+    path.starts_with("/webhooks/") || path.ends_with("/replay")
+}
+
+/// `PARLEY_REQUEST_TIMEOUT_SECS` for every request but those that answer after a commit.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if answers_after_commit(req.uri().path()) {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "the request took too long and was abandoned; it may be tried again",
+        )
+        .into_response(),
+    }
 }
 
 fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response {

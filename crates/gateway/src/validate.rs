@@ -16,9 +16,10 @@ impl Checks {
         });
     }
 
-    /// A normalised email (trimmed), or an error recorded for `field`.
+    /// An email, normalised as it is stored and looked up
+    /// (`conversation_store::accounts::normalise_email`).
     pub fn email(&mut self, field: &str, raw: &str) -> String {
-        let email = raw.trim().to_owned();
+        let email = conversation_store::accounts::normalise_email(raw);
         if let Err(why) = check_email(&email) {
             self.fail(field, why);
         }

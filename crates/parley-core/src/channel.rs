@@ -144,77 +144,79 @@ pub fn is_bsuid(s: &str) -> bool {
         && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
 }
 
-/// Parse a phone number written in international form (`+44 20 7946 0958`,
-/// `0044…`, or WhatsApp's bare digits `447946…`) into E.164 (`+442079460958`), refusing
-/// numbers that are not valid for their country.
+/// Normalise a phone number written in international form (`+44 20 7946 0958`,
+/// `0044…`, or WhatsApp's bare digits `447946…`) to E.164 (`+442079460958`).
 ///
-/// Numbers found valid are remembered (up to [`VALID_KEPT`], then forgotten all at once):
-/// checking a number against its country's metadata runs regular expressions, and at the
-/// webhook maximum that was a seventh of the request threads' time, spent again on every
-/// message of a contact. Refusals are not remembered (anyone can send those).
+/// Only the shape is checked (digits, 7 to 15 of them, no leading zero): a number the
+/// provider delivered is the provider's word, and phone metadata lags the world (older
+/// Brazilian mobiles without the ninth digit, Mexico's `521…`, new UK and Israeli ranges
+/// were all refused by it). Whether the metadata knows a number is a separate question,
+/// [`phone_warning`], for the desktop to show, never a reason to refuse.
 pub fn parse_e164(raw: &str) -> Result<String, AddressError> {
-    let kept = || {
-        VALID
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
-    if raw.len() <= VALID_RAW_MAX
-        && let Some(n) = kept().get(raw)
-    {
-        return Ok(n.clone());
-    }
-    let n = check_e164(raw)?;
-    if raw.len() <= VALID_RAW_MAX {
-        let mut kept = kept();
-        if kept.len() >= VALID_KEPT {
-            kept.clear();
-        }
-        kept.insert(raw.to_owned(), n.clone());
-    }
-    Ok(n)
-}
-
-/// How many valid numbers [`parse_e164`] remembers.
-pub const VALID_KEPT: usize = 20_000;
-/// Longer spellings are checked every time (a number has at most 15 digits; this leaves
-/// room for spaces and punctuation).
-const VALID_RAW_MAX: usize = 40;
-static VALID: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
-    std::sync::LazyLock::new(Default::default);
-
-fn check_e164(raw: &str) -> Result<String, AddressError> {
     let cleaned: String = raw
         .chars()
         .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '\u{a0}'))
         .collect();
     let digits = if let Some(rest) = cleaned.strip_prefix('+') {
-        rest.to_owned()
+        rest
     } else if let Some(rest) = cleaned.strip_prefix("00") {
-        rest.to_owned()
+        rest
     } else {
         // WhatsApp's wa_id is the international number without '+'.
-        cleaned
+        cleaned.as_str()
     };
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
         return Err(AddressError(
             "is not a phone number; write it in international form, e.g. +447946000123".to_owned(),
         ));
     }
-    if digits.len() < 7 || digits.len() > 15 {
+    if digits.len() < 7 || digits.len() > 15 || digits.starts_with('0') {
         return Err(AddressError(
-            "is not a valid phone number (E.164 numbers have 7 to 15 digits)".to_owned(),
+            "is not a valid phone number (E.164 numbers have 7 to 15 digits after a country code)"
+                .to_owned(),
         ));
     }
-    let candidate = format!("+{digits}");
-    let parsed = phonenumber::parse(None, &candidate)
-        .map_err(|_| AddressError("is not a valid phone number for any country".to_owned()))?;
-    if !phonenumber::is_valid(&parsed) {
-        return Err(AddressError(
-            "is not a valid phone number for its country".to_owned(),
-        ));
-    }
-    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+    Ok(format!("+{digits}"))
 }
+
+/// Why the phone metadata does not know an E.164 number (`None` when it does): a
+/// warning to show beside the number, not a refusal.
+///
+/// Answers are remembered (up to [`WARNINGS_KEPT`], then forgotten all at once): checking
+/// a number against its country's metadata runs regular expressions, and contact lists
+/// show the same numbers again and again.
+pub fn phone_warning(e164: &str) -> Option<String> {
+    let kept = || {
+        WARNINGS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(w) = kept().get(e164) {
+        return w.clone();
+    }
+    let warning = match phonenumber::parse(None, e164) {
+        Err(_) => Some("no country is known for this number's calling code".to_owned()),
+        Ok(n) if !phonenumber::is_valid(&n) => Some(
+            "the phone metadata does not know this number for its country; check it with the contact"
+                .to_owned(),
+        ),
+        Ok(_) => None,
+    };
+    if e164.len() <= 16 {
+        let mut kept = kept();
+        if kept.len() >= WARNINGS_KEPT {
+            kept.clear();
+        }
+        kept.insert(e164.to_owned(), warning.clone());
+    }
+    warning
+}
+
+/// How many numbers [`phone_warning`] remembers.
+pub const WARNINGS_KEPT: usize = 20_000;
+type Kept = std::collections::HashMap<String, Option<String>>;
+static WARNINGS: std::sync::LazyLock<std::sync::Mutex<Kept>> =
+    std::sync::LazyLock::new(Default::default);
 
 #[cfg(test)]
 mod tests {
@@ -244,7 +246,6 @@ mod tests {
         ] {
             let first = parse_e164(raw);
             assert_eq!(parse_e164(raw), first, "{raw}");
-            assert_eq!(check_e164(raw), first, "{raw}");
         }
     }
 
@@ -254,12 +255,33 @@ mod tests {
             "",
             "hello",
             "+1",
-            "+999 123 456 789",
             "+44 12",
+            "+044 20 7946 0958",
             "+1234567890123456",
         ] {
             assert!(parse_e164(raw).is_err(), "{raw}");
         }
+    }
+
+    #[test]
+    fn numbers_the_metadata_does_not_know_are_kept_with_a_warning() {
+        // Real senders WhatsApp delivers that the phone metadata calls invalid.
+        for raw in [
+            "552185123456",
+            "5215512345678",
+            "447700900123",
+            "+999 123 456 789",
+        ] {
+            let n = parse_e164(raw).expect(raw);
+            assert_eq!(n, format!("+{}", raw.replace([' ', '+'], "")));
+            assert!(phone_warning(&n).is_some(), "{n}");
+            assert_eq!(
+                Channel::Whatsapp.parse_address(raw).as_deref(),
+                Ok(n.as_str())
+            );
+        }
+        assert_eq!(phone_warning("+442079460958"), None);
+        assert_eq!(phone_warning("+442079460958"), None, "remembered answer");
     }
 
     #[test]

@@ -59,6 +59,22 @@ pub struct Envelope {
     pub ignored_fields: Vec<String>,
     /// `message_template_status_update` changes.
     pub template_statuses: Vec<TemplateStatus>,
+    /// Messages that could not be read, each alone: the rest of the webhook is stored,
+    /// these are kept as dead letters for an admin to replay once the cause is fixed.
+    pub rejected: Vec<Rejected>,
+    /// The business phone number ids (`metadata.phone_number_id`) the changes name: a
+    /// webhook is only for the channel account with that number.
+    pub phone_number_ids: Vec<String>,
+}
+
+/// One message of a webhook that could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Why.
+    pub reason: String,
+    /// A webhook envelope holding just this message (with its change's `metadata` and
+    /// `contacts`), so that replaying it goes through [`parse`] like any webhook.
+    pub envelope: Value,
 }
 
 /// A template's new status as the provider announces it.
@@ -88,6 +104,11 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
         _ => None,
     }
 }
+
+/// The largest message object stored (its JSON): WhatsApp's own messages are far smaller
+/// (a text is at most 65,536 characters); a larger one is kept whole as a dead letter
+/// rather than riding along in every transcript page.
+pub const MAX_MESSAGE_BYTES: usize = 320 * 1024;
 
 /// Parse a webhook body (already signature-checked).
 pub fn parse(body: &[u8]) -> Result<Envelope, ParseError> {
@@ -138,13 +159,20 @@ pub fn parse(body: &[u8]) -> Result<Envelope, ParseError> {
                 env.ignored_fields.push(field.to_owned());
                 continue;
             }
-            parse_value(value, &mut env)?;
+            parse_value(entry, value, &mut env);
         }
     }
     Ok(env)
 }
 
-fn parse_value(value: &Value, env: &mut Envelope) -> Result<(), ParseError> {
+fn parse_value(entry: &Value, value: &Value, env: &mut Envelope) {
+    if let Some(id) = value
+        .get("metadata")
+        .and_then(|m| str_of(m, "phone_number_id"))
+        && !env.phone_number_ids.contains(&id)
+    {
+        env.phone_number_ids.push(id);
+    }
     let contacts: Vec<&Value> = value
         .get("contacts")
         .and_then(Value::as_array)
@@ -152,7 +180,24 @@ fn parse_value(value: &Value, env: &mut Envelope) -> Result<(), ParseError> {
         .unwrap_or_default();
     if let Some(msgs) = value.get("messages").and_then(Value::as_array) {
         for m in msgs {
-            env.messages.push(parse_message(m, &contacts)?);
+            match parse_message(m, &contacts) {
+                Ok(parsed) => env.messages.push(parsed),
+                Err(e) => env.rejected.push(Rejected {
+                    reason: e.0,
+                    envelope: json!({
+                        "object": "whatsapp_business_account",
+                        "entry": [{
+                            "id": entry.get("id").cloned().unwrap_or(Value::Null),
+                            "changes": [{ "field": "messages", "value": {
+                                "messaging_product": value.get("messaging_product").cloned().unwrap_or(Value::Null),
+                                "metadata": value.get("metadata").cloned().unwrap_or(Value::Null),
+                                "contacts": value.get("contacts").cloned().unwrap_or(Value::Null),
+                                "messages": [m],
+                            }}],
+                        }],
+                    }),
+                }),
+            }
         }
     }
     if let Some(sts) = value.get("statuses").and_then(Value::as_array) {
@@ -179,11 +224,19 @@ fn parse_value(value: &Value, env: &mut Envelope) -> Result<(), ParseError> {
     if let Some(errs) = value.get("errors").and_then(Value::as_array) {
         env.errors.extend(errs.iter().cloned());
     }
-    Ok(())
 }
 
 fn parse_message(m: &Value, contacts: &[&Value]) -> Result<InboundMessage, ParseError> {
+    if !m.is_object() {
+        return Err(ParseError("a message is not a JSON object".to_owned()));
+    }
     let id = str_of(m, "id").ok_or_else(|| ParseError("a message has no `id`".to_owned()))?;
+    let size = serde_json::to_vec(m).map_or(0, |v| v.len());
+    if size > MAX_MESSAGE_BYTES {
+        return Err(ParseError(format!(
+            "message {id} is {size} bytes of JSON (at most {MAX_MESSAGE_BYTES} are stored)"
+        )));
+    }
     let from = str_of(m, "from");
     let from_user = str_of(m, "from_user_id");
     // `from` is the wa_id (international digits); never phone-normalise a BSUID.
@@ -300,8 +353,23 @@ fn parse_message(m: &Value, contacts: &[&Value]) -> Result<InboundMessage, Parse
     } else {
         reply_to
     };
+    if let Some(b) = &body
+        && b.chars().count() > conversation_store::messages::MAX_STORED_BODY_CHARS
+    {
+        return Err(ParseError(format!(
+            "message {id} has a text of more than {} characters",
+            conversation_store::messages::MAX_STORED_BODY_CHARS
+        )));
+    }
     if let Some(o) = payload.as_object_mut() {
-        o.insert("raw".to_owned(), m.clone());
+        // The raw copy without the text it carries: that is `body`, kept whole.
+        let mut raw = m.clone();
+        if typ == "text"
+            && let Some(t) = raw.get_mut("text").and_then(Value::as_object_mut)
+        {
+            t.remove("body");
+        }
+        o.insert("raw".to_owned(), raw);
         if let Some(ts) = str_of(m, "timestamp") {
             o.insert("timestamp".to_owned(), json!(ts));
         }
@@ -312,11 +380,6 @@ fn parse_message(m: &Value, contacts: &[&Value]) -> Result<InboundMessage, Parse
             o.insert("username".to_owned(), json!(u));
         }
     }
-    let body = body.map(|b| {
-        b.chars()
-            .take(conversation_store::messages::MAX_BODY_CHARS)
-            .collect()
-    });
     Ok(InboundMessage {
         provider_message_id: id,
         phone,

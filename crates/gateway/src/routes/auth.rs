@@ -78,15 +78,18 @@ pub async fn login(
     c.finish()?;
     let cfg = &state.config;
     let window = cfg.login_window.as_secs_f64();
-    let email_key = format!("email:{}", email.to_lowercase());
+    // The same spelling the users table is searched by (`Checks::email` normalised it).
+    let email_key = format!("email:{email}");
     let ip_key = format!("ip:{}", peer.ip());
 
+    // Every attempt is counted before its password is checked, so concurrent guesses
+    // get at most the allowed number of checks between them.
     let mut conn = state.db.acquire().await?;
     for (key, max) in [
         (&email_key, cfg.login_max_failures),
         (&ip_key, cfg.login_max_failures_per_ip),
     ] {
-        if let Some(wait) = accounts::login_blocked_for(&mut conn, key, max, window).await? {
+        if let Some(wait) = accounts::take_login_attempt(&mut conn, key, max, window).await? {
             return Err(ApiError::rate_limited(
                 format!("too many failed logins; try again in {wait} s"),
                 wait,
@@ -105,6 +108,7 @@ pub async fn login(
     match user {
         Some(user) if password_ok && user.active => {
             accounts::clear_login_failures(&mut conn, &email_key).await?;
+            accounts::give_back_login_attempt(&mut conn, &ip_key).await?;
             let principal = Principal {
                 user_id: user.id,
                 tenant_id: user.tenant_id,
@@ -122,8 +126,8 @@ pub async fn login(
             }))
         }
         _ => {
-            accounts::record_login_failure(&mut conn, &email_key, window).await?;
-            accounts::record_login_failure(&mut conn, &ip_key, window).await?;
+            // Already counted, before the check.
+            drop(conn);
             Err(ApiError::unauthorized(
                 "invalid_credentials",
                 "the email or password is wrong",

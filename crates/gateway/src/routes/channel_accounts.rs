@@ -22,6 +22,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_account, list_accounts))
         .routes(routes!(get_account, patch_account))
         .routes(routes!(list_dead_letters))
+        .routes(routes!(replay_dead_letter))
 }
 
 /// A channel account (no secrets).
@@ -168,6 +169,29 @@ pub struct DeadLetterOut {
     pub body: String,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// When an admin replayed it and its content was stored.
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+impl From<channel_connector::dead_letters::DeadLetter> for DeadLetterOut {
+    fn from(d: channel_connector::dead_letters::DeadLetter) -> Self {
+        Self {
+            id: d.id,
+            reason: d.reason,
+            body: String::from_utf8_lossy(&d.body).into_owned(),
+            created_at: d.created_at,
+            replayed_at: d.replayed_at,
+        }
+    }
+}
+
+/// A dead letter in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeadLetterPath {
+    /// The channel account's id.
+    pub account_id: Uuid,
+    /// The dead letter's id.
+    pub dead_letter_id: i64,
 }
 
 fn check_url(c: &mut Checks, config: &crate::config::Config, field: &str, url: &str) {
@@ -412,13 +436,74 @@ pub async fn list_dead_letters(
         channel_connector::dead_letters::list(&mut conn, principal.tenant_id, p.account_id, 100)
             .await?;
     Ok(axum::Json(
-        list.into_iter()
-            .map(|d| DeadLetterOut {
-                id: d.id,
-                reason: d.reason,
-                body: String::from_utf8_lossy(&d.body).into_owned(),
-                created_at: d.created_at,
-            })
-            .collect(),
+        list.into_iter().map(DeadLetterOut::from).collect(),
     ))
+}
+
+/// Replay a dead letter (admin): its body goes through the webhook's path again, as if the
+/// provider had sent it now. Once the cause is fixed (a Parley upgrade that reads it, a
+/// queue or account set up), its messages reach the transcript and it is marked replayed;
+/// replaying again stores nothing twice. A body that still cannot be read is answered 422
+/// with the reason, and the dead letter stays as it was.
+#[utoipa::path(post, path = "/channel-accounts/{account_id}/dead-letters/{dead_letter_id}/replay",
+    tag = "channels", security(("bearer" = [])),
+    params(DeadLetterPath),
+    responses(
+        (status = 200, description = "Stored; the dead letter, marked replayed", body = DeadLetterOut),
+        (status = 404, description = "No such account or dead letter in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Still unreadable (`still_unreadable`, with the reason)", body = crate::error::Problem, content_type = "application/problem+json"),
+        crate::error::AdminOnly, CommonErrors,
+    ))]
+pub async fn replay_dead_letter(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(p): ApiPath<DeadLetterPath>,
+) -> Result<axum::Json<DeadLetterOut>, ApiError> {
+    principal.require(Role::Admin)?;
+    let mut conn = state.db.acquire().await?;
+    let account = accounts::get(&mut conn, principal.tenant_id, p.account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel account"))?;
+    let mut letter = channel_connector::dead_letters::get(
+        &mut conn,
+        principal.tenant_id,
+        p.account_id,
+        p.dead_letter_id,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("dead letter"))?;
+    drop(conn);
+    let still = |why: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "still_unreadable",
+            format!("the dead letter still cannot be read: {why}"),
+        )
+    };
+    match crate::routes::webhooks::take_body(
+        &state,
+        principal.tenant_id,
+        p.account_id,
+        &account.phone_number_id,
+        &letter.body,
+    )
+    .await?
+    {
+        crate::routes::webhooks::Taken::DeadLetter(why) => return Err(still(why)),
+        // Nothing of it could be read. (A body with readable parts is replayed: its
+        // unreadable messages are kept again, each as a dead letter of its own.)
+        crate::routes::webhooks::Taken::Stored {
+            stored: 0,
+            rejected,
+        } if !rejected.is_empty() => {
+            return Err(still(rejected.join("; ")));
+        }
+        crate::routes::webhooks::Taken::Stored { .. } => {}
+    }
+    let mut conn = state.db.acquire().await?;
+    letter.replayed_at =
+        channel_connector::dead_letters::mark_replayed(&mut conn, principal.tenant_id, letter.id)
+            .await?;
+    tracing::info!(account = %p.account_id, dead_letter = letter.id, "dead letter replayed");
+    Ok(axum::Json(letter.into()))
 }

@@ -50,6 +50,10 @@ pub struct IdentityOut {
     pub status: String,
     /// The provider's last error when `invalid` (the desktop shows a warning).
     pub last_error: Option<Value>,
+    /// Phone numbers the phone metadata does not know for their country: why (the
+    /// desktop shows a warning; the number is kept and used all the same, since
+    /// providers deliver numbers the metadata has not caught up with).
+    pub address_warning: Option<String>,
     /// When the contact last wrote from this address.
     pub last_inbound_at: Option<DateTime<Utc>>,
     /// WhatsApp only: when the 24-hour window for free-form messages ends (or ended);
@@ -69,7 +73,13 @@ impl From<Identity> for IdentityOut {
     fn from(i: Identity) -> Self {
         let wa = i.channel == "whatsapp";
         let expires = if wa { i.window_expires_at() } else { None };
+        let address_warning = if i.address.starts_with('+') && (wa || i.channel == "sms") {
+            parley_core::channel::phone_warning(&i.address)
+        } else {
+            None
+        };
         Self {
+            address_warning,
             window_expires_at: expires,
             window_open: wa.then(|| expires.is_some_and(|e| e > Utc::now())),
             consent: i.consent,
@@ -501,7 +511,8 @@ pub async fn delete_contact(
     }
 }
 
-/// Add an address (a phone number is normalised to E.164 and must be valid).
+/// Add an address (a phone number is normalised to E.164; one the phone metadata does not
+/// know is kept with an `address_warning`).
 #[utoipa::path(post, path = "/contacts/{contact_id}/identities", tag = "contacts", security(("bearer" = [])),
     params(ContactPath),
     request_body = IdentityIn,

@@ -95,9 +95,10 @@ pub async fn verify_whatsapp(
 }
 
 /// Inbound messages and delivery statuses from the WhatsApp Cloud API. Signed with
-/// `X-Hub-Signature-256`; answered 200 only after everything is committed. A signed body
-/// that cannot be parsed is kept as a dead letter and still answered 200 (the provider
-/// would retry it forever).
+/// `X-Hub-Signature-256`; answered 200 only after everything is committed. A message that
+/// cannot be read is kept alone as a dead letter (the rest of the webhook is stored), a
+/// body that cannot be read at all is kept whole, and both are answered 200 (the provider
+/// would retry them forever); an admin replays dead letters once the cause is fixed.
 #[utoipa::path(post, path = "/webhooks/whatsapp/{channel_account_id}", tag = "webhooks",
     params(WebhookPath),
     request_body(content = Object, content_type = "application/json", description = "A Cloud API webhook envelope"),
@@ -105,6 +106,7 @@ pub async fn verify_whatsapp(
         (status = 200, description = "Stored"),
         (status = 400, description = "A malformed channel account id or query", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong signature; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The body names another business number (`metadata.phone_number_id`); nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such channel account", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage unavailable; the provider retries", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -130,11 +132,11 @@ pub async fn receive_whatsapp(
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     let account_id = path.channel_account_id;
-    let tenant = match state.webhook_accounts.fresh(account_id) {
+    let (tenant, phone_number_id) = match state.webhook_accounts.fresh(account_id) {
         // A secret changed on another replica is picked up by the refetch below, or
         // within the cache's second at the latest.
         Some(known) if signature::verify(known.app_secret.as_bytes(), &body, sig).is_ok() => {
-            known.tenant
+            (known.tenant, known.phone_number_id)
         }
         _ => {
             let mut conn = state.db.acquire().await?;
@@ -143,33 +145,93 @@ pub async fn receive_whatsapp(
                 .ok_or_else(|| ApiError::not_found("channel account"))?;
             drop(conn);
             let tenant = TenantId(account.tenant_id);
-            state
-                .webhook_accounts
-                .keep(account_id, tenant, secrets.app_secret.clone());
+            state.webhook_accounts.keep(
+                account_id,
+                tenant,
+                secrets.app_secret.clone(),
+                account.phone_number_id.clone(),
+            );
             if let Err(e) = signature::verify(secrets.app_secret.as_bytes(), &body, sig) {
                 tracing::warn!(account = %account_id, reason = %e, "webhook refused");
                 return Err(ApiError::unauthorized("invalid_signature", e.to_string()));
             }
-            tenant
+            (tenant, account.phone_number_id)
         }
     };
-    let envelope = match webhook::parse(&body) {
+    take_body(&state, tenant, account_id, &phone_number_id, &body).await?;
+    Ok(StatusCode::OK)
+}
+
+/// What became of a signed body.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Stored; `rejected` messages of it were kept as dead letters instead.
+    Stored {
+        /// Messages, statuses and template statuses stored (replays included).
+        stored: usize,
+        /// Why each message kept as a dead letter instead could not be read.
+        rejected: Vec<String>,
+    },
+    /// Not readable at all: kept whole as a dead letter.
+    DeadLetter(String),
+}
+
+/// Store what a signed body for `account_id` carries (the webhook, or an admin's replay of
+/// a dead letter): the readable messages and statuses are stored and committed, each
+/// unreadable message is kept alone as a dead letter, and a body that cannot be read at
+/// all is kept whole.
+pub(crate) async fn take_body(
+    state: &AppState,
+    tenant: TenantId,
+    account_id: Uuid,
+    phone_number_id: &str,
+    body: &[u8],
+) -> Result<Taken, ApiError> {
+    let envelope = match webhook::parse(body) {
         Ok(env) => env,
         Err(e) => {
             let mut conn = state.db.acquire().await?;
-            dead_letters::record(&mut conn, tenant, account_id, &e.0, &body).await?;
+            dead_letters::record(&mut conn, tenant, account_id, &e.0, body).await?;
             tracing::warn!(account = %account_id, reason = %e, "signed webhook kept as a dead letter");
-            return Ok(StatusCode::OK);
+            return Ok(Taken::DeadLetter(e.0));
         }
     };
+    // A signed body names the business number it is for; the same app (and so the same
+    // signing secret) may serve numbers of other accounts, even other tenants', so a
+    // body is only taken by the account whose number it names.
+    if let Some(other) = envelope
+        .phone_number_ids
+        .iter()
+        .find(|id| id.as_str() != phone_number_id)
+    {
+        tracing::warn!(account = %account_id, named = %other, "webhook for another business number refused");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_business_number",
+            format!(
+                "metadata.phone_number_id `{other}` is not this channel account's phone number id"
+            ),
+        ));
+    }
     for err in &envelope.errors {
         tracing::warn!(account = %account_id, error = %err, "provider reported an error");
     }
-    state
-        .ingest
-        .store(tenant, account_id, envelope)
-        .await
-        .map(|()| StatusCode::OK)
+    let rejected: Vec<String> = envelope.rejected.iter().map(|r| r.reason.clone()).collect();
+    if !envelope.rejected.is_empty() {
+        // Kept before the rest is stored: after a failure below the provider sends the
+        // webhook again, and the same message is kept once.
+        let mut tx = state.db.begin().await?;
+        for r in &envelope.rejected {
+            let body = serde_json::to_vec(&r.envelope).unwrap_or_default();
+            dead_letters::record(&mut tx, tenant, account_id, &r.reason, &body).await?;
+        }
+        tx.commit().await?;
+        tracing::warn!(account = %account_id, count = rejected.len(), "unreadable messages kept as dead letters; the rest is stored");
+    }
+    let stored =
+        envelope.messages.len() + envelope.statuses.len() + envelope.template_statuses.len();
+    state.ingest.store(tenant, account_id, envelope).await?;
+    Ok(Taken::Stored { stored, rejected })
 }
 
 /// What a webhook needs of its channel account (the tenant and the key of the signature),
@@ -191,6 +253,8 @@ pub struct KeptAccount {
     pub tenant: TenantId,
     /// The key of the webhook signature.
     pub app_secret: String,
+    /// The business number's id the account's webhooks must name.
+    pub phone_number_id: String,
     read_at: Instant,
 }
 
@@ -213,13 +277,14 @@ impl WebhookAccounts {
     }
 
     /// Keep an account just read.
-    pub fn keep(&self, id: Uuid, tenant: TenantId, app_secret: String) {
+    pub fn keep(&self, id: Uuid, tenant: TenantId, app_secret: String, phone_number_id: String) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.insert(
             id,
             KeptAccount {
                 tenant,
                 app_secret,
+                phone_number_id,
                 read_at: Instant::now(),
             },
         );

@@ -1,0 +1,19 @@
+-- Dead letters are kept per message (the rest of a webhook is stored) and can be replayed
+-- by an admin once the cause is fixed. The same body is kept once: a webhook the provider
+-- sends again (after a 503) records nothing twice.
+ALTER TABLE webhook_dead_letters ADD COLUMN replayed_at timestamptz;
+DELETE FROM webhook_dead_letters d
+ USING webhook_dead_letters e
+ WHERE d.tenant_id = e.tenant_id AND d.channel_account_id = e.channel_account_id
+   AND sha256(d.body) = sha256(e.body) AND d.id > e.id;
+CREATE UNIQUE INDEX webhook_dead_letters_body_key
+    ON webhook_dead_letters (tenant_id, channel_account_id, sha256(body));
+
+-- A provider's text is kept whole (WhatsApp delivers up to 65,536 characters); agents'
+-- sends are still held to each channel's own limit before they are queued.
+ALTER TABLE messages DROP CONSTRAINT messages_body_length;
+ALTER TABLE messages ADD CONSTRAINT messages_body_length CHECK (char_length(body) <= 65536) NOT VALID;
+
+-- Emails are stored in the one spelling they are looked up and throttled by (lowercase;
+-- the gateway normalises what people type the same way).
+UPDATE users SET email = lower(email) WHERE email <> lower(email);
