@@ -3,6 +3,7 @@
 //! Each test starts its own gateway on `127.0.0.1:0` with a fresh database (see the
 //! `test-support` crate); `binary` starts the compiled executable itself.
 
+mod access;
 mod attachments;
 mod auth;
 mod binary;

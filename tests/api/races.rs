@@ -21,18 +21,24 @@ async fn concurrent_sends_to_one_contact_are_all_queued_without_a_500() {
         .fetch_one(&app.db)
         .await
         .expect("contact");
-    let path = format!("/api/v1/contacts/{contact}/messages");
+    // The agent takes the chat, then writes from the interaction view and the
+    // Communication tab at once (two desktops, or a double-click on each).
+    crate::routing::ready(&app, &app.agent).await;
+    let interaction = crate::routing::wait_offer(&app, &app.agent).await;
+    let r = crate::routing::act(&app, &app.agent, &interaction, "accept").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let by_contact = format!("/api/v1/contacts/{contact}/messages");
+    let by_interaction = format!("/api/v1/interactions/{interaction}/messages");
     for round in 0..3 {
         let sends = (0..30).map(|i| {
             let body = json!({"channel": "whatsapp", "text": format!("reply {round}-{i}")});
-            let token = if i % 2 == 0 {
-                &app.agent.token
+            let path = if i % 2 == 0 {
+                &by_contact
             } else {
-                &app.supervisor.token
+                &by_interaction
             };
             let app = &app;
-            let path = &path;
-            async move { app.post(path, token, &body).await }
+            async move { app.post(path, &app.agent.token, &body).await }
         });
         let answers = futures_util::future::join_all(sends).await;
         for r in &answers {

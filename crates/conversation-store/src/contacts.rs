@@ -236,6 +236,27 @@ pub async fn contact_exists(
     .await?)
 }
 
+/// Lock a contact for a write that will also touch its interactions (an agent's send):
+/// `false` when it does not exist in the tenant. Every send takes the contact first, so two
+/// sends to one contact queue behind each other instead of one locking the interaction and
+/// then the contact while the other (through the Communication tab, or a message insert's
+/// foreign-key check) locks them the other way round: that deadlocked and answered 500.
+/// The lock is the one a message insert takes on its contact anyway (`NO KEY UPDATE`).
+pub async fn lock_for_write(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: ContactId,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar::<_, i32>(
+        "SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?
+    .is_some())
+}
+
 /// Escape `%`, `_` and `\` for a LIKE pattern.
 pub(crate) fn like_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

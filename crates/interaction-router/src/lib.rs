@@ -80,6 +80,35 @@ impl Default for RouteSettings {
     }
 }
 
+/// Refuse a message from `user` into `contact`'s live chat on `channel` when another agent
+/// has it (active). Ended and done conversations may be continued by anyone (the
+/// Communication tab), and a queued or offered one by whoever writes first.
+pub async fn check_not_anothers_chat(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    contact: parley_core::ContactId,
+    channel: parley_core::channel::Channel,
+) -> Result<(), RouterError> {
+    let other: Option<Uuid> = sqlx::query_scalar(
+        "SELECT agent_id FROM interactions
+         WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3 AND state = 'active'
+           AND agent_id IS DISTINCT FROM $4",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(channel.as_str())
+    .bind(user.0)
+    .fetch_optional(conn)
+    .await?;
+    match other {
+        Some(_) => Err(RouterError::NotYours(
+            "another agent is handling this contact's chat; ask a supervisor to transfer it",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Record who makes the state changes of the current transaction (a user id, `contact` or
 /// `system`); the interaction history takes it from here.
 pub async fn act_as(conn: &mut PgConnection, actor: &str) -> Result<(), sqlx::Error> {

@@ -121,6 +121,8 @@ pub async fn connect_identity(
 ) -> Result<(StatusCode, axum::Json<ConnectOut>), ApiError> {
     let tenant = principal.tenant_id;
     let mut tx = state.db.begin().await?;
+    // Like every send: the contact first (see `contacts::lock_for_write`).
+    contacts::lock_for_write(&mut tx, tenant, ContactId(p.contact_id)).await?;
     let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
     let account = accounts::for_contact(&mut tx, tenant, p.contact_id)
         .await?

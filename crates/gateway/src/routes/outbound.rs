@@ -204,18 +204,28 @@ pub(crate) async fn send(
     if let Some(replay) = claim(&mut tx, principal, key.as_deref(), &hash).await? {
         return Ok(replay);
     }
-    if !contacts::contact_exists(&mut tx, tenant, contact).await? {
+    if !contacts::lock_for_write(&mut tx, tenant, contact).await? {
         return Err(ApiError::not_found("contact"));
     }
-    if let Some(i) = interaction {
-        interaction_router::reply_through(
-            &mut tx,
-            tenant,
-            principal.user_id,
-            principal.has_role(parley_core::Role::Supervisor),
-            i,
-        )
-        .await?;
+    let supervisor = principal.has_role(parley_core::Role::Supervisor);
+    match interaction {
+        Some(i) => {
+            interaction_router::reply_through(&mut tx, tenant, principal.user_id, supervisor, i)
+                .await?;
+        }
+        // The Communication tab: a contact's ended or done conversation may be continued
+        // by anyone, but another agent's live chat is theirs.
+        None if !supervisor => {
+            interaction_router::check_not_anothers_chat(
+                &mut tx,
+                tenant,
+                principal.user_id,
+                contact,
+                Channel::Whatsapp,
+            )
+            .await?;
+        }
+        None => {}
     }
     let target = sqlx::query_as::<_, Target>(
         "SELECT id, address, last_inbound_at, window_closed_at FROM channel_identities

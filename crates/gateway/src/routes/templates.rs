@@ -555,7 +555,7 @@ pub async fn send_notification(
     if let Some(replay) = claim(&mut tx, principal, key.as_deref(), &hash).await? {
         return Ok(replay);
     }
-    if !contacts::contact_exists(&mut tx, tenant, ContactId(path.contact_id)).await? {
+    if !contacts::lock_for_write(&mut tx, tenant, ContactId(path.contact_id)).await? {
         return Err(ApiError::not_found("contact"));
     }
     let t = store::get(&mut tx, tenant, input.template_id)
