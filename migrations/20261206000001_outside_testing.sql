@@ -17,3 +17,9 @@ ALTER TABLE messages ADD CONSTRAINT messages_body_length CHECK (char_length(body
 -- Emails are stored in the one spelling they are looked up and throttled by (lowercase;
 -- the gateway normalises what people type the same way).
 UPDATE users SET email = lower(email) WHERE email <> lower(email);
+
+-- Routing that never stalls: an agent who handed an interaction to a queue is offered it
+-- again only after everyone else (and once Ready anew), like one who declined it.
+ALTER TABLE interactions ADD COLUMN transferred_by uuid, ADD COLUMN transferred_at timestamptz;
+-- Each tenant's queue is read apart (one tenant's backlog never hides another's).
+CREATE INDEX interactions_tenant_queued_idx ON interactions (tenant_id, queued_at, id) WHERE state = 'queued';

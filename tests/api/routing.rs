@@ -114,10 +114,169 @@ async fn a_declined_offer_goes_to_the_next_ready_agent() {
     );
     assert!(
         offers_for(&app, &app.agent).await.is_empty(),
-        "never offered again to who declined"
+        "not offered again to who declined while they stay Ready"
     );
     let r = act(&app, &app.agent, &first, "accept").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+async fn set_state(app: &TestApp, who: &TestUser, state: &str) {
+    let r = app
+        .call(
+            Method::PUT,
+            "/api/v1/me/state",
+            Some(&who.token),
+            Some(&json!({"state": state})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_chat_every_agent_declined_is_offered_again_to_who_goes_ready_anew() {
+    let app = spawn_app().await;
+    ready(&app, &app.agent).await;
+    ready(&app, &app.supervisor).await;
+    let got = app.inbound("+14155552671", "anyone?").await;
+    let id = got.interaction.id.to_string();
+    // Both decline it in turn.
+    let first = if wait_any_offer(&app).await == app.agent.id.0 {
+        (&app.agent, &app.supervisor)
+    } else {
+        (&app.supervisor, &app.agent)
+    };
+    assert_eq!(
+        act(&app, first.0, &id, "decline").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(wait_offer(&app, first.1).await, id);
+    assert_eq!(
+        act(&app, first.1, &id, "decline").await.status,
+        StatusCode::NO_CONTENT
+    );
+    // Staying Ready does not bring it back to either (no offer loop)…
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert!(offers_for(&app, &app.agent).await.is_empty());
+    assert!(offers_for(&app, &app.supervisor).await.is_empty());
+    // …going Not Ready and Ready again does.
+    set_state(&app, first.0, "not_ready").await;
+    set_state(&app, first.0, "ready").await;
+    assert_eq!(wait_offer(&app, first.0).await, id);
+    let r = act(&app, first.0, &id, "accept").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+async fn wait_any_offer(app: &TestApp) -> uuid::Uuid {
+    for _ in 0..200 {
+        let who: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT agent_id FROM offers WHERE state = 'pending' LIMIT 1")
+                .fetch_optional(&app.db)
+                .await
+                .expect("offers");
+        if let Some(w) = who {
+            return w;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no offer was made");
+}
+
+#[tokio::test]
+async fn a_missed_offer_comes_back_to_the_only_agent_once_ready_again() {
+    // The README's demo: one agent, an offer that times out before it is answered.
+    let app = spawn_app_with(&[("PARLEY_OFFER_TIMEOUT_SECS", "1")]).await;
+    ready(&app, &app.agent).await;
+    let got = app.inbound("+14155552671", "hello").await;
+    let id = got.interaction.id.to_string();
+    assert_eq!(wait_offer(&app, &app.agent).await, id);
+    // Missed: the agent is Not Responding and the offer gone.
+    for _ in 0..100 {
+        if offers_for(&app, &app.agent).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(offers_for(&app, &app.agent).await.is_empty());
+    let r = act(&app, &app.agent, &id, "accept").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    // Ready again: offered again, and this time taken.
+    ready(&app, &app.agent).await;
+    assert_eq!(wait_offer(&app, &app.agent).await, id);
+    let r = act(&app, &app.agent, &id, "accept").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_supervisor_assigns_a_waiting_chat_to_an_agent() {
+    let app = spawn_app().await;
+    // Nobody Ready: it waits, queued.
+    let got = app.inbound("+14155552671", "waiting").await;
+    let id = got.interaction.id.to_string();
+    let path = format!("/api/v1/interactions/{id}/transfer");
+    // An agent may not assign it (not theirs); the supervisor may, to a Ready agent.
+    let r = app
+        .post(&path, &app.agent.token, &json!({"agent_id": app.agent.id}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    ready(&app, &app.agent).await;
+    // It may already have been offered to the agent by now: assigning withdraws that
+    // offer and makes a new one, so either way the agent ends up with one offer.
+    let r = app
+        .post(
+            &path,
+            &app.supervisor.token,
+            &json!({"agent_id": app.agent.id}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "offered");
+    assert_eq!(offers_for(&app, &app.agent).await, vec![id.clone()]);
+    let r = act(&app, &app.agent, &id, "accept").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn one_tenants_backlog_does_not_hold_up_another_tenants_chats() {
+    let app = spawn_app().await;
+    // Tenant A: a Ready agent with room for one, and 300 chats waiting.
+    ready(&app, &app.agent).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO contacts (id, tenant_id, name)
+           SELECT gen_random_uuid(), '{t}', 'backlog ' || g FROM generate_series(1, 300) g;
+         INSERT INTO interactions (id, tenant_id, contact_id, channel, state, queued_at, created_at)
+           SELECT gen_random_uuid(), '{t}', k.id, 'whatsapp', 'queued',
+                  now() - interval '1 hour', now() - interval '1 hour'
+           FROM contacts k WHERE k.tenant_id = '{t}' AND k.name LIKE 'backlog %';",
+        t = app.tenant,
+    )))
+    .execute(&app.db)
+    .await
+    .expect("backlog");
+    sqlx::query("UPDATE users SET capacity = 1 WHERE id = $1")
+        .bind(app.agent.id.0)
+        .execute(&app.db)
+        .await
+        .expect("capacity");
+    wait_offer(&app, &app.agent).await;
+    // Tenant B: a Ready agent and one new chat, behind A's 299 older ones.
+    let (b, [_, _, b_agent]) = app.other_tenant().await;
+    ready(&app, &b_agent).await;
+    let got = app
+        .inbound_in(
+            b,
+            test_support::In {
+                channel: parley_core::channel::Channel::Whatsapp,
+                address: "+14155550199",
+                name: None,
+                body: "B's customer",
+                provider_id: None,
+            },
+        )
+        .await;
+    assert_eq!(
+        wait_offer(&app, &b_agent).await,
+        got.interaction.id.to_string()
+    );
 }
 
 #[tokio::test]
@@ -312,10 +471,48 @@ async fn picking_an_agent_reads_the_contacts_interactions_by_index_not_every_int
     .bind(Vec::<String>::new())
     .bind(None::<uuid::Uuid>)
     .bind(3600.0_f64)
+    .bind(None::<uuid::Uuid>)
+    .bind(None::<chrono::DateTime<chrono::Utc>>)
     .fetch_all(&app.db)
     .await
     .expect("explain");
     let plan = rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
     assert!(!plan.contains("Seq Scan on interactions"), "{plan}");
     assert!(plan.contains("interactions_contact_idx"), "{plan}");
+}
+
+#[tokio::test]
+async fn a_chat_handed_to_a_queue_goes_to_someone_else_not_straight_back() {
+    let app = spawn_app().await;
+    let q = app
+        .post(
+            "/api/v1/queues",
+            &app.admin.token,
+            &json!({"name": "General"}),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::CREATED, "{}", q.text);
+    let queue = q.json["id"].as_str().expect("id").to_owned();
+    ready(&app, &app.agent).await;
+    let got = app.inbound("+14155552671", "help").await;
+    let id = got.interaction.id.to_string();
+    assert_eq!(wait_offer(&app, &app.agent).await, id);
+    assert_eq!(
+        act(&app, &app.agent, &id, "accept").await.status,
+        StatusCode::OK
+    );
+    let r = app
+        .post(
+            &format!("/api/v1/interactions/{id}/transfer"),
+            &app.agent.token,
+            &json!({"queue_id": queue}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The agent is still Ready with room, and the only one: it does not bounce back.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert!(offers_for(&app, &app.agent).await.is_empty());
+    // Someone else who comes Ready gets it.
+    ready(&app, &app.supervisor).await;
+    assert_eq!(wait_offer(&app, &app.supervisor).await, id);
 }

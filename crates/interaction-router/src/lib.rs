@@ -166,10 +166,16 @@ const LOAD_SQL: &str = "((SELECT count(*) FROM interactions x LEFT JOIN queues x
 
 /// The statement that picks the agent for a queued interaction (`$1` tenant, `$2`
 /// interaction, `$3` contact, `$4` skills, `$5` the transfer's agent or null, `$6` the
-/// continuation window in seconds): a Ready, active agent with room and the skills (or
-/// the one a transfer names) who has not declined or let it time out, the contact's last
-/// agent within the window first, then the least loaded, then the longest idle. Public so
-/// that a test explains the very statement the router runs.
+/// continuation window in seconds, `$7` the agent who handed it to a queue or null, `$8`
+/// when): a Ready, active agent with room and the skills (or the one a transfer names).
+///
+/// An agent who declined it, let its offer time out or handed it away is passed over
+/// until they go Ready anew (a missed offer makes them Not Responding; a decline is
+/// answered by going Not Ready and back), and then comes after everyone else: an
+/// interaction is never left queued for good because every agent once refused it.
+/// Among the rest, the contact's last agent within the window first, then the least
+/// loaded, then the longest idle. Public so that a test explains the very statement the
+/// router runs.
 pub fn agent_pick_sql() -> String {
     // The contact's last agent is looked up within the tenant, which lets the contact
     // index answer it (by the contact alone it was a scan of every interaction, on every
@@ -180,9 +186,13 @@ pub fn agent_pick_sql() -> String {
            AND ($5::uuid IS NULL OR u.id = $5)
            AND ($5::uuid IS NOT NULL OR u.skills @> $4::text[])
            AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.interaction_id = $2 AND o.agent_id = u.id
-                           AND o.state IN ('declined', 'timed_out'))
+                           AND o.state IN ('declined', 'timed_out') AND o.decided_at >= a.since)
+           AND NOT COALESCE(u.id = $7::uuid AND a.since <= $8::timestamptz, false)
            AND u.capacity > {LOAD_SQL}
-         ORDER BY (u.id = (SELECT i.agent_id FROM interactions i
+         ORDER BY (u.id IS NOT DISTINCT FROM $7::uuid
+                   OR EXISTS (SELECT 1 FROM offers o WHERE o.interaction_id = $2 AND o.agent_id = u.id
+                              AND o.state IN ('declined', 'timed_out'))) ASC,
+                  (u.id = (SELECT i.agent_id FROM interactions i
                            WHERE i.tenant_id = $1 AND i.contact_id = $3
                              AND i.agent_id IS NOT NULL AND i.id <> $2
                              AND COALESCE(i.done_at, i.ended_at, i.accepted_at) > now() - make_interval(secs => $6)
@@ -191,6 +201,11 @@ pub fn agent_pick_sql() -> String {
          LIMIT 1"
     )
 }
+
+/// How many of one tenant's oldest queued interactions a routing round looks at. Each
+/// tenant with a Ready agent gets its own share, so one tenant's backlog (say, hundreds
+/// its agents cannot take) never keeps another tenant's chats from their free agents.
+pub const ROUND_PER_TENANT: i64 = 50;
 
 /// Check a Not Ready reason: when the tenant has defined reason codes, it must be one of
 /// them; otherwise any short text (or none) will do.
@@ -311,6 +326,8 @@ struct Queued {
     relaxable_skills: Option<Vec<String>>,
     relaxed: bool,
     offer_timeout_secs: Option<i32>,
+    transferred_by: Option<Uuid>,
+    transferred_at: Option<DateTime<Utc>>,
 }
 
 /// Offer `interaction` to `agent` (in the caller's transaction, which must hold the
@@ -474,16 +491,19 @@ pub async fn route_round(
     // than go to an agent its queue's skills would pass over. One no queue takes stays
     // open to any agent.
     let queued = sqlx::query_as::<_, Queued>(AssertSqlSafe(format!(
-        "SELECT i.id, i.tenant_id, i.contact_id, i.channel, i.transfer_to, q.skills, q.relaxable_skills,
-                (q.relax_after_secs IS NOT NULL AND i.queued_at <= now() - make_interval(secs => q.relax_after_secs)) AS relaxed,
-                q.offer_timeout_secs
-         FROM interactions i LEFT JOIN queues q ON q.id = i.queue_id
-         WHERE i.state = 'queued'
-           AND EXISTS (SELECT 1 FROM agent_states a WHERE a.tenant_id = i.tenant_id AND a.state = 'ready')
-           AND (i.queue_id IS NOT NULL OR NOT (i.tenant_id = ANY ($1)) OR {QUEUE_FOR} IS NULL)
-         ORDER BY i.queued_at, i.id LIMIT 200 FOR UPDATE OF i SKIP LOCKED"
+        "SELECT w.* FROM (SELECT DISTINCT tenant_id FROM agent_states WHERE state = 'ready') t
+         CROSS JOIN LATERAL (
+           SELECT i.id, i.tenant_id, i.contact_id, i.channel, i.transfer_to, q.skills, q.relaxable_skills,
+                  (q.relax_after_secs IS NOT NULL AND i.queued_at <= now() - make_interval(secs => q.relax_after_secs)) AS relaxed,
+                  q.offer_timeout_secs, i.transferred_by, i.transferred_at, i.queued_at
+           FROM interactions i LEFT JOIN queues q ON q.id = i.queue_id
+           WHERE i.tenant_id = t.tenant_id AND i.state = 'queued'
+             AND (i.queue_id IS NOT NULL OR NOT (i.tenant_id = ANY ($1)) OR {QUEUE_FOR} IS NULL)
+           ORDER BY i.queued_at, i.id LIMIT $2 FOR UPDATE OF i SKIP LOCKED) w
+         ORDER BY w.queued_at, w.id"
     )))
     .bind(&with_queues)
+    .bind(ROUND_PER_TENANT)
     .fetch_all(&mut *tx)
     .await?;
     for q in queued {
@@ -499,6 +519,8 @@ pub async fn route_round(
             .bind(&skills)
             .bind(q.transfer_to)
             .bind(settings.continuation_window_secs)
+            .bind(q.transferred_by)
+            .bind(q.transferred_at)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(agent) = agent else { continue };
@@ -750,7 +772,9 @@ pub enum TransferTo {
 
 /// Transfer an active interaction: its agent (or a supervisor) hands it to another agent
 /// or queue. The current agent's capacity is freed at once; a transfer to an agent who
-/// declines or misses it falls back to the interaction's queue.
+/// declines or misses it falls back to the interaction's queue, and one handed to a queue
+/// goes to its agent again only after everyone else. A supervisor may also assign a
+/// waiting (queued or offered) interaction this way: a pending offer is withdrawn first.
 pub async fn transfer(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -763,16 +787,38 @@ pub async fn transfer(
     let i = interactions::get(conn, tenant, interaction)
         .await?
         .ok_or(RouterError::NotFound)?;
-    if i.agent_id != Some(by.0) && !supervisor {
-        return Err(RouterError::NotYours("the interaction is not yours"));
-    }
-    if i.state != "active" {
-        return Err(RouterError::WrongState(format!(
-            "only an active interaction can be transferred; it is {}",
-            i.state
-        )));
+    match i.state.as_str() {
+        "active" if i.agent_id == Some(by.0) || supervisor => {}
+        "active" => return Err(RouterError::NotYours("the interaction is not yours")),
+        "queued" | "offered" if supervisor => {}
+        "queued" | "offered" => {
+            return Err(RouterError::NotYours(
+                "only a supervisor may assign a waiting interaction",
+            ));
+        }
+        other => {
+            return Err(RouterError::WrongState(format!(
+                "only an active or waiting interaction can be transferred; it is {other}"
+            )));
+        }
     }
     act_as(conn, &by.0.to_string()).await?;
+    if i.state == "offered"
+        && let Some((offer, agent)) = pending_offer(conn, tenant, interaction).await?
+    {
+        sqlx::query("UPDATE offers SET state = 'rescinded', decided_at = now() WHERE id = $1")
+            .bind(offer)
+            .execute(&mut *conn)
+            .await?;
+        events::append(
+            conn,
+            tenant,
+            Audience::User(UserId(agent)),
+            "interaction.offer_revoked",
+            &json!({ "offer_id": offer, "interaction_id": interaction, "reason": "reassigned" }),
+        )
+        .await?;
+    }
     let from = i.agent_id;
     match to {
         TransferTo::Agent(agent) => {
@@ -829,13 +875,16 @@ pub async fn transfer(
         TransferTo::Queue(queue) => {
             let found = sqlx::query(
                 "UPDATE interactions SET agent_id = NULL, transfer_to = NULL, queued_at = now(),
-                     queue_id = $3, state = 'queued', updated_at = now()
+                     queue_id = $3, state = 'queued', updated_at = now(),
+                     transferred_by = COALESCE($4, transferred_by),
+                     transferred_at = CASE WHEN $4::uuid IS NULL THEN transferred_at ELSE now() END
                  WHERE tenant_id = $1 AND id = $2
                    AND EXISTS (SELECT 1 FROM queues WHERE tenant_id = $1 AND id = $3)",
             )
             .bind(tenant.0)
             .bind(interaction.0)
             .bind(queue)
+            .bind(from)
             .execute(&mut *conn)
             .await?
             .rows_affected();

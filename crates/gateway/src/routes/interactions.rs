@@ -341,13 +341,15 @@ pub struct TransferIn {
 
 /// Transfer an active interaction to another agent or a queue (its agent, or a
 /// supervisor). The agent's capacity is freed at once; a transfer the target agent
-/// declines or misses goes to the queue.
+/// declines or misses goes to the queue, and one handed to a queue is offered to the
+/// agent who handed it only after everyone else. Supervisors also assign waiting
+/// (queued or offered) interactions this way; a pending offer is withdrawn.
 #[utoipa::path(post, path = "/interactions/{interaction_id}/transfer", tag = "routing", security(("bearer" = [])),
     params(InteractionPath),
     request_body = TransferIn,
     responses(
         (status = 200, description = "Transferred", body = InteractionOut),
-        (status = 409, description = "Not active, or the agent cannot take it now", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Neither active nor waiting, or the agent cannot take it now", body = crate::error::Problem, content_type = "application/problem+json"),
         crate::error::NotYours, CommonErrors,
     ))]
 pub async fn transfer_interaction(
