@@ -23,3 +23,7 @@ UPDATE users SET email = lower(email) WHERE email <> lower(email);
 ALTER TABLE interactions ADD COLUMN transferred_by uuid, ADD COLUMN transferred_at timestamptz;
 -- Each tenant's queue is read apart (one tenant's backlog never hides another's).
 CREATE INDEX interactions_tenant_queued_idx ON interactions (tenant_id, queued_at, id) WHERE state = 'queued';
+
+-- When a replica saw an agent's last event-stream socket close (cleared by any live
+-- socket's next presence tick): such an agent gets no new offers.
+ALTER TABLE agent_states ADD COLUMN socket_lost_at timestamptz;

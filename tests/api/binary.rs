@@ -37,7 +37,16 @@ fn start(data_dir: &Path) -> Gateway {
 
 /// [`start`] with the logs going to `logs` at level `log_level`.
 fn start_with(data_dir: &Path, logs: Stdio, log_level: &str) -> Gateway {
-    let mut child = gateway_command(data_dir)
+    start_env(data_dir, logs, log_level, &[])
+}
+
+/// [`start_with`] with more settings.
+fn start_env(data_dir: &Path, logs: Stdio, log_level: &str, env: &[(&str, &str)]) -> Gateway {
+    let mut cmd = gateway_command(data_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .env("RUST_LOG", log_level)
         .stdout(Stdio::piped())
         .stderr(logs)
@@ -239,7 +248,35 @@ fn missing_postgres_binaries_stop_start_up_saying_what_to_install() {
 async fn the_demo_chats_end_to_end_through_the_bundled_whatsapp_simulator() {
     let dir = temp_data_dir();
     let client = test_support::http();
-    let mut gw = start(&dir);
+    // Metrics on a listener of their own (a free port, found by binding one).
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut gw = start_env(
+        &dir,
+        Stdio::inherit(),
+        "warn",
+        &[("PARLEY_METRICS_LISTEN", &metrics_addr.to_string())],
+    );
+    let on_main = client
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(on_main.status(), StatusCode::NOT_FOUND);
+    let on_own = client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(on_own.status(), StatusCode::OK);
+    assert!(
+        on_own
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("parley_http_requests_total")
+    );
     let sim = gw
         .sim
         .clone()

@@ -343,3 +343,59 @@ async fn a_signed_webhook_naming_another_business_number_is_refused() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(stored_texts(&app).await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_html_document_from_a_contact_is_served_as_an_opaque_download() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let html = b"<html><script>fetch('/api/v1/users')</script></html>".to_vec();
+    let media_id = wa.sim.add_media(html.clone(), "text/html");
+    let (_, status) = wa
+        .sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "document", "document": {"id": media_id, "mime_type": "text/html",
+                   "filename": "invoice.html"}}),
+        )
+        .await
+        .expect("inbound");
+    assert_eq!(status, 200);
+    let mut attachment = None;
+    for _ in 0..200 {
+        attachment = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM attachments LIMIT 1")
+            .fetch_optional(&app.db)
+            .await
+            .expect("attachments");
+        if attachment.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let attachment = attachment.expect("the document was fetched");
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/attachments/{attachment}")))
+        .bearer_auth(&app.agent.token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(res.status(), StatusCode::OK);
+    let h = res.headers().clone();
+    assert_eq!(h["content-type"], "application/octet-stream");
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("attachment;")
+    );
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("sandbox")
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    // The bytes are the contact's, unchanged.
+    assert_eq!(res.bytes().await.expect("bytes").as_ref(), html.as_slice());
+}

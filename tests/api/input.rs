@@ -38,6 +38,29 @@ async fn malformed_json_is_400() {
 }
 
 #[tokio::test]
+async fn a_json_array_or_scalar_where_an_object_is_expected_is_400() {
+    let app = spawn_app().await;
+    for body in [
+        &br#"["someone@a.test", "Someone", "a-long-enough-password", "agent"]"#[..],
+        b"  [1]",
+        b"\"text\"",
+        b"42",
+        b"null",
+    ] {
+        let r = raw_post(&app, "/api/v1/users", "application/json", body.to_vec()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        assert_eq!(r.code(), "invalid_json");
+        assert!(r.text.contains("JSON object"), "{}", r.text);
+    }
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = $1")
+        .bind(app.tenant.0)
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(users, 3, "nothing was created from an array");
+}
+
+#[tokio::test]
 async fn wrong_content_type_is_415() {
     let app = spawn_app().await;
     let r = raw_post(&app, "/api/v1/auth/login", "text/plain", b"{}".to_vec()).await;

@@ -51,6 +51,26 @@ async fn metrics_count_requests_by_route_and_status() {
 }
 
 #[tokio::test]
+async fn made_up_method_names_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    for i in 0..300 {
+        let method = Method::from_bytes(format!("INVENTED{i}").as_bytes()).expect("method");
+        let r = app.call(method, "/api/v1/me", None, None).await;
+        assert!(r.status.is_client_error(), "{}", r.status);
+    }
+    let r = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        !r.text.contains("INVENTED"),
+        "a made-up method became a label"
+    );
+    assert!(
+        r.text.contains(r#"method="other""#),
+        "made-up methods are counted together"
+    );
+}
+
+#[tokio::test]
 async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
     let app = spawn_app().await;
     let r = app.call(Method::GET, "/healthz", None, None).await;

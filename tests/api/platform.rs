@@ -51,6 +51,16 @@ async fn wrong_or_missing_platform_token_is_401_and_user_tokens_do_not_work() {
         .post("/platform/v1/tenants", &app.admin.token, &body)
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Without the token, a malformed body says nothing about the body's schema.
+    for bad in [json!({}), json!([1, 2]), json!({"nmae": "X"})] {
+        let r = app
+            .call(Method::POST, "/platform/v1/tenants", None, Some(&bad))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+        for field in ["name", "admin_email", "admin_password", "nmae"] {
+            assert!(!r.text.contains(field), "{}", r.text);
+        }
+    }
 }
 
 #[tokio::test]

@@ -516,3 +516,85 @@ async fn a_chat_handed_to_a_queue_goes_to_someone_else_not_straight_back() {
     ready(&app, &app.supervisor).await;
     assert_eq!(wait_offer(&app, &app.supervisor).await, id);
 }
+
+async fn my_state(app: &TestApp, who: &TestUser) -> Value {
+    let r = app.get("/api/v1/me/state", &who.token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.json
+}
+
+#[tokio::test]
+async fn a_desktop_reads_its_state_and_offers_after_a_reload_and_a_dropped_socket_gets_no_new_offers()
+ {
+    let app = spawn_app().await;
+    // Ready with no event stream: allowed, but said plainly, and not offline at once.
+    let r = app
+        .call(
+            Method::PUT,
+            "/api/v1/me/state",
+            Some(&app.agent.token),
+            Some(&json!({"state": "ready"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "ready");
+    assert_eq!(r.json["event_stream"], false);
+    assert!(
+        r.json["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("/api/v1/events"))
+    );
+    // The desktop opens its stream: no warning any more.
+    let ws = crate::events::connect(&app, &app.agent.token, None).await;
+    let mut connected = false;
+    for _ in 0..100 {
+        let s = my_state(&app, &app.agent).await;
+        if s["event_stream"] == true {
+            assert_eq!(s["warning"], Value::Null);
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(connected, "the open socket was never seen");
+    // An offer arrives; the page reloads (socket closed, then a new one): the offer is
+    // read back from GET /me/state and accepted.
+    let first = app.inbound("+14155552671", "one").await;
+    wait_offer(&app, &app.agent).await;
+    drop(ws);
+    let s = my_state(&app, &app.agent).await;
+    assert_eq!(s["state"], "ready");
+    assert_eq!(
+        s["offers"][0]["interaction_id"],
+        first.interaction.id.to_string()
+    );
+    assert!(s["offers"][0]["expires_at"].is_string());
+    // With the socket gone, a new chat is not offered to the agent…
+    for _ in 0..100 {
+        if my_state(&app, &app.agent).await["event_stream"] == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let second = app.inbound("+14155552672", "two").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        offers_for(&app, &app.agent).await,
+        vec![first.interaction.id.to_string()]
+    );
+    // …until a socket of theirs is back.
+    let _ws = crate::events::connect(&app, &app.agent.token, None).await;
+    for _ in 0..200 {
+        if offers_for(&app, &app.agent).await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        offers_for(&app, &app.agent).await,
+        vec![
+            first.interaction.id.to_string(),
+            second.interaction.id.to_string()
+        ]
+    );
+}

@@ -182,3 +182,35 @@ async fn unknown_user_is_404() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.code(), "invalid_path_parameter");
 }
+
+#[tokio::test]
+async fn names_with_direction_overrides_or_invisible_characters_are_refused_by_field() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/api/v1/users",
+            &app.admin.token,
+            &json!({"email": "spoof@a.test", "display_name": "Ana\u{202E}nimda",
+                    "role": "agent", "password": "a-long-enough-password"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("display_name"), "{}", r.text);
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            &app.agent.token,
+            &json!({"name": "Ana\u{200B}"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    // Persian with its zero-width non-joiner is a name like any other.
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            &app.agent.token,
+            &json!({"name": "می\u{200C}خواهم"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}

@@ -209,6 +209,31 @@ pub async fn update_user(
     id: UserId,
     patch: &UserPatch,
 ) -> Result<Option<User>, StoreError> {
+    // A change that takes an admin away (deactivated, or another role) must leave the
+    // tenant one active admin. The tenant's active admins are locked in id order first,
+    // so two admins deactivating each other at once are served one after the other and
+    // the second sees the first's change. (Call inside a transaction.)
+    let demotes = patch.active == Some(false) || patch.role.is_some_and(|r| r != Role::Admin);
+    if demotes {
+        let admins: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM users WHERE tenant_id = $1 AND role = 'admin' AND active
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(tenant.0)
+        .fetch_all(&mut *conn)
+        .await?;
+        if admins == [id.0] {
+            return Err(StoreError::Invalid {
+                field: if patch.active == Some(false) {
+                    "active"
+                } else {
+                    "role"
+                },
+                message: "this is the tenant's last active admin; make another user admin first"
+                    .to_owned(),
+            });
+        }
+    }
     let row = sqlx::query_as::<_, UserRow>(concat!(
         "UPDATE users SET
             display_name  = COALESCE($3, display_name),

@@ -41,6 +41,7 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_WS_MAX_PER_USER",
     "PARLEY_CONTINUATION_WINDOW_SECS",
     "PARLEY_SIMULATOR_LISTEN",
+    "PARLEY_METRICS_LISTEN",
 ];
 
 /// A setting that could not be understood.
@@ -150,6 +151,13 @@ pub struct Config {
     pub simulator: bool,
     /// `PARLEY_SIMULATOR_LISTEN` (default `127.0.0.1:0`): the simulator's address.
     pub simulator_listen: SocketAddr,
+    /// Where the bundled simulator was bound, once it is (the only loopback address an
+    /// admin may point a provider URL at without `PARLEY_PROVIDER_HOSTS`).
+    pub simulator_bound: std::sync::Arc<std::sync::OnceLock<SocketAddr>>,
+    /// `PARLEY_METRICS_LISTEN` (default unset): when set (e.g. `127.0.0.1:9090`),
+    /// `/metrics` is served on that address only and no longer on `PARLEY_LISTEN`, so the
+    /// public listener does not show it.
+    pub metrics_listen: Option<SocketAddr>,
     /// `PARLEY_OFFER_TIMEOUT_SECS` (default 30): how long an agent has to accept an offer
     /// before it goes to the next agent and the agent becomes Not Responding.
     pub offer_timeout: Duration,
@@ -352,6 +360,15 @@ impl Config {
                 v.parse::<SocketAddr>()
                     .map_err(|_| "is not a socket address; use host:port".into())
             })?,
+            simulator_bound: Default::default(),
+            metrics_listen: match get("PARLEY_METRICS_LISTEN").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(v) => Some(v.trim().parse::<SocketAddr>().map_err(|_| ConfigError {
+                    name: "PARLEY_METRICS_LISTEN",
+                    value: v.clone(),
+                    problem: "is not a socket address; use host:port".into(),
+                })?),
+            },
             offer_timeout: Duration::from_secs(number(
                 &get,
                 "PARLEY_OFFER_TIMEOUT_SECS",
@@ -428,7 +445,9 @@ impl Config {
 
 impl Config {
     /// Whether an admin may point a provider URL at `raw`: http(s), no credentials, and a
-    /// host in `provider_hosts` (or loopback while the bundled simulator runs).
+    /// host in `provider_hosts` (or the bundled simulator's own address while it runs:
+    /// any other loopback port would let an admin probe this machine's services, with the
+    /// account's token in every request).
     pub fn provider_url_allowed(&self, raw: &str) -> Result<(), String> {
         let url = reqwest::Url::parse(raw).map_err(|_| "must be an http(s) URL".to_owned())?;
         if !matches!(url.scheme(), "http" | "https") || raw.len() > 500 {
@@ -444,7 +463,12 @@ impl Config {
         if self.provider_hosts.iter().any(|h| h == "*") {
             return Ok(());
         }
-        let simulator = self.simulator && matches!(host.as_str(), "127.0.0.1" | "localhost");
+        let simulator = self.simulator
+            && matches!(host.as_str(), "127.0.0.1" | "localhost")
+            && self
+                .simulator_bound
+                .get()
+                .is_some_and(|a| url.port_or_known_default() == Some(a.port()));
         let with_port = url.port_or_known_default().map(|p| format!("{host}:{p}"));
         if simulator
             || self
@@ -542,6 +566,41 @@ mod tests {
         ])
         .expect("valid");
         assert!(!c.demo);
+    }
+
+    #[test]
+    fn in_demo_mode_only_the_simulators_own_loopback_address_is_a_provider() {
+        let c = with(&[]).expect("defaults are valid");
+        assert!(c.simulator);
+        // Before the simulator is bound, no loopback address at all.
+        assert!(
+            c.provider_url_allowed("http://127.0.0.1:5432/v21.0")
+                .is_err()
+        );
+        let _ = c
+            .simulator_bound
+            .set("127.0.0.1:8081".parse().expect("addr"));
+        assert!(
+            c.provider_url_allowed("http://127.0.0.1:8081/v21.0")
+                .is_ok()
+        );
+        assert!(
+            c.provider_url_allowed("http://localhost:8081/v21.0")
+                .is_ok()
+        );
+        for probe in [
+            "http://127.0.0.1:5432/v21.0",
+            "http://127.0.0.1/v21.0",
+            "http://localhost:6379/",
+            "http://127.0.0.2:8081/",
+        ] {
+            let err = c.provider_url_allowed(probe).expect_err(probe);
+            assert!(err.contains("PARLEY_PROVIDER_HOSTS"), "{err}");
+        }
+        assert!(
+            c.provider_url_allowed("https://graph.facebook.com/v21.0")
+                .is_ok()
+        );
     }
 
     #[test]

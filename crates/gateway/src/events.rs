@@ -604,7 +604,7 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
             _ = retry.tick(), if synced.is_none() => {},
             _ = presence.tick() => {
                 if state.presence.claim(principal.user_id.0, presence_every) {
-                    Box::pin(touch_presence(&state, &principal)).await;
+                    Box::pin(touch_presence(&state, &principal, false)).await;
                 }
             }
             _ = ping.tick() => {
@@ -620,16 +620,18 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
     }
     // The grace period before `offline` counts from the last disconnect (this socket's
     // slot is still held here).
+    // It is also when new offers stop coming to them.
     if state.sockets.held(SlotKey::User(principal.user_id.0)) <= 1 {
         state.presence.forget(principal.user_id.0);
-        Box::pin(touch_presence(&state, &principal)).await;
+        Box::pin(touch_presence(&state, &principal, true)).await;
     }
 }
 
-async fn touch_presence(state: &AppState, principal: &Principal) {
+async fn touch_presence(state: &AppState, principal: &Principal, lost: bool) {
     let touched = async {
         let mut conn = state.db.acquire().await?;
-        interaction_router::touch_presence(&mut conn, principal.tenant_id, principal.user_id).await
+        interaction_router::touch_presence(&mut conn, principal.tenant_id, principal.user_id, lost)
+            .await
     }
     .await;
     if let Err(e) = touched {

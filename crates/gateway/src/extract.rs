@@ -58,8 +58,20 @@ where
 }
 
 /// Deserialize `bytes`, reporting the path of the field at fault. A string holding NUL
-/// (which PostgreSQL cannot store) is refused naming its field.
+/// (which PostgreSQL cannot store) is refused naming its field, and so is a body that is
+/// not a JSON object: every body Parley takes is one, and serde would otherwise fill a
+/// struct from an array by position (`["x", "y"]` read as `{"name": "x", …}`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the request body must be a JSON object ({…})",
+            ));
+        }
+        _ => {}
+    }
     if parley_core::storable::may_hold_nul(bytes)
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes)
         && let Some(path) = parley_core::storable::first_nul(&v)

@@ -177,6 +177,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let demo = config.demo;
     let run_sim = config.simulator;
     let sim_listen = config.simulator_listen;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let state = AppState::new(pool.clone(), config, &secret);
     let router = build_router(state.clone());
 
@@ -184,8 +188,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(watch_signals(shutdown.clone()));
     let workers = tokio_util::task::TaskTracker::new();
     crate::app::spawn_workers(&state, &workers);
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr()?;
+        let metrics = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(crate::routes::health::metrics_only),
+            )
+            .with_state(state.clone());
+        let stop = shutdown.clone();
+        workers.spawn(async move {
+            if let Err(e) = axum::serve(l, metrics)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
+        });
+        println!("  metrics: http://{addr}/metrics");
+    }
     let sim_url = if run_sim {
-        Some(start_simulator(&pool, sim_listen, addr, &workers, &shutdown).await?)
+        Some(
+            start_simulator(
+                &pool,
+                sim_listen,
+                addr,
+                &state.config.simulator_bound,
+                &workers,
+                &shutdown,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -234,6 +267,7 @@ async fn start_simulator(
     pool: &PgPool,
     listen: SocketAddr,
     gateway: SocketAddr,
+    bound: &std::sync::OnceLock<SocketAddr>,
     workers: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<String> {
@@ -241,6 +275,7 @@ async fn start_simulator(
         .await
         .context("starting the WhatsApp simulator")?;
     let sim_addr = listener.local_addr()?;
+    let _ = bound.set(sim_addr);
     let cfg = whatsapp_sim::SimConfig::default();
     let sim = whatsapp_sim::Simulator::new(cfg.clone());
     workers.spawn(whatsapp_sim::serve(listener, sim.clone(), shutdown.clone()));

@@ -47,6 +47,14 @@ impl Checks {
             self.fail(field, format!("must be at most {max} characters"));
         } else if t.chars().any(char::is_control) {
             self.fail(field, "must not contain control characters");
+        } else if let Some(c) = t.chars().find(|c| is_deceptive_format(*c)) {
+            self.fail(
+                field,
+                format!(
+                    "must not contain invisible or direction-changing characters (U+{:04X})",
+                    u32::from(c)
+                ),
+            );
         }
         t
     }
@@ -110,6 +118,17 @@ impl Checks {
     }
 }
 
+/// Format characters that make a name show as something else: bidi embeddings,
+/// overrides and isolates (a name can be made to read backwards, or to swallow what
+/// follows it) and invisible characters (two names that look the same). The joiners
+/// (U+200C, U+200D) and the marks LRM/RLM stay allowed: Persian, Indic scripts and emoji
+/// sequences need them.
+pub fn is_deceptive_format(c: char) -> bool {
+    matches!(c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{180E}' | '\u{061C}')
+}
+
 /// A practical email check: one `@`, a non-empty local part, a dotted domain, no spaces.
 pub fn check_email(email: &str) -> Result<(), &'static str> {
     if email.is_empty() {
@@ -161,6 +180,25 @@ mod tests {
             "a@-b.c",
         ] {
             assert!(check_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_refuse_bidi_overrides_and_invisible_characters_but_keep_joiners() {
+        for bad in [
+            "Ana\u{202E}gnp.exe",
+            "A\u{200B}na",
+            "\u{2067}Ana",
+            "Ana\u{FEFF}",
+        ] {
+            let mut c = Checks::default();
+            c.text("name", bad, 100);
+            assert!(c.finish().is_err(), "{bad:?}");
+        }
+        for ok in ["می\u{200C}خواهم", "👨\u{200D}👩\u{200D}👧", "José", "محمد"] {
+            let mut c = Checks::default();
+            c.text("name", ok, 100);
+            assert!(c.finish().is_ok(), "{ok:?}");
         }
     }
 

@@ -145,6 +145,8 @@ pub struct AgentView {
     pub load: i64,
     /// Capacity.
     pub capacity: i32,
+    /// Whether an event-stream socket of theirs is open.
+    pub event_stream: bool,
 }
 
 /// What counts against `u`'s capacity: active interactions, ended ones not yet Done (unless
@@ -182,7 +184,7 @@ pub fn agent_pick_sql() -> String {
     // routed interaction).
     format!(
         "SELECT u.id FROM agent_states a JOIN users u ON u.id = a.user_id
-         WHERE a.tenant_id = $1 AND a.state = 'ready' AND u.active
+         WHERE a.tenant_id = $1 AND a.state = 'ready' AND u.active AND a.socket_lost_at IS NULL
            AND ($5::uuid IS NULL OR u.id = $5)
            AND ($5::uuid IS NOT NULL OR u.skills @> $4::text[])
            AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.interaction_id = $2 AND o.agent_id = u.id
@@ -232,21 +234,64 @@ pub async fn check_reason(
 }
 
 /// Note that the agent has a live event-stream socket (called on connect and on every
-/// ping); an agent seen within the grace period is not made `offline`.
+/// presence tick), or (`lost`) that a replica saw its last one there close. An agent seen
+/// within the grace period is not made `offline`; one whose socket was lost gets no new
+/// offers until a socket of theirs is seen again (a pending offer stays theirs to accept
+/// after a reload: `GET /me/state` lists it).
 pub async fn touch_presence(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
+    lost: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO agent_states (user_id, tenant_id, last_seen_at) VALUES ($1, $2, now())
-         ON CONFLICT (user_id) DO UPDATE SET last_seen_at = now()",
+        "INSERT INTO agent_states (user_id, tenant_id, last_seen_at, socket_lost_at)
+         VALUES ($1, $2, now(), CASE WHEN $3 THEN now() END)
+         ON CONFLICT (user_id) DO UPDATE SET last_seen_at = now(),
+             socket_lost_at = CASE WHEN $3 THEN now() END",
     )
     .bind(user.0)
     .bind(tenant.0)
+    .bind(lost)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A pending offer, as its agent sees it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PendingOffer {
+    /// The offer.
+    pub offer_id: Uuid,
+    /// The interaction offered.
+    pub interaction_id: Uuid,
+    /// Its contact.
+    pub contact_id: Uuid,
+    /// Its channel.
+    pub channel: String,
+    /// When the offer lapses.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it comes by transfer.
+    pub transfer: bool,
+}
+
+/// `user`'s pending offers, oldest first (a desktop recovering after a reload).
+pub async fn pending_offers(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Vec<PendingOffer>, RouterError> {
+    Ok(sqlx::query_as::<_, PendingOffer>(
+        "SELECT o.id AS offer_id, o.interaction_id, i.contact_id, i.channel, o.expires_at,
+                i.transfer_to IS NOT NULL AS transfer
+         FROM offers o JOIN interactions i ON i.id = o.interaction_id
+         WHERE o.agent_id = $2 AND o.state = 'pending' AND o.tenant_id = $1 AND i.tenant_id = $1
+         ORDER BY o.created_at",
+    )
+    .bind(tenant.0)
+    .bind(user.0)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Set an agent's state; appends `agent.state` for supervisors and wakes routers when the
@@ -304,7 +349,9 @@ pub async fn agents(
 ) -> Result<Vec<AgentView>, RouterError> {
     let sql = format!(
         "SELECT u.id AS user_id, u.display_name, COALESCE(a.state, 'offline') AS state, a.reason,
-                COALESCE(a.since, u.created_at) AS since, {LOAD_SQL} AS load, u.capacity
+                COALESCE(a.since, u.created_at) AS since, {LOAD_SQL} AS load, u.capacity,
+                COALESCE(a.last_seen_at IS NOT NULL AND a.socket_lost_at IS NULL
+                         AND a.state <> 'offline', false) AS event_stream
          FROM users u LEFT JOIN agent_states a ON a.user_id = u.id
          WHERE u.tenant_id = $1 AND u.active
          ORDER BY u.display_name, u.id"
@@ -460,7 +507,7 @@ pub async fn route_round(
     }
     let gone: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "SELECT user_id, tenant_id FROM agent_states
-         WHERE state <> 'offline' AND COALESCE(last_seen_at, since) < now() - make_interval(secs => $1)
+         WHERE state <> 'offline' AND GREATEST(last_seen_at, since) < now() - make_interval(secs => $1)
          FOR UPDATE",
     )
     .bind(settings.offline_grace_secs)

@@ -199,15 +199,71 @@ pub async fn download_attachment(
             }
         })
         .collect();
+    let (content_type, disposition) = served_as(&meta.mime_type);
     Response::builder()
         .header(
             header::CONTENT_DISPOSITION,
-            format!("inline; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"),
+            format!("{disposition}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"),
         )
-        .header(header::CONTENT_TYPE, meta.mime_type)
+        .header(header::CONTENT_TYPE, content_type)
+        // Whatever it is, it runs nothing in this origin if a browser opens it anyway.
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "sandbox; default-src 'none'; img-src 'self'; media-src 'self'",
+        )
         .header(header::CONTENT_LENGTH, bytes.len())
         .header(header::CACHE_CONTROL, "private, max-age=86400, immutable")
         .header("x-content-type-options", "nosniff")
         .body(Body::from(bytes))
         .map_err(|e| ApiError::internal(&e))
+}
+
+/// How a stored file of `mime` type is served from the API's own origin (where the agent
+/// console runs with the agent's session): the raster image types a browser only ever
+/// shows as pictures inline; audio, video and PDF as downloads of their type; anything
+/// else (HTML, SVG, XML, scripts, unknown types a contact may send as a "document") as an
+/// opaque download, so nothing a contact sends can run as a page here.
+pub fn served_as(mime: &str) -> (&str, &'static str) {
+    let essence = mime
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "image/jpeg" | "image/png" | "image/gif" | "image/webp" => (mime, "inline"),
+        "application/pdf" => (mime, "attachment"),
+        t if (t.starts_with("audio/") || t.starts_with("video/")) && !t.contains("xml") => {
+            (mime, "attachment")
+        }
+        _ => ("application/octet-stream", "attachment"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_as;
+
+    #[test]
+    fn only_raster_images_are_inline_and_markup_is_opaque() {
+        assert_eq!(served_as("image/png"), ("image/png", "inline"));
+        assert_eq!(served_as("IMAGE/JPEG"), ("IMAGE/JPEG", "inline"));
+        assert_eq!(served_as("audio/ogg; codecs=opus").1, "attachment");
+        for risky in [
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/javascript",
+            "application/octet-stream",
+            "video/x-ms-asf+xml",
+            "",
+        ] {
+            assert_eq!(
+                served_as(risky),
+                ("application/octet-stream", "attachment"),
+                "{risky}"
+            );
+        }
+    }
 }

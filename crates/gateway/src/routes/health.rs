@@ -53,10 +53,31 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthOu
     }
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format. With `PARLEY_METRICS_LISTEN` set,
+/// served on that address only (404 here).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text format", body = String, content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    responses(
+        (status = 200, description = "OpenMetrics text format", body = String, content_type = "application/openmetrics-text"),
+        (status = 404, description = "Served on `PARLEY_METRICS_LISTEN` instead", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    if state.config.metrics_listen.is_some() {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see /openapi.yaml",
+        )
+        .into_response();
+    }
+    metrics_text(&state).into_response()
+}
+
+/// The metrics listener's one route.
+pub async fn metrics_only(State(state): State<AppState>) -> impl IntoResponse {
+    metrics_text(&state)
+}
+
+fn metrics_text(state: &AppState) -> impl IntoResponse + use<> {
     (
         [(
             header::CONTENT_TYPE,

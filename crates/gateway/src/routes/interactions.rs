@@ -19,7 +19,7 @@ use crate::{
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(put_my_state))
+        .routes(routes!(get_my_state, put_my_state))
         .routes(routes!(list_agents))
         .routes(routes!(list_interactions))
         .routes(routes!(accept_interaction))
@@ -70,11 +70,16 @@ pub struct AgentOut {
     pub load: i64,
     /// Chat capacity.
     pub capacity: i32,
+    /// Whether an event-stream socket of theirs is open. New offers go only to agents
+    /// with one (or who never opened one), and an agent without one is made `offline`
+    /// after the grace period.
+    pub event_stream: bool,
 }
 
 impl From<AgentView> for AgentOut {
     fn from(a: AgentView) -> Self {
         Self {
+            event_stream: a.event_stream,
             user_id: a.user_id,
             display_name: a.display_name,
             state: a.state,
@@ -96,15 +101,94 @@ pub struct StateIn {
     pub reason: Option<String>,
 }
 
+/// An offer waiting for my answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OfferOut {
+    /// The offer.
+    pub offer_id: Uuid,
+    /// The interaction offered (accept or decline it by this id).
+    pub interaction_id: Uuid,
+    /// Its contact.
+    pub contact_id: Uuid,
+    /// Its channel.
+    pub channel: String,
+    /// When the offer lapses (and the agent becomes Not Responding).
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Whether it comes by transfer.
+    pub transfer: bool,
+}
+
+/// My state with the offers waiting for me: what a desktop reads after a reload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MyStateOut {
+    /// My state, load and whether my event stream is open.
+    #[serde(flatten)]
+    pub agent: AgentOut,
+    /// Pending offers, oldest first.
+    pub offers: Vec<OfferOut>,
+    /// Set when something needs my attention (Ready without an open event stream).
+    pub warning: Option<String>,
+}
+
+async fn my_state(
+    state: &AppState,
+    conn: &mut sqlx::PgConnection,
+    principal: &Principal,
+) -> Result<MyStateOut, ApiError> {
+    let agent: AgentOut = router::agents(conn, principal.tenant_id)
+        .await?
+        .into_iter()
+        .find(|a| a.user_id == principal.user_id.0)
+        .ok_or_else(|| ApiError::unauthorized("invalid_token", "the user no longer exists"))?
+        .into();
+    let offers = router::pending_offers(conn, principal.tenant_id, principal.user_id)
+        .await?
+        .into_iter()
+        .map(|o| OfferOut {
+            offer_id: o.offer_id,
+            interaction_id: o.interaction_id,
+            contact_id: o.contact_id,
+            channel: o.channel,
+            expires_at: o.expires_at,
+            transfer: o.transfer,
+        })
+        .collect();
+    let warning = (agent.state == "ready" && !agent.event_stream).then(|| {
+        format!(
+            "no event stream is open for you: open GET /api/v1/events to see offers as they come; \
+             without one you are made offline {} s after your last socket closed or your state was set",
+            state.config.offline_grace.as_secs()
+        )
+    });
+    Ok(MyStateOut {
+        agent,
+        offers,
+        warning,
+    })
+}
+
+/// My state, load and pending offers.
+#[utoipa::path(get, path = "/me/state", tag = "routing", security(("bearer" = [])),
+    responses((status = 200, description = "My state and pending offers", body = MyStateOut), CommonErrors))]
+pub async fn get_my_state(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<axum::Json<MyStateOut>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    Ok(axum::Json(my_state(&state, &mut conn, &principal).await?))
+}
+
 /// Set my state: Ready receives offers; Not Ready (with a reason) and After Work do not.
+/// Offers are pushed over the event stream (`GET /api/v1/events`): Ready without one
+/// open answers with a `warning`, and the agent is made `offline` after the grace period.
 #[utoipa::path(put, path = "/me/state", tag = "routing", security(("bearer" = [])),
     request_body = StateIn,
-    responses((status = 200, description = "The new state", body = AgentOut), CommonErrors))]
+    responses((status = 200, description = "My new state and pending offers", body = MyStateOut), CommonErrors))]
 pub async fn put_my_state(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(input): ApiJson<StateIn>,
-) -> Result<axum::Json<AgentOut>, ApiError> {
+) -> Result<axum::Json<MyStateOut>, ApiError> {
     if !router::SETTABLE.contains(&input.state.as_str()) {
         return Err(ApiError::invalid_field(
             "state",
@@ -130,7 +214,7 @@ pub async fn put_my_state(
     if input.state == "not_ready" {
         router::check_reason(&mut tx, principal.tenant_id, reason).await?;
     }
-    let view = router::set_state(
+    router::set_state(
         &mut tx,
         principal.tenant_id,
         principal.user_id,
@@ -138,8 +222,9 @@ pub async fn put_my_state(
         reason,
     )
     .await?;
+    let out = my_state(&state, &mut tx, &principal).await?;
     tx.commit().await?;
-    Ok(axum::Json(view.into()))
+    Ok(axum::Json(out))
 }
 
 /// Every agent's state and load (supervisors).

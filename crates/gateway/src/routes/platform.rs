@@ -56,6 +56,22 @@ pub struct TenantCreatedOut {
     pub admin: UserOut,
 }
 
+/// The operator, proven by the platform token. An extractor, so that it runs before the
+/// body is read: nobody without the token learns what the body should look like.
+pub struct PlatformOperator;
+
+impl axum::extract::FromRequestParts<AppState> for PlatformOperator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        check_platform_token(state, &parts.headers)?;
+        Ok(Self)
+    }
+}
+
 fn check_platform_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.config.platform_token else {
         return Err(ApiError::new(
@@ -97,10 +113,9 @@ fn check_platform_token(state: &AppState, headers: &HeaderMap) -> Result<(), Api
     ))]
 pub async fn create_tenant(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _operator: PlatformOperator,
     ApiJson(input): ApiJson<CreateTenantIn>,
 ) -> Result<(axum::http::StatusCode, axum::Json<TenantCreatedOut>), ApiError> {
-    check_platform_token(&state, &headers)?;
     let mut c = Checks::default();
     let name = c.text("name", &input.name, 200);
     let email = c.email("admin_email", &input.admin_email);

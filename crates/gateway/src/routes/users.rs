@@ -278,9 +278,9 @@ pub async fn patch_user(
         Some(pw) => Some(hash_password(pw).await?),
         None => None,
     };
-    let mut conn = state.db.acquire().await?;
+    let mut tx = state.db.begin().await?;
     let user = accounts::update_user(
-        &mut conn,
+        &mut tx,
         principal.tenant_id,
         UserId(path.user_id),
         &UserPatch {
@@ -294,5 +294,6 @@ pub async fn patch_user(
     )
     .await?
     .ok_or_else(|| ApiError::not_found("user"))?;
+    tx.commit().await?;
     Ok(axum::Json(user.into()))
 }
