@@ -27,3 +27,22 @@ CREATE INDEX interactions_tenant_queued_idx ON interactions (tenant_id, queued_a
 -- When a replica saw an agent's last event-stream socket close (cleared by any live
 -- socket's next presence tick): such an agent gets no new offers.
 ALTER TABLE agent_states ADD COLUMN socket_lost_at timestamptz;
+
+-- Sessions: a login's refresh token (its SHA-256 only), rotated on every refresh and
+-- revoked by logout or a password change; access tokens name their session (`sid`).
+CREATE TABLE sessions (
+    id             uuid PRIMARY KEY,
+    tenant_id      uuid NOT NULL CONSTRAINT sessions_tenant_fk REFERENCES tenants (id) ON DELETE CASCADE,
+    user_id        uuid NOT NULL CONSTRAINT sessions_user_fk REFERENCES users (id) ON DELETE CASCADE,
+    refresh_sha256 bytea NOT NULL CONSTRAINT sessions_refresh_key UNIQUE,
+    -- The one it replaced: presented again, the session is revoked (a copy is about).
+    previous_refresh_sha256 bytea,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at     timestamptz NOT NULL,
+    refreshed_at   timestamptz,
+    revoked_at     timestamptz
+);
+CREATE INDEX sessions_previous_idx ON sessions (previous_refresh_sha256);
+CREATE INDEX sessions_user_idx ON sessions (tenant_id, user_id) WHERE revoked_at IS NULL;
+-- Access tokens issued before this (a password change) are no longer accepted.
+ALTER TABLE users ADD COLUMN tokens_valid_after timestamptz;

@@ -38,7 +38,7 @@ async fn malformed_json_is_400() {
 }
 
 #[tokio::test]
-async fn a_json_array_or_scalar_where_an_object_is_expected_is_400() {
+async fn a_json_array_or_scalar_where_an_object_is_expected_is_refused() {
     let app = spawn_app().await;
     for body in [
         &br#"["someone@a.test", "Someone", "a-long-enough-password", "agent"]"#[..],
@@ -48,8 +48,7 @@ async fn a_json_array_or_scalar_where_an_object_is_expected_is_400() {
         b"null",
     ] {
         let r = raw_post(&app, "/api/v1/users", "application/json", body.to_vec()).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
-        assert_eq!(r.code(), "invalid_json");
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
         assert!(r.text.contains("JSON object"), "{}", r.text);
     }
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = $1")

@@ -22,6 +22,7 @@ mod queues;
 mod races;
 mod roles;
 mod routing;
+mod sessions;
 mod templates;
 mod tenancy;
 mod transcript;

@@ -255,9 +255,17 @@ pub async fn update_user(
     .bind(patch.skills.as_deref())
     .bind(patch.capacity)
     .bind(patch.active)
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(StoreError::from_db)?;
+    if row.is_some() {
+        if patch.password_hash.is_some() {
+            // A new password ends every session and token issued under the old one.
+            revoke_user_tokens(conn, tenant, id).await?;
+        } else if patch.active.is_some() || patch.role.is_some() {
+            announce_auth_change(conn).await?;
+        }
+    }
     row.map(User::try_from).transpose()
 }
 
@@ -351,4 +359,180 @@ pub async fn clear_login_failures(conn: &mut PgConnection, key: &str) -> Result<
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// What an access token's user and session are now, for checking the token.
+#[derive(Debug, Clone)]
+pub struct TokenSubject {
+    /// The user (its current role and whether it is active).
+    pub user: User,
+    /// Tokens issued before this are refused (a password change).
+    pub tokens_valid_after: Option<DateTime<Utc>>,
+    /// For a token naming a session: whether that session is live (this user's, not
+    /// revoked, not expired).
+    pub session_live: Option<bool>,
+}
+
+/// The user an access token names, with its session's state (`sid`), in one read.
+pub async fn token_subject(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    sid: Option<Uuid>,
+) -> Result<Option<TokenSubject>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        user_columns!(),
+        ", tokens_valid_after,
+           CASE WHEN $3::uuid IS NULL THEN NULL ELSE EXISTS (
+             SELECT 1 FROM sessions s WHERE s.id = $3 AND s.tenant_id = $1 AND s.user_id = $2
+               AND s.revoked_at IS NULL AND s.expires_at > now()) END AS session_live
+         FROM users WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant.0)
+    .bind(user.0)
+    .bind(sid)
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let tokens_valid_after: Option<DateTime<Utc>> = row.try_get("tokens_valid_after")?;
+    let session_live: Option<bool> = row.try_get("session_live")?;
+    let u = <UserRow as sqlx::FromRow<'_, sqlx::postgres::PgRow>>::from_row(&row)?;
+    Ok(Some(TokenSubject {
+        user: u.try_into()?,
+        tokens_valid_after,
+        session_live,
+    }))
+}
+
+/// The NOTIFY channel on which a change to who may hold a token (a user deactivated, a
+/// role or password changed, a session revoked) is announced, so that open event
+/// streams check their credentials again at once.
+pub const AUTH_CHANNEL: &str = "parley_auth";
+
+async fn announce_auth_change(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(AUTH_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Start a session for a login: its refresh token's SHA-256, live for `ttl_secs`.
+pub async fn create_session(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    refresh_sha256: &[u8],
+    ttl_secs: f64,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO sessions (id, tenant_id, user_id, refresh_sha256, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+    )
+    .bind(id)
+    .bind(tenant.0)
+    .bind(user.0)
+    .bind(refresh_sha256)
+    .bind(ttl_secs)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// What a refresh found.
+#[derive(Debug, Clone)]
+pub enum Refreshed {
+    /// The session, now with the new refresh token; its (active) user.
+    Live {
+        /// The session.
+        session: Uuid,
+        /// Its user.
+        user: User,
+    },
+    /// No live session has that refresh token (expired, revoked, or never issued).
+    Unknown,
+    /// The token was already used once: someone holds a copy. The session is revoked.
+    Reused,
+}
+
+/// Exchange a refresh token (by its SHA-256) for a new one: the old one is spent. Using a
+/// spent one again revokes the whole session (the token was copied), as OAuth's
+/// refresh-token rotation advises.
+pub async fn refresh_session(
+    conn: &mut PgConnection,
+    old_sha256: &[u8],
+    new_sha256: &[u8],
+) -> Result<Refreshed, StoreError> {
+    let live: Option<(Uuid, Uuid, Uuid)> = sqlx::query_as(
+        "UPDATE sessions SET refresh_sha256 = $2, previous_refresh_sha256 = $1, refreshed_at = now()
+         WHERE refresh_sha256 = $1 AND revoked_at IS NULL AND expires_at > now()
+         RETURNING id, tenant_id, user_id",
+    )
+    .bind(old_sha256)
+    .bind(new_sha256)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((session, tenant, user)) = live {
+        return match get_user(conn, TenantId(tenant), UserId(user)).await? {
+            Some(u) if u.active => Ok(Refreshed::Live { session, user: u }),
+            _ => Ok(Refreshed::Unknown),
+        };
+    }
+    // The token this session's current one replaced, presented again: a copy is about.
+    let reused: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE sessions SET revoked_at = now()
+         WHERE previous_refresh_sha256 = $1 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(old_sha256)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if reused.is_some() {
+        announce_auth_change(conn).await?;
+        return Ok(Refreshed::Reused);
+    }
+    Ok(Refreshed::Unknown)
+}
+
+/// Revoke one session (logout): its refresh token and every access token naming it stop
+/// working at once.
+pub async fn revoke_session(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    session: Uuid,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tenant.0)
+    .bind(session)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    announce_auth_change(conn).await?;
+    Ok(n > 0)
+}
+
+/// Revoke every session of a user and refuse access tokens issued before now (a password
+/// change).
+pub async fn revoke_user_tokens(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE sessions SET revoked_at = now()
+         WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tenant.0)
+    .bind(user.0)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE users SET tokens_valid_after = now() WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.0)
+        .bind(user.0)
+        .execute(&mut *conn)
+        .await?;
+    announce_auth_change(conn).await
 }

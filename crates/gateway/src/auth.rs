@@ -41,6 +41,22 @@ struct Claims {
     iss: String,
     iat: i64,
     exp: i64,
+    /// The login session the token belongs to (absent on tokens minted by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<Uuid>,
+}
+
+/// What a verified access token says.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified {
+    /// Who, as the token claims it (the role is re-read from the database).
+    pub principal: Principal,
+    /// Its login session.
+    pub sid: Option<Uuid>,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Expires at (Unix seconds).
+    pub exp: i64,
 }
 
 /// Why a token was refused.
@@ -73,8 +89,17 @@ impl JwtKeys {
         self.ttl
     }
 
-    /// Sign an access token for `p`.
+    /// Sign an access token for `p` outside any session (tests, tools).
     pub fn issue(&self, p: &Principal) -> Result<String, jsonwebtoken::errors::Error> {
+        self.issue_for(p, None)
+    }
+
+    /// Sign an access token for `p` in login session `sid`.
+    pub fn issue_for(
+        &self,
+        p: &Principal,
+        sid: Option<Uuid>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: p.user_id.0,
@@ -83,22 +108,33 @@ impl JwtKeys {
             iss: ISSUER.to_owned(),
             iat: now,
             exp: now + i64::try_from(self.ttl.as_secs()).unwrap_or(900),
+            sid,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
     /// Check a token's signature, algorithm, issuer, expiry, `nbf` and `iat`.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        self.verify_full(token).map(|v| v.principal)
+    }
+
+    /// [`Self::verify`], with the token's session and times.
+    pub fn verify_full(&self, token: &str) -> Result<Verified, TokenError> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
             // A token issued in the future was not issued by us (replicas share a
             // clock to within a minute).
             Ok(data) if data.claims.iat > chrono::Utc::now().timestamp() + 60 => {
                 Err(TokenError::Invalid)
             }
-            Ok(data) => Ok(Principal {
-                user_id: UserId(data.claims.sub),
-                tenant_id: TenantId(data.claims.tid),
-                role: data.claims.role,
+            Ok(data) => Ok(Verified {
+                principal: Principal {
+                    user_id: UserId(data.claims.sub),
+                    tenant_id: TenantId(data.claims.tid),
+                    role: data.claims.role,
+                },
+                sid: data.claims.sid,
+                iat: data.claims.iat,
+                exp: data.claims.exp,
             }),
             Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
             Err(_) => Err(TokenError::Invalid),
@@ -307,61 +343,116 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing_token",
-                    "this endpoint needs `Authorization: Bearer <access token>`",
-                )
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "invalid_token",
-                    "the Authorization header must be `Bearer <access token>`",
-                )
-            })?;
+        let token = bearer(parts)?;
         authenticate(state, token).await
     }
 }
 
 /// Verify an access token and load its user: the role comes from the database, and a
-/// deactivated or deleted user is refused.
+/// deactivated or deleted user, a revoked session and a token from before a password
+/// change are refused.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
-    let claimed = state.jwt.verify(token).map_err(|e| match e {
+    authenticate_full(state, token).await.map(|a| a.principal)
+}
+
+/// [`authenticate`], with what the event stream needs to watch the token.
+pub async fn authenticate_full(state: &AppState, token: &str) -> Result<Verified, ApiError> {
+    let claimed = state.jwt.verify_full(token).map_err(|e| match e {
         TokenError::Expired => ApiError::unauthorized(
             "token_expired",
-            "the access token has expired; log in again",
+            "the access token has expired; refresh it or log in again",
         ),
         TokenError::Invalid => {
             ApiError::unauthorized("invalid_token", "the access token is not valid")
         }
     })?;
     let mut conn = state.db.acquire().await?;
-    let user =
-        conversation_store::accounts::get_user(&mut conn, claimed.tenant_id, claimed.user_id)
+    let principal = still_valid(&mut conn, &claimed).await?;
+    Ok(Verified {
+        principal,
+        ..claimed
+    })
+}
+
+/// Whether a verified token still stands: its user active, its session live, issued after
+/// the last password change. The principal with the user's current role.
+pub async fn still_valid(
+    conn: &mut sqlx::PgConnection,
+    claimed: &Verified,
+) -> Result<Principal, ApiError> {
+    let p = claimed.principal;
+    let subject =
+        conversation_store::accounts::token_subject(conn, p.tenant_id, p.user_id, claimed.sid)
             .await?;
-    match user {
-        Some(u) if u.active => Ok(Principal {
-            user_id: u.id,
-            tenant_id: u.tenant_id,
-            role: u.role,
-        }),
-        _ => Err(ApiError::unauthorized(
+    let refused = |code: &'static str, why: &'static str| Err(ApiError::unauthorized(code, why));
+    match subject {
+        None => refused(
             "invalid_token",
             "the access token's user no longer exists or is deactivated",
-        )),
+        ),
+        Some(s) if !s.user.active => refused(
+            "invalid_token",
+            "the access token's user no longer exists or is deactivated",
+        ),
+        Some(s) if s.session_live == Some(false) => refused(
+            "session_ended",
+            "this login session has ended (logged out, or the password changed); log in again",
+        ),
+        // A token of no session (minted by a tool) issued up to the second of a password
+        // change is refused (a session's tokens end with the session instead).
+        Some(s)
+            if claimed.sid.is_none()
+                && s.tokens_valid_after
+                    .is_some_and(|t| claimed.iat <= t.timestamp()) =>
+        {
+            refused(
+                "session_ended",
+                "the password changed after this token was issued; log in again",
+            )
+        }
+        Some(s) => Ok(Principal {
+            user_id: s.user.id,
+            tenant_id: s.user.tenant_id,
+            role: s.user.role,
+        }),
     }
+}
+
+/// The caller's verified access token (logout needs its session).
+impl FromRequestParts<AppState> for Verified {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        authenticate_full(state, token).await
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing_token",
+                "this endpoint needs `Authorization: Bearer <access token>`",
+            )
+        })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the Authorization header must be `Bearer <access token>`",
+            )
+        })
 }
 
 /// Compare secrets without leaking where they differ (the length may leak).

@@ -13,6 +13,7 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_DEMO",
     "PARLEY_JWT_SECRET",
     "PARLEY_ACCESS_TOKEN_TTL_SECS",
+    "PARLEY_SESSION_TTL_HOURS",
     "PARLEY_PLATFORM_TOKEN",
     "PARLEY_LOG_FORMAT",
     "PARLEY_BODY_LIMIT_BYTES",
@@ -104,6 +105,9 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     /// `PARLEY_ACCESS_TOKEN_TTL_SECS` (default 900): lifetime of an access token.
     pub access_token_ttl: Duration,
+    /// `PARLEY_SESSION_TTL_HOURS` (default 24): how long a login's refresh token can
+    /// keep renewing access tokens (a working day) before the password is asked again.
+    pub session_ttl: Duration,
     /// `PARLEY_PLATFORM_TOKEN`: enables the provisioning API when set.
     pub platform_token: Option<Secret>,
     /// `PARLEY_LOG_FORMAT`: `text` (default) or `json`.
@@ -269,6 +273,9 @@ impl Config {
                 10,
                 86_400,
             )?),
+            session_ttl: Duration::from_secs(
+                3600 * number(&get, "PARLEY_SESSION_TTL_HOURS", 24, 1, 24 * 90)?,
+            ),
             platform_token,
             log_format,
             body_limit: usize::try_from(number(

@@ -154,7 +154,8 @@ pub async fn events_ws(
                 "send `Authorization: Bearer <token>` or `?access_token=`",
             )
         })?;
-    let principal = crate::auth::authenticate(&state, token.trim()).await?;
+    let verified = crate::auth::authenticate_full(&state, token.trim()).await?;
+    let principal = verified.principal;
     if q.after.is_some_and(|a| a < 0) {
         return Err(ApiError::invalid_field(
             "after",
@@ -217,7 +218,7 @@ pub async fn events_ws(
         .write_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move {
-            serve_socket(state, principal, start, socket).await;
+            serve_socket(state, verified, start, socket).await;
             drop(slot);
             drop(from_ip);
         }))
@@ -537,8 +538,53 @@ pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-async fn serve_socket(state: AppState, principal: Principal, start: i64, socket: WebSocket) {
+/// Close code: the credentials the socket was opened with no longer stand (the token
+/// expired, the session was logged out, the password changed, the user was deactivated).
+/// Refresh the token (or log in) and reconnect with `after`.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// Close code: the user's role changed, and with it what they may see. Reconnect with
+/// `after`.
+pub const CLOSE_ROLE_CHANGED: u16 = 4403;
+
+/// Whether the socket's credentials still stand: `Some((code, reason))` to close it.
+async fn credentials_lapsed(
+    state: &AppState,
+    verified: &crate::auth::Verified,
+) -> Option<(u16, String)> {
+    let mut conn = state.db.acquire().await.ok()?;
+    match crate::auth::still_valid(&mut conn, verified).await {
+        Ok(p) if p.role != verified.principal.role => Some((
+            CLOSE_ROLE_CHANGED,
+            "role_changed: your role changed; reconnect with after".to_owned(),
+        )),
+        Ok(_) => None,
+        Err(e) if e.status() == axum::http::StatusCode::UNAUTHORIZED => Some((
+            CLOSE_UNAUTHORIZED,
+            format!("{}: log in again and reconnect with after", e.code()),
+        )),
+        // The database is away: keep serving; the next change or tick checks again.
+        Err(_) => None,
+    }
+}
+
+async fn serve_socket(
+    state: AppState,
+    verified: crate::auth::Verified,
+    start: i64,
+    socket: WebSocket,
+) {
+    let principal = verified.principal;
     let (mut tx, mut rx) = socket.split();
+    // A change to who may hold a token (NOTIFY from any replica) makes every socket check
+    // its own; its token's expiry closes it on time.
+    let mut auth_changes = state
+        .wakeups
+        .subscribe(conversation_store::accounts::AUTH_CHANNEL);
+    auth_changes.mark_unchanged();
+    let mut auth_watched = true;
+    let expires_in = u64::try_from(verified.exp - chrono::Utc::now().timestamp()).unwrap_or(0);
+    let expiry = tokio::time::sleep(Duration::from_secs(expires_in));
+    tokio::pin!(expiry);
     // Subscribe before catching up so nothing published meanwhile is missed.
     let mut feed = state.feed.subscribe();
     let shutdown = state.shutdown.clone();
@@ -602,6 +648,26 @@ async fn serve_socket(state: AppState, principal: Principal, start: i64, socket:
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
             _ = retry.tick(), if synced.is_none() => {},
+            () = &mut expiry => {
+                let _ = tx.send(Message::Close(Some(CloseFrame {
+                    code: CLOSE_UNAUTHORIZED,
+                    reason: Utf8Bytes::from_static("token_expired: refresh the token and reconnect with after"),
+                }))).await;
+                break;
+            }
+            changed = auth_changes.changed(), if auth_watched => {
+                if changed.is_err() {
+                    auth_watched = false;
+                    continue;
+                }
+                if let Some((code, reason)) = Box::pin(credentials_lapsed(&state, &verified)).await {
+                    let _ = tx.send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from(reason),
+                    }))).await;
+                    break;
+                }
+            }
             _ = presence.tick() => {
                 if state.presence.claim(principal.user_id.0, presence_every) {
                     Box::pin(touch_presence(&state, &principal, false)).await;

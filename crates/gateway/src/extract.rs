@@ -65,8 +65,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
-            return Err(ApiError::bad_request(
-                "invalid_json",
+            return Err(ApiError::invalid_field(
+                "(body)",
                 "the request body must be a JSON object ({…})",
             ));
         }
@@ -238,6 +238,8 @@ mod tests {
         assert_eq!(e.fields(), vec!["tries".to_owned()]);
         assert_eq!(status_of(r#"{"email": "#), 400);
         assert_eq!(status_of("[]"), 422);
+        // An array is never read as a struct by position.
+        assert_eq!(status_of(r#"["a@b.c", 1]"#), 422);
         assert_eq!(status_of(r#"{"email": "a@b.c", "tries": 1}"#), 200);
         let e = err(r#"{"email": "a\u0000@b.c", "tries": 1}"#);
         assert_eq!(e.status().as_u16(), 422);

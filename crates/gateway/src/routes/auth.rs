@@ -4,6 +4,7 @@ use axum::extract::{ConnectInfo, State};
 use conversation_store::accounts;
 use parley_core::Principal;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -19,6 +20,8 @@ use crate::{
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
         .routes(routes!(me))
 }
 
@@ -34,15 +37,55 @@ pub struct LoginIn {
     pub password: String,
 }
 
-/// An access token.
+/// An access token, and the refresh token that renews it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenOut {
     /// The JWT to send as `Authorization: Bearer <token>`.
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: &'static str,
-    /// Seconds until the token expires.
+    /// Seconds until the access token expires.
     pub expires_in: u64,
+    /// Exchange it at `POST /auth/refresh` for a new pair before the access token
+    /// expires; each is good for one exchange. Keep it secret.
+    pub refresh_token: String,
+    /// Seconds until the login session ends and the password is needed again.
+    pub refresh_expires_in: u64,
+}
+
+/// A refresh token to exchange.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshIn {
+    /// The refresh token from the last login or refresh.
+    pub refresh_token: String,
+}
+
+fn new_refresh_token() -> Result<(String, Vec<u8>), ApiError> {
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(&e))?;
+    let token = hex::encode(bytes);
+    let sha = sha2::Sha256::digest(token.as_bytes()).to_vec();
+    Ok((token, sha))
+}
+
+fn tokens(
+    state: &AppState,
+    principal: &Principal,
+    session: uuid::Uuid,
+    refresh_token: String,
+) -> Result<TokenOut, ApiError> {
+    let access_token = state
+        .jwt
+        .issue_for(principal, Some(session))
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(TokenOut {
+        access_token,
+        token_type: "Bearer",
+        expires_in: state.jwt.ttl().as_secs(),
+        refresh_token,
+        refresh_expires_in: state.config.session_ttl.as_secs(),
+    })
 }
 
 /// A hash to verify against when the email is unknown, so a wrong email takes as long as
@@ -114,16 +157,22 @@ pub async fn login(
                 tenant_id: user.tenant_id,
                 role: user.role,
             };
-            let token = state
-                .jwt
-                .issue(&principal)
-                .map_err(|e| ApiError::internal(&e))?;
+            let (refresh_token, sha) = new_refresh_token()?;
+            let session = accounts::create_session(
+                &mut conn,
+                user.tenant_id,
+                user.id,
+                &sha,
+                state.config.session_ttl.as_secs_f64(),
+            )
+            .await?;
             tracing::info!(user_id = %user.id, tenant_id = %user.tenant_id, "login");
-            Ok(axum::Json(TokenOut {
-                access_token: token,
-                token_type: "Bearer",
-                expires_in: state.jwt.ttl().as_secs(),
-            }))
+            Ok(axum::Json(tokens(
+                &state,
+                &principal,
+                session,
+                refresh_token,
+            )?))
         }
         _ => {
             // Already counted, before the check.
@@ -134,6 +183,84 @@ pub async fn login(
             ))
         }
     }
+}
+
+/// Exchange a refresh token for a new access token and refresh token (the old refresh
+/// token is spent: presenting it again ends the session, since someone holds a copy).
+/// No password and no lock-out: a desktop stays logged in through the working day.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth",
+    request_body = RefreshIn,
+    responses(
+        (status = 200, description = "A new pair", body = TokenOut),
+        (status = 401, description = "Unknown, spent, expired or revoked (`session_ended`): log in again", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<RefreshIn>,
+) -> Result<axum::Json<TokenOut>, ApiError> {
+    let old = sha2::Sha256::digest(input.refresh_token.trim().as_bytes()).to_vec();
+    let (refresh_token, sha) = new_refresh_token()?;
+    let mut tx = state.db.begin().await?;
+    let found = accounts::refresh_session(&mut tx, &old, &sha).await?;
+    tx.commit().await?;
+    match found {
+        accounts::Refreshed::Live { session, user } => {
+            let principal = Principal {
+                user_id: user.id,
+                tenant_id: user.tenant_id,
+                role: user.role,
+            };
+            Ok(axum::Json(tokens(
+                &state,
+                &principal,
+                session,
+                refresh_token,
+            )?))
+        }
+        accounts::Refreshed::Reused => {
+            tracing::warn!("a spent refresh token was presented again; its session is revoked");
+            Err(ApiError::unauthorized(
+                "session_ended",
+                "this refresh token was already used; the session is ended, log in again",
+            ))
+        }
+        accounts::Refreshed::Unknown => Err(ApiError::unauthorized(
+            "session_ended",
+            "the refresh token is not valid (expired, revoked or unknown); log in again",
+        )),
+    }
+}
+
+/// Log out: the session ends, its refresh token and every access token of it stop
+/// working at once, and its open event streams are closed.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::error::Problem, content_type = "application/problem+json"),
+        CommonErrors,
+    ))]
+pub async fn logout(
+    State(state): State<AppState>,
+    token: crate::auth::Verified,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let mut tx = state.db.begin().await?;
+    match token.sid {
+        Some(sid) => {
+            accounts::revoke_session(&mut tx, token.principal.tenant_id, sid).await?;
+        }
+        // A token from no session (minted by a tool): every session of the user ends.
+        None => {
+            accounts::revoke_user_tokens(
+                &mut tx,
+                token.principal.tenant_id,
+                token.principal.user_id,
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// The calling user.
