@@ -526,6 +526,7 @@ mod tests {
             iss: ISSUER.to_owned(),
             iat: now - 120,
             exp: now - 60,
+            sid: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
             .expect("sign");
