@@ -427,8 +427,22 @@ async fn another_tenant_gets_404_on_every_route_that_names_an_object() {
     assert_eq!(snapshot(&app, &a.ids).await, before);
 
     // B's socket, open through all of the above and resumed from the start, carried
-    // nothing of A's (and did carry B's own message).
-    let frames = drain(&mut b_socket, 700).await;
+    // nothing of A's (and did carry B's own message). Events are delivered once every
+    // transaction that could commit an earlier one has ended, and the suite's other tests
+    // share the database server (a test holding a long transaction delays delivery): so
+    // wait for B's own event rather than for a fixed while, then for anything after it.
+    let mut frames = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !frames.iter().any(|f: &String| f.contains("bravo text"))
+        && std::time::Instant::now() < deadline
+    {
+        let got = drain(&mut b_socket, 500).await;
+        if got.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        frames.extend(got);
+    }
+    frames.extend(drain(&mut b_socket, 700).await);
     assert!(
         frames.iter().any(|f| f.contains("bravo text")),
         "B's own event missing: {frames:?}"

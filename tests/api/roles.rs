@@ -60,10 +60,11 @@ fn operations() -> Vec<Op> {
         yaml_serde::from_str(&gateway::openapi::yaml().expect("generate")).expect("yaml");
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
-        // The bearer-token API; login, the event socket (tested on its own), uploads
-        // (multipart, open to every role) and the operator's routes are not role-checked.
+        // The bearer-token API; login, refresh and logout (every role's own session), the
+        // event socket (tested on its own), uploads (multipart, open to every role) and the
+        // operator's routes are not role-checked.
         if !path.starts_with("/api/v1/")
-            || path == "/api/v1/auth/login"
+            || path.starts_with("/api/v1/auth/")
             || path == "/api/v1/events"
             || path == "/api/v1/attachments"
         {

@@ -962,6 +962,97 @@ pub async fn transfer(
     Ok(after)
 }
 
+/// An agent takes a contact's open interaction for themself (Create WhatsApp
+/// Interaction, when one is already open, say after the contact's "Yes" to a Connect
+/// request): a waiting one (queued, or offered to anyone: the offer is withdrawn) or an
+/// ended one becomes active and theirs; one already theirs is answered as it is; another
+/// agent's live one is refused. Appends `interaction.accepted` when it changes hands.
+pub async fn take_over(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    interaction: InteractionId,
+) -> Result<Interaction, RouterError> {
+    // Under the routing lock: the router cannot offer it meanwhile.
+    lock_routing(conn).await?;
+    let i = interactions::get(conn, tenant, interaction)
+        .await?
+        .ok_or(RouterError::NotFound)?;
+    match i.state.as_str() {
+        "active" if i.agent_id == Some(user.0) => return Ok(i),
+        "active" => {
+            return Err(RouterError::NotYours(
+                "another agent is handling this contact's chat; ask a supervisor to transfer it",
+            ));
+        }
+        "queued" | "offered" | "ended" => {}
+        other => {
+            return Err(RouterError::WrongState(format!(
+                "the interaction is {other}"
+            )));
+        }
+    }
+    act_as(conn, &user.0.to_string()).await?;
+    if i.state == "offered"
+        && let Some((offer, agent)) = pending_offer(conn, tenant, interaction).await?
+    {
+        sqlx::query("UPDATE offers SET state = 'rescinded', decided_at = now() WHERE id = $1")
+            .bind(offer)
+            .execute(&mut *conn)
+            .await?;
+        events::append(
+            conn,
+            tenant,
+            Audience::User(UserId(agent)),
+            "interaction.offer_revoked",
+            &json!({ "offer_id": offer, "interaction_id": interaction, "reason": "taken" }),
+        )
+        .await?;
+    }
+    sqlx::query("UPDATE interactions SET transfer_to = NULL WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.0)
+        .bind(interaction.0)
+        .execute(&mut *conn)
+        .await?;
+    let taken = interactions::set_state(
+        conn,
+        tenant,
+        interaction,
+        "active",
+        Some(user.0),
+        None,
+        None,
+    )
+    .await?
+    .ok_or(RouterError::NotFound)?;
+    events::append(
+        conn,
+        tenant,
+        Audience::Tenant,
+        "interaction.accepted",
+        &json!({ "interaction": taken }),
+    )
+    .await?;
+    Ok(taken)
+}
+
+/// Announce an interaction an agent started (Create WhatsApp Interaction).
+pub async fn announce_started(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    interaction: &Interaction,
+) -> Result<(), RouterError> {
+    events::append(
+        conn,
+        tenant,
+        Audience::Tenant,
+        "interaction.accepted",
+        &json!({ "interaction": interaction }),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Before an agent's message goes out through `interaction`: it must be theirs (or the
 /// caller a supervisor) and active; an ended one resumes (async chat).
 pub async fn reply_through(

@@ -394,14 +394,17 @@ pub async fn validate_identity(
 }
 
 /// Start a WhatsApp interaction with the contact (Create WhatsApp Interaction): it is
-/// active and assigned to the caller. Answers the open one if there already is one.
+/// active and assigned to the caller (`interaction.accepted`). When one is already open
+/// and waiting (queued, offered to someone, or ended), the caller takes it over (a
+/// pending offer is withdrawn); another agent's active one is refused (403).
 #[utoipa::path(post, path = "/contacts/{contact_id}/interactions", tag = "contacts",
     security(("bearer" = [])),
     params(ContactPath),
     request_body = CreateInteractionIn,
     responses(
         (status = 201, description = "Created", body = InteractionOut),
-        (status = 200, description = "An interaction was already open on this channel", body = InteractionOut),
+        (status = 200, description = "An interaction was already open on this channel: now the caller's", body = InteractionOut),
+        (status = 403, description = "Another agent is handling the open interaction", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such contact", body = crate::error::Problem, content_type = "application/problem+json"),
         CommonErrors,
     ))]
@@ -439,7 +442,7 @@ pub async fn create_interaction(
     )
     .await?;
     let interaction = if created {
-        interactions::set_state(
+        let i = interactions::set_state(
             &mut tx,
             tenant,
             InteractionId(interaction.id),
@@ -449,9 +452,19 @@ pub async fn create_interaction(
             None,
         )
         .await?
-        .ok_or_else(|| ApiError::not_found("interaction"))?
+        .ok_or_else(|| ApiError::not_found("interaction"))?;
+        interaction_router::announce_started(&mut tx, tenant, &i).await?;
+        i
     } else {
-        interaction
+        // Open already (say the contact answered a Connect request and it is waiting to
+        // be routed): the caller takes it, unless another agent is handling it.
+        interaction_router::take_over(
+            &mut tx,
+            tenant,
+            principal.user_id,
+            InteractionId(interaction.id),
+        )
+        .await?
     };
     tx.commit().await?;
     let status = if created {
