@@ -46,3 +46,7 @@ CREATE INDEX sessions_previous_idx ON sessions (previous_refresh_sha256);
 CREATE INDEX sessions_user_idx ON sessions (tenant_id, user_id) WHERE revoked_at IS NULL;
 -- Access tokens issued before this (a password change) are no longer accepted.
 ALTER TABLE users ADD COLUMN tokens_valid_after timestamptz;
+
+-- A chat nobody writes in for this long is ended by the system (capacity freed).
+ALTER TABLE queues ADD COLUMN inactivity_timeout_secs integer
+    CONSTRAINT queues_inactivity_timeout_check CHECK (inactivity_timeout_secs BETWEEN 1 AND 2592000);

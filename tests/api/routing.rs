@@ -598,3 +598,54 @@ async fn a_desktop_reads_its_state_and_offers_after_a_reload_and_a_dropped_socke
         ]
     );
 }
+
+#[tokio::test]
+async fn a_chat_nobody_writes_in_is_ended_by_the_system_and_frees_the_agent() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/api/v1/queues",
+            &app.admin.token,
+            &json!({"name": "Quick", "inactivity_timeout_secs": 2}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["inactivity_timeout_secs"], 2);
+    let r = app
+        .post(
+            "/api/v1/queues",
+            &app.admin.token,
+            &json!({"name": "Bad", "inactivity_timeout_secs": 0}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("inactivity_timeout_secs"));
+    ready(&app, &app.agent).await;
+    let mut sup = crate::events::connect(&app, &app.supervisor.token, None).await;
+    let got = app.inbound("+14155552671", "hello, then silence").await;
+    let id = got.interaction.id.to_string();
+    assert_eq!(wait_offer(&app, &app.agent).await, id);
+    assert_eq!(act(&app, &app.agent, &id, "accept").await.status, StatusCode::OK);
+    let mut ended = None;
+    for _ in 0..30 {
+        let e = crate::events::next_event(&mut sup).await;
+        if e["kind"] == "interaction.ended" {
+            ended = Some(e);
+            break;
+        }
+    }
+    let e = ended.expect("the idle chat was ended");
+    assert_eq!(e["payload"]["reason"], "inactivity");
+    assert_eq!(e["payload"]["interaction"]["ended_by"], "system");
+    assert_eq!(e["payload"]["interaction"]["id"], id.as_str());
+    let agents = app.get("/api/v1/agents", &app.supervisor.token).await;
+    let me = agents
+        .json
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["user_id"] == app.agent.id.to_string()).cloned())
+        .expect("agent");
+    assert_eq!(me["load"], 0, "the ended chat no longer holds the agent");
+    // The agent may still wrap it up.
+    let r = act(&app, &app.agent, &id, "done").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}

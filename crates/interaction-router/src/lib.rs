@@ -163,7 +163,8 @@ const QUEUE_FOR: &str = "COALESCE(
 
 const LOAD_SQL: &str = "((SELECT count(*) FROM interactions x LEFT JOIN queues xq ON xq.id = x.queue_id
                           WHERE x.agent_id = u.id
-                            AND (x.state = 'active' OR (x.state = 'ended' AND COALESCE(xq.ended_counts, true))))
+                            AND (x.state = 'active' OR (x.state = 'ended' AND COALESCE(xq.ended_counts, true)
+                                                        AND x.ended_by IS DISTINCT FROM 'system')))
     + (SELECT count(*) FROM offers p WHERE p.agent_id = u.id AND p.state = 'pending'))";
 
 /// The statement that picks the agent for a queued interaction (`$1` tenant, `$2`
@@ -504,6 +505,42 @@ pub async fn route_round(
         )
         .await?;
         changes += 1;
+    }
+    // Chats nobody wrote in for their queue's inactivity timeout end (by the system; they
+    // no longer count against the agent's capacity).
+    let idle: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT i.id, i.tenant_id FROM interactions i JOIN queues q ON q.id = i.queue_id
+         WHERE i.state = 'active' AND q.inactivity_timeout_secs IS NOT NULL
+           AND GREATEST(i.accepted_at,
+                        (SELECT max(m.created_at) FROM messages m WHERE m.interaction_id = i.id))
+               < now() - make_interval(secs => q.inactivity_timeout_secs)
+         FOR UPDATE OF i SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (interaction, tenant) in idle {
+        let tenant = TenantId(tenant);
+        if let Some(i) = interactions::set_state(
+            &mut tx,
+            tenant,
+            InteractionId(interaction),
+            "ended",
+            None,
+            Some("system"),
+            None,
+        )
+        .await?
+        {
+            events::append(
+                &mut tx,
+                tenant,
+                Audience::Tenant,
+                "interaction.ended",
+                &json!({ "interaction": i, "reason": "inactivity" }),
+            )
+            .await?;
+            changes += 1;
+        }
     }
     let gone: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "SELECT user_id, tenant_id FROM agent_states

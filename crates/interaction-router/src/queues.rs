@@ -31,6 +31,8 @@ pub struct Queue {
     pub wrap_up_codes: Vec<String>,
     /// Whether an ended (not Done) interaction counts against the agent's capacity.
     pub ended_counts: bool,
+    /// An active interaction in which nobody wrote for this long is ended by the system.
+    pub inactivity_timeout_secs: Option<i32>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -56,10 +58,12 @@ pub struct QueueSpec {
     pub wrap_up_codes: Vec<String>,
     /// Ended counts against capacity.
     pub ended_counts: bool,
+    /// Inactivity timeout.
+    pub inactivity_timeout_secs: Option<i32>,
 }
 
 const COLUMNS: &str = "id, name, channels, skills, relax_after_secs, relaxable_skills, offer_timeout_secs, \
-                       wrap_up_codes, ended_counts, created_at, updated_at";
+                       wrap_up_codes, ended_counts, inactivity_timeout_secs, created_at, updated_at";
 
 fn conflict(e: sqlx::Error) -> RouterError {
     if let sqlx::Error::Database(db) = &e
@@ -81,8 +85,8 @@ pub async fn create(
 ) -> Result<Queue, RouterError> {
     let sql = format!(
         "INSERT INTO queues (id, tenant_id, name, channels, skills, relax_after_secs, relaxable_skills,
-                             offer_timeout_secs, wrap_up_codes, ended_counts)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+                             offer_timeout_secs, wrap_up_codes, ended_counts, inactivity_timeout_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
     );
     sqlx::query_as::<_, Queue>(sqlx::AssertSqlSafe(sql))
         .bind(Uuid::now_v7())
@@ -95,6 +99,7 @@ pub async fn create(
         .bind(spec.offer_timeout_secs)
         .bind(&spec.wrap_up_codes)
         .bind(spec.ended_counts)
+        .bind(spec.inactivity_timeout_secs)
         .fetch_one(conn)
         .await
         .map_err(conflict)
@@ -109,7 +114,8 @@ pub async fn update(
 ) -> Result<Option<Queue>, RouterError> {
     let sql = format!(
         "UPDATE queues SET name = $3, channels = $4, skills = $5, relax_after_secs = $6, relaxable_skills = $7,
-                           offer_timeout_secs = $8, wrap_up_codes = $9, ended_counts = $10, updated_at = now()
+                           offer_timeout_secs = $8, wrap_up_codes = $9, ended_counts = $10,
+                           inactivity_timeout_secs = $11, updated_at = now()
          WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
     );
     let q = sqlx::query_as::<_, Queue>(sqlx::AssertSqlSafe(sql))
@@ -123,6 +129,7 @@ pub async fn update(
         .bind(spec.offer_timeout_secs)
         .bind(&spec.wrap_up_codes)
         .bind(spec.ended_counts)
+        .bind(spec.inactivity_timeout_secs)
         .fetch_optional(&mut *conn)
         .await
         .map_err(conflict)?;

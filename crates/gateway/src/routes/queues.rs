@@ -50,6 +50,10 @@ pub struct QueueOut {
     pub wrap_up_codes: Vec<String>,
     /// Whether an ended-but-not-Done interaction still counts against the agent's capacity.
     pub ended_counts: bool,
+    /// An active chat in which neither side wrote for this many seconds is ended by the
+    /// system (`ended_by: system`; it no longer counts against the agent's capacity).
+    /// Unset: never.
+    pub inactivity_timeout_secs: Option<i32>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -68,6 +72,7 @@ impl From<Queue> for QueueOut {
             offer_timeout_secs: q.offer_timeout_secs,
             wrap_up_codes: q.wrap_up_codes,
             ended_counts: q.ended_counts,
+            inactivity_timeout_secs: q.inactivity_timeout_secs,
             created_at: q.created_at,
             updated_at: q.updated_at,
         }
@@ -99,6 +104,9 @@ pub struct QueueIn {
     pub wrap_up_codes: Vec<String>,
     /// Whether an ended-but-not-Done interaction counts against capacity.
     pub ended_counts: Option<bool>,
+    /// End active chats nobody wrote in for this many seconds (1 to 2,592,000); unset:
+    /// never.
+    pub inactivity_timeout_secs: Option<i32>,
 }
 
 fn spec(input: QueueIn) -> Result<QueueSpec, ApiError> {
@@ -131,6 +139,12 @@ fn spec(input: QueueIn) -> Result<QueueSpec, ApiError> {
             "is required when relaxable_skills are given",
         );
     }
+    if input
+        .inactivity_timeout_secs
+        .is_some_and(|t| !(1..=2_592_000).contains(&t))
+    {
+        c.fail("inactivity_timeout_secs", "must be 1 to 2592000 (30 days)");
+    }
     let timeout = input.offer_timeout_secs.unwrap_or(30);
     if !(1..=3600).contains(&timeout) {
         c.fail("offer_timeout_secs", "must be 1 to 3600");
@@ -159,6 +173,7 @@ fn spec(input: QueueIn) -> Result<QueueSpec, ApiError> {
         offer_timeout_secs: timeout,
         wrap_up_codes: codes,
         ended_counts: input.ended_counts.unwrap_or(true),
+        inactivity_timeout_secs: input.inactivity_timeout_secs,
     })
 }
 
