@@ -625,7 +625,10 @@ async fn a_chat_nobody_writes_in_is_ended_by_the_system_and_frees_the_agent() {
     let got = app.inbound("+14155552671", "hello, then silence").await;
     let id = got.interaction.id.to_string();
     assert_eq!(wait_offer(&app, &app.agent).await, id);
-    assert_eq!(act(&app, &app.agent, &id, "accept").await.status, StatusCode::OK);
+    assert_eq!(
+        act(&app, &app.agent, &id, "accept").await.status,
+        StatusCode::OK
+    );
     let mut ended = None;
     for _ in 0..30 {
         let e = crate::events::next_event(&mut sup).await;
@@ -642,7 +645,11 @@ async fn a_chat_nobody_writes_in_is_ended_by_the_system_and_frees_the_agent() {
     let me = agents
         .json
         .as_array()
-        .and_then(|a| a.iter().find(|a| a["user_id"] == app.agent.id.to_string()).cloned())
+        .and_then(|a| {
+            a.iter()
+                .find(|a| a["user_id"] == app.agent.id.to_string())
+                .cloned()
+        })
         .expect("agent");
     assert_eq!(me["load"], 0, "the ended chat no longer holds the agent");
     // The agent may still wrap it up.

@@ -232,6 +232,34 @@ impl Dispatcher {
                 .await?;
                 Ok(())
             }
+            SendOutcome::Unknown(reason) => {
+                // The provider may have taken it: its status webhook (which carries our
+                // message id) settles the row (`status::apply`). Only if none comes within
+                // the reconciliation wait is it sent again; at-least-once.
+                let age = Utc::now() - job.created_at;
+                if age.to_std().unwrap_or_default() > self.cfg.max_age {
+                    return self
+                        .finish_failed(
+                            &job,
+                            &serde_json::json!({"title": "gave up retrying", "details": reason}),
+                        )
+                        .await;
+                }
+                let delay = backoff(&self.cfg, job.attempts).max(reconcile_wait(&self.cfg));
+                tracing::warn!(outbox_id = job.id, attempt = job.attempts, wait_ms = delay.as_millis() as u64, %reason,
+                    "provider send outcome unknown; waiting for its status before sending again");
+                sqlx::query(
+                    "UPDATE outbox SET locked_until = NULL, last_error = $2, updated_at = now(),
+                            next_attempt_at = now() + make_interval(secs => $3)
+                     WHERE id = $1 AND state = 'pending'",
+                )
+                .bind(job.id)
+                .bind(format!("outcome unknown: {reason}"))
+                .bind(delay.as_secs_f64())
+                .execute(&self.db)
+                .await?;
+                Ok(())
+            }
             SendOutcome::Permanent(error) => self.finish_failed(&job, &error).await,
         }
     }
@@ -319,6 +347,32 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// How long a send whose outcome is unknown waits for the provider's status before it is
+/// sent again: twenty first-retry delays (20 s by default), time for a status webhook.
+pub fn reconcile_wait(cfg: &DispatchConfig) -> Duration {
+    cfg.backoff_base.saturating_mul(20)
+}
+
+/// Mark the outbox row of `message_id` done if it is still pending: a status from the
+/// provider says it took the message, so it must not be sent again (a send that timed out
+/// at our end, or a crash between the provider's acceptance and our record of it).
+pub async fn settle_by_status(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    message_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE outbox SET state = 'done', locked_until = NULL, last_error = NULL, updated_at = now()
+         WHERE tenant_id = $1 AND message_id = $2 AND state = 'pending'",
+    )
+    .bind(tenant.0)
+    .bind(message_id)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
 }
 
 /// Exponential backoff with jitter: base·2^(attempt-1), capped, ±20 %.

@@ -181,6 +181,10 @@ pub async fn apply(
     if rank(&st.status) < 0 && st.status != "failed" {
         return Ok(false);
     }
+    // The provider has it: whatever our dispatcher last heard, it is not sent again.
+    if crate::outbox::settle_by_status(conn, tenant, id).await? {
+        tracing::info!(message_id = %id, status = %st.status, "a send of unknown outcome was settled by the provider's status");
+    }
     advance(
         conn,
         tenant,

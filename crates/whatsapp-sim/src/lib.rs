@@ -90,6 +90,9 @@ struct Inner {
     read_receipts: Vec<String>,
     /// Templates beyond the built-in opt-in one, as `message_templates` lists them.
     templates: Vec<Value>,
+    /// Accept sends (and post their statuses) but answer the HTTP request only after
+    /// this long: a send that times out at the client although the provider took it.
+    slow_accept: Option<Duration>,
     /// Who is told, as it happens, of each send accepted and each status webhook posted.
     observers: Vec<tokio::sync::mpsc::UnboundedSender<Observed>>,
 }
@@ -219,6 +222,12 @@ impl Simulator {
     /// Fail every send this way until called with `None` (a provider outage).
     pub fn set_outage(&self, failure: Option<Failure>) {
         self.lock().outage = failure;
+    }
+
+    /// Accept every send but answer only after `delay` (`None`: answer at once), as a
+    /// provider does that takes a message and then is slow to say so.
+    pub fn set_slow_accept(&self, delay: Option<Duration>) {
+        self.lock().slow_accept = delay;
     }
 
     /// Answer the next sends with these failures, in order.
@@ -547,6 +556,10 @@ async fn send_message(
                 .await;
         }
     });
+    let slow = sim.lock().slow_accept;
+    if let Some(delay) = slow {
+        tokio::time::sleep(delay).await;
+    }
     Json(json!({
         "messaging_product": "whatsapp",
         "contacts": [{"input": to, "wa_id": answer_wa_id}],

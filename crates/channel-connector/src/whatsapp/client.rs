@@ -11,6 +11,10 @@ pub enum SendOutcome {
     Accepted(String),
     /// Try again later (network trouble, 5xx, rate limits).
     Retry(String),
+    /// The request may have reached the provider and been taken (it timed out, or the
+    /// connection broke after it was sent): look for the provider's status before
+    /// sending again.
+    Unknown(String),
     /// Will never succeed as is; the provider's error object.
     Permanent(Value),
 }
@@ -85,7 +89,9 @@ pub async fn send(
             let text = res.text().await.unwrap_or_default();
             classify(status, &text)
         }
-        Err(e) => SendOutcome::Retry(format!("network: {e}")),
+        // Never connected: the provider cannot have taken it.
+        Err(e) if e.is_connect() => SendOutcome::Retry(format!("network: {e}")),
+        Err(e) => SendOutcome::Unknown(format!("no answer: {e}")),
     }
 }
 
