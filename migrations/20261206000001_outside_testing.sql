@@ -50,3 +50,10 @@ ALTER TABLE users ADD COLUMN tokens_valid_after timestamptz;
 -- A chat nobody writes in for this long is ended by the system (capacity freed).
 ALTER TABLE queues ADD COLUMN inactivity_timeout_secs integer
     CONSTRAINT queues_inactivity_timeout_check CHECK (inactivity_timeout_secs BETWEEN 1 AND 2592000);
+
+-- An email is unique within its tenant, not across the platform: a tenant's admin must
+-- not learn (from a 409) that an address has an account in another tenant. Login finds
+-- every account with the address and lets in the one whose password matches.
+DROP INDEX users_email_key;
+CREATE UNIQUE INDEX users_email_key ON users (tenant_id, lower(email));
+CREATE INDEX users_login_idx ON users (lower(email));

@@ -214,3 +214,73 @@ async fn names_with_direction_overrides_or_invisible_characters_are_refused_by_f
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
+
+#[tokio::test]
+async fn an_email_taken_in_another_tenant_is_not_disclosed_and_each_account_logs_in() {
+    let app = spawn_app().await;
+    let (b_tenant, [b_admin, ..]) = app.other_tenant().await;
+    let new = |pw: &str| {
+        json!({"email": "shared@people.test", "display_name": "Sam", "role": "agent",
+               "password": pw})
+    };
+    // Tenant A has it; B's admin creating the same address learns nothing: it is created.
+    let r = app
+        .post("/api/v1/users", &app.admin.token, &new("password-in-a"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = app
+        .post("/api/v1/users", &b_admin.token, &new("password-in-b"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // Within one tenant the address is still unique.
+    let r = app
+        .post("/api/v1/users", &b_admin.token, &new("another-password"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    // The password decides which account logs in.
+    for (pw, tenant) in [("password-in-a", app.tenant), ("password-in-b", b_tenant)] {
+        let r = app.login("shared@people.test", pw).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let me = app
+            .get(
+                "/api/v1/me",
+                r.json["access_token"].as_str().expect("token"),
+            )
+            .await;
+        assert_eq!(me.json["tenant_id"], tenant.to_string(), "{}", me.text);
+    }
+    // The same password in both: the person chooses.
+    let r = app
+        .post(
+            "/api/v1/users",
+            &app.admin.token,
+            &json!({"email": "twice@people.test", "display_name": "T", "role": "agent",
+                    "password": "same-everywhere"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = app
+        .post(
+            "/api/v1/users",
+            &b_admin.token,
+            &json!({"email": "twice@people.test", "display_name": "T", "role": "agent",
+                    "password": "same-everywhere"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = app.login("twice@people.test", "same-everywhere").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.code(), "choose_tenant");
+    let r = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(
+                &json!({"email": "twice@people.test", "password": "same-everywhere",
+                         "tenant_id": b_tenant}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}

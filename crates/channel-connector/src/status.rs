@@ -181,11 +181,9 @@ pub async fn apply(
     if rank(&st.status) < 0 && st.status != "failed" {
         return Ok(false);
     }
-    // The provider has it: whatever our dispatcher last heard, it is not sent again.
-    if crate::outbox::settle_by_status(conn, tenant, id).await? {
-        tracing::info!(message_id = %id, status = %st.status, "a send of unknown outcome was settled by the provider's status");
-    }
-    advance(
+    // The message row first, then its outbox row: the order the dispatcher takes them in
+    // when it records a send (the other order deadlocked with it).
+    let moved = advance(
         conn,
         tenant,
         id,
@@ -193,7 +191,12 @@ pub async fn apply(
         Some(&st.provider_message_id),
         st.error.as_ref(),
     )
-    .await
+    .await?;
+    // The provider has it: whatever our dispatcher last heard, it is not sent again.
+    if crate::outbox::settle_by_status(conn, tenant, id).await? {
+        tracing::info!(message_id = %id, status = %st.status, "a send of unknown outcome was settled by the provider's status");
+    }
+    Ok(moved)
 }
 
 #[cfg(test)]

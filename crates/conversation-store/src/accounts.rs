@@ -278,27 +278,41 @@ pub struct LoginCandidate {
     pub password_hash: String,
 }
 
-/// Look a user up by email for login. The one unscoped user query: login happens before a
-/// tenant is known, and emails are unique platform-wide.
-pub async fn find_login(
+/// The accounts with `email` for login, in every tenant (an address is unique within a
+/// tenant, not across the platform), at most `limit`. The one unscoped user query: login
+/// happens before a tenant is known.
+pub async fn find_logins(
     conn: &mut PgConnection,
     email: &str,
-) -> Result<Option<LoginCandidate>, StoreError> {
-    let row = sqlx::query(concat!(
+    limit: i64,
+) -> Result<Vec<LoginCandidate>, StoreError> {
+    let rows = sqlx::query(concat!(
         "SELECT ",
         user_columns!(),
-        ", password_hash FROM users WHERE lower(email) = $1"
+        ", password_hash FROM users WHERE lower(email) = $1 ORDER BY created_at, id LIMIT $2"
     ))
     .bind(normalise_email(email))
-    .fetch_optional(conn)
+    .bind(limit)
+    .fetch_all(conn)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let password_hash: String = row.try_get("password_hash")?;
-    let user = <UserRow as sqlx::FromRow<'_, sqlx::postgres::PgRow>>::from_row(&row)?;
-    Ok(Some(LoginCandidate {
-        user: user.try_into()?,
-        password_hash,
-    }))
+    rows.iter()
+        .map(|row| {
+            let password_hash: String = row.try_get("password_hash")?;
+            let user = <UserRow as sqlx::FromRow<'_, sqlx::postgres::PgRow>>::from_row(row)?;
+            Ok(LoginCandidate {
+                user: user.try_into()?,
+                password_hash,
+            })
+        })
+        .collect()
+}
+
+/// A tenant's name, for a person with accounts in several tenants choosing one.
+pub async fn tenant_name(conn: &mut PgConnection, tenant: TenantId) -> Result<String, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
+        .bind(tenant.0)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// The tenant whose user has `email`, if any (used to seed the demo tenant once).
@@ -306,11 +320,12 @@ pub async fn tenant_of_email(
     conn: &mut PgConnection,
     email: &str,
 ) -> Result<Option<TenantId>, StoreError> {
-    let id: Option<Uuid> =
-        sqlx::query_scalar("SELECT tenant_id FROM users WHERE lower(email) = $1")
-            .bind(normalise_email(email))
-            .fetch_optional(conn)
-            .await?;
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT tenant_id FROM users WHERE lower(email) = $1 ORDER BY created_at LIMIT 1",
+    )
+    .bind(normalise_email(email))
+    .fetch_optional(conn)
+    .await?;
     Ok(id.map(TenantId))
 }
 

@@ -52,7 +52,10 @@ impl StoreError {
                 "messages_body_length" => {
                     return StoreError::Invalid {
                         field: "body",
-                        message: "must be at most 4096 characters".to_owned(),
+                        message: format!(
+                            "must be at most {} characters",
+                            crate::messages::MAX_STORED_BODY_CHARS
+                        ),
                     };
                 }
                 "message_attachments_attachment_fk" => Some("attachment_ids"),

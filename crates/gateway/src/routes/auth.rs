@@ -35,6 +35,9 @@ pub struct LoginIn {
     /// Password.
     #[schema(example = "parley-demo")]
     pub password: String,
+    /// Which organisation, for an email with accounts in several whose passwords are
+    /// the same (the login answers 409 `choose_tenant` naming them).
+    pub tenant_id: Option<uuid::Uuid>,
 }
 
 /// An access token, and the refresh token that renews it.
@@ -105,6 +108,7 @@ async fn dummy_hash() -> Result<String, ApiError> {
     responses(
         (status = 200, description = "Logged in", body = TokenOut),
         (status = 401, description = "Wrong email or password (`invalid_credentials`)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The email and password open accounts in several tenants: give `tenant_id` (`choose_tenant`)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed attempts (`rate_limited`)", body = crate::error::Problem, content_type = "application/problem+json"),
         CommonErrors,
     ))]
@@ -139,17 +143,29 @@ pub async fn login(
             ));
         }
     }
-    let candidate = accounts::find_login(&mut conn, &email).await?;
+    // The same address may have an account in several tenants: the password decides
+    // which (and a person with the same password in two says which with `tenant_id`).
+    let candidates: Vec<_> = accounts::find_logins(&mut conn, &email, MAX_ACCOUNTS_PER_EMAIL)
+        .await?
+        .into_iter()
+        .filter(|c| input.tenant_id.is_none_or(|t| c.user.tenant_id.0 == t))
+        .collect();
     // Don't hold a connection while hashing.
     drop(conn);
-    let (hash, user) = match candidate {
-        Some(c) => (c.password_hash, Some(c.user)),
-        None => (dummy_hash().await?, None),
-    };
-    let password_ok = verify_password(input.password, hash).await?;
+    let mut matched = Vec::new();
+    if candidates.is_empty() {
+        // As long as a wrong password, so response times don't reveal which addresses
+        // have accounts.
+        verify_password(input.password.clone(), dummy_hash().await?).await?;
+    }
+    for c in candidates {
+        if verify_password(input.password.clone(), c.password_hash).await? && c.user.active {
+            matched.push(c.user);
+        }
+    }
     let mut conn = state.db.acquire().await?;
-    match user {
-        Some(user) if password_ok && user.active => {
+    match matched.as_slice() {
+        [user] => {
             accounts::clear_login_failures(&mut conn, &email_key).await?;
             accounts::give_back_login_attempt(&mut conn, &ip_key).await?;
             let principal = Principal {
@@ -174,7 +190,7 @@ pub async fn login(
                 refresh_token,
             )?))
         }
-        _ => {
+        [] => {
             // Already counted, before the check.
             drop(conn);
             Err(ApiError::unauthorized(
@@ -182,8 +198,29 @@ pub async fn login(
                 "the email or password is wrong",
             ))
         }
+        several => {
+            // The caller proved the password of each: they may know the tenants' names.
+            accounts::clear_login_failures(&mut conn, &email_key).await?;
+            accounts::give_back_login_attempt(&mut conn, &ip_key).await?;
+            let mut names = Vec::new();
+            for u in several {
+                let name = accounts::tenant_name(&mut conn, u.tenant_id).await?;
+                names.push(format!("{name} ({})", u.tenant_id));
+            }
+            Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "choose_tenant",
+                format!(
+                    "this email and password open accounts in several organisations; log in again with `tenant_id` set to one of: {}",
+                    names.join(", ")
+                ),
+            ))
+        }
     }
 }
+
+/// The most accounts one email may have across tenants that a login checks.
+const MAX_ACCOUNTS_PER_EMAIL: i64 = 5;
 
 /// Exchange a refresh token for a new access token and refresh token (the old refresh
 /// token is spent: presenting it again ends the session, since someone holds a copy).

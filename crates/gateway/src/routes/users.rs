@@ -69,7 +69,7 @@ impl From<User> for UserOut {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserIn {
-    /// Login email; unique across the platform.
+    /// Login email; unique within the tenant.
     pub email: String,
     /// Name shown to colleagues and contacts.
     pub display_name: String,
