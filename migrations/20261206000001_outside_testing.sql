@@ -57,3 +57,9 @@ ALTER TABLE queues ADD COLUMN inactivity_timeout_secs integer
 DROP INDEX users_email_key;
 CREATE UNIQUE INDEX users_email_key ON users (tenant_id, lower(email));
 CREATE INDEX users_login_idx ON users (lower(email));
+
+-- A contact who wrote STOP (or another opt-out word) is `opted_out`: nothing more is sent
+-- until they write again.
+ALTER TABLE channel_identities DROP CONSTRAINT channel_identities_status_check;
+ALTER TABLE channel_identities ADD CONSTRAINT channel_identities_status_check CHECK (status IN
+    ('unverified', 'connect_requested', 'connected', 'declined', 'invalid', 'opted_out'));

@@ -124,6 +124,10 @@ pub async fn connect_identity(
     // Like every send: the contact first (see `contacts::lock_for_write`).
     contacts::lock_for_write(&mut tx, tenant, ContactId(p.contact_id)).await?;
     let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
+    // A contact who said no (or STOP) is not asked again until they write.
+    if matches!(ident.status.as_str(), "declined" | "opted_out") {
+        check_consent(&ident.status, false, true)?;
+    }
     let account = accounts::for_contact(&mut tx, tenant, p.contact_id)
         .await?
         .ok_or_else(|| {
@@ -170,6 +174,106 @@ pub async fn connect_identity(
             message: message.into(),
         }),
     ))
+}
+
+/// Words that, alone in a message, mean "send me nothing more" (carriers' and Meta's
+/// usual set, in the languages Parley's contacts write in).
+const OPT_OUT: &[&str] = &[
+    "stop",
+    "stopall",
+    "unsubscribe",
+    "cancel",
+    "end",
+    "quit",
+    "opt out",
+    "opt-out",
+    "optout",
+    "baja",
+    "alto",
+    "parar",
+    "sair",
+    "arret",
+    "arrêt",
+    "stopp",
+    "desinscrever",
+    "cancelar",
+];
+
+/// Whether an inbound text is an opt-out word (alone, any case, trailing punctuation
+/// ignored).
+pub(crate) fn is_opt_out(text: Option<&str>) -> bool {
+    let t = text.unwrap_or_default().trim().to_lowercase();
+    let t = t.trim_end_matches(['.', '!']);
+    OPT_OUT.contains(&t)
+}
+
+/// After a contact's message is stored: an opt-out word opts the address out; any other
+/// message from an address that had opted out or declined reopens it (`unverified`:
+/// the conversation goes on, a new Connect may be asked). Called in the webhook's
+/// transaction, for every inbound WhatsApp message.
+pub(crate) async fn apply_consent(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    address: &str,
+    message: &Message,
+) -> Result<(), ApiError> {
+    let Some(ident) = contacts::find_identity(conn, tenant, Channel::Whatsapp, address).await?
+    else {
+        return Ok(());
+    };
+    let opting_out = is_opt_out(message.body.as_deref());
+    let (status, note) = match (opting_out, ident.status.as_str()) {
+        (true, "opted_out") => return Ok(()),
+        (true, _) => ("opted_out", "opted_out_at"),
+        (false, "opted_out" | "declined") => ("unverified", "reopened_at"),
+        _ => return Ok(()),
+    };
+    let mut consent = contacts::identity_consent(conn, tenant, IdentityId(ident.id))
+        .await?
+        .unwrap_or_else(|| json!({}));
+    if let Some(o) = consent.as_object_mut() {
+        o.insert(note.into(), json!(Utc::now()));
+        o.insert(format!("{note}_message_id"), json!(message.id));
+    }
+    contacts::set_identity_status(
+        conn,
+        tenant,
+        IdentityId(ident.id),
+        status,
+        None,
+        Some(&consent),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Refuse a send to an address that opted out or declined (422 naming why). Templates
+/// (business-initiated) also need an opt-in: a Connect the contact said yes to, or the
+/// contact having written within the 24-hour window.
+pub(crate) fn check_consent(
+    status: &str,
+    window_open: bool,
+    business_initiated: bool,
+) -> Result<(), ApiError> {
+    match status {
+        "opted_out" => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "contact_opted_out",
+            "the contact opted out (wrote STOP); nothing is sent until they write again",
+        )),
+        "declined" => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "contact_declined",
+            "the contact declined to connect; nothing is sent until they write again",
+        )),
+        "connected" => Ok(()),
+        _ if business_initiated && !window_open => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "no_opt_in",
+            "the contact has not opted in: Connect and Validate their WhatsApp address first, or wait for them to write",
+        )),
+        _ => Ok(()),
+    }
 }
 
 const YES: &[&str] = &["yes", "y", "sí", "si", "oui", "ja", "sim", "да", "نعم"];

@@ -46,7 +46,8 @@ pub struct IdentityOut {
     pub channel: String,
     /// Normalised address: E.164 for phone numbers.
     pub address: String,
-    /// `unverified`, `connect_requested`, `connected`, `declined` or `invalid`.
+    /// `unverified`, `connect_requested`, `connected`, `declined`, `invalid` or
+    /// `opted_out` (the contact wrote STOP; nothing is sent until they write again).
     pub status: String,
     /// The provider's last error when `invalid` (the desktop shows a warning).
     pub last_error: Option<Value>,

@@ -80,6 +80,7 @@ pub struct SendIn {
 struct Target {
     id: Uuid,
     address: String,
+    status: String,
     last_inbound_at: Option<DateTime<Utc>>,
     window_closed_at: Option<DateTime<Utc>>,
 }
@@ -228,7 +229,7 @@ pub(crate) async fn send(
         None => {}
     }
     let target = sqlx::query_as::<_, Target>(
-        "SELECT id, address, last_inbound_at, window_closed_at FROM channel_identities
+        "SELECT id, address, status, last_inbound_at, window_closed_at FROM channel_identities
          WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp'
            AND ($3::uuid IS NULL OR id = $3)
          ORDER BY last_inbound_at DESC NULLS LAST, created_at LIMIT 1",
@@ -245,6 +246,7 @@ pub(crate) async fn send(
         )
     })?;
     let end = contacts::window_end(target.last_inbound_at, target.window_closed_at);
+    crate::routes::connect::check_consent(&target.status, true, false)?;
     if end.is_none_or(|e| e <= Utc::now()) {
         return Err(ApiError::window_closed(end));
     }

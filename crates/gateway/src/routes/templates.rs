@@ -582,22 +582,26 @@ pub async fn send_notification(
     let def = definition(&t)?;
     let mut bad = fill::check_inputs(&def.fields, &input.fields);
     let (ctx, contact) = context(&mut tx, principal, path.contact_id).await?;
+    // The address they last wrote from, else a connected one; never an invalid one.
     let ident = contact
         .identities
         .iter()
-        .filter(|i| {
-            i.channel == "whatsapp"
-                && !matches!(i.status.as_str(), "invalid" | "declined")
-                && (i.status == "connected" || i.last_inbound_at.is_some())
-        })
-        .max_by_key(|i| i.last_inbound_at)
+        .filter(|i| i.channel == "whatsapp" && i.status != "invalid")
+        .max_by_key(|i| (i.last_inbound_at, i.status == "connected"))
         .cloned();
     let Some(ident) = ident else {
         return Err(ApiError::invalid_field(
             "contact_id",
-            "the contact's WhatsApp address has never been connected; Connect and Validate it first",
+            "the contact has no usable WhatsApp address; add one and Connect it first",
         ));
     };
+    // A template is business-initiated: it needs the contact's opt-in (a Connect they
+    // said yes to, or their own message within the 24-hour window), and never goes to
+    // an address that opted out or declined.
+    let window_open = ident
+        .window_expires_at()
+        .is_some_and(|e| e > chrono::Utc::now());
+    crate::routes::connect::check_consent(&ident.status, window_open, true)?;
     let b: Bindings = serde_json::from_value(t.bindings.clone()).unwrap_or_default();
     let rendered = fill::render(&def, &b, &input.fields, &ctx);
     for k in &rendered.blank {

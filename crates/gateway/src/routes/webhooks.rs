@@ -326,8 +326,13 @@ pub(crate) async fn apply_batch(
                 .unwrap_or_default(),
         )
     };
+    // (An opt-out word changes the address's consent: the full path records it.)
     let plain = |m: &InboundMessage| {
-        m.phone.is_some() && m.bsuid.is_none() && m.media.is_none() && m.reply_to.is_none()
+        m.phone.is_some()
+            && m.bsuid.is_none()
+            && m.media.is_none()
+            && m.reply_to.is_none()
+            && !crate::routes::connect::is_opt_out(m.body.as_deref())
     };
     let mut full_path: HashSet<(Uuid, String)> = HashSet::new();
     for d in batch {
@@ -353,10 +358,13 @@ pub(crate) async fn apply_batch(
     for (k, (di, mi)) in known.iter().zip(&at) {
         let short = k.as_ref().is_some_and(|k| {
             k.replay
-                || (k.identity_status != "connect_requested"
-                    && k.open_interaction
-                        .as_ref()
-                        .is_some_and(|(_, state)| state != "ended"))
+                || (!matches!(
+                    k.identity_status.as_str(),
+                    "connect_requested" | "opted_out" | "declined"
+                ) && k
+                    .open_interaction
+                    .as_ref()
+                    .is_some_and(|(_, state)| state != "ended"))
         });
         if !short {
             let d = &batch[*di];
@@ -451,10 +459,14 @@ async fn ingest_one(
     };
     let address_used = address.clone();
     let got = ingest_inbound(conn, tenant, &inbound_of(account, m, address)).await?;
-    if let Some(stored) = &got.message
-        && got.identity_status == "connect_requested"
-    {
-        crate::routes::connect::apply_connect_answer(conn, tenant, &address_used, stored).await?;
+    if let Some(stored) = &got.message {
+        // Consent first: a "No" to a Connect request must not read as writing again
+        // after declining.
+        crate::routes::connect::apply_consent(conn, tenant, &address_used, stored).await?;
+        if got.identity_status == "connect_requested" {
+            crate::routes::connect::apply_connect_answer(conn, tenant, &address_used, stored)
+                .await?;
+        }
     }
     if let (Some(stored), Some((media_id, mime))) = (&got.message, &m.media) {
         let filename = m.payload["media"]["filename"].as_str();
