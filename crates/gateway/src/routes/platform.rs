@@ -131,6 +131,14 @@ pub async fn create_tenant(
     c.finish()?;
     let password_hash = hash_password(input.admin_password).await?;
     let mut tx = state.db.begin().await?;
+    // Emails are unique per tenant, but the operator (who sees every tenant) provisions a
+    // first admin only with an address no account uses yet.
+    if !accounts::find_logins(&mut tx, &email, 1).await?.is_empty() {
+        return Err(ApiError::conflict(
+            "admin_email",
+            "admin_email is already taken",
+        ));
+    }
     let tenant = accounts::create_tenant(&mut tx, &name).await?;
     let admin = accounts::create_user(
         &mut tx,
