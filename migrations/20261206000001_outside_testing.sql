@@ -63,3 +63,14 @@ CREATE INDEX users_login_idx ON users (lower(email));
 ALTER TABLE channel_identities DROP CONSTRAINT channel_identities_status_check;
 ALTER TABLE channel_identities ADD CONSTRAINT channel_identities_status_check CHECK (status IN
     ('unverified', 'connect_requested', 'connected', 'declined', 'invalid', 'opted_out'));
+
+-- Files live in PostgreSQL by default, content-addressed per tenant: every replica serves
+-- every file and backups take them along. (Files written to the disk by earlier versions
+-- are read from there and copied in on first use.)
+CREATE TABLE blobs (
+    tenant_id  uuid NOT NULL CONSTRAINT blobs_tenant_fk REFERENCES tenants (id) ON DELETE CASCADE,
+    sha256     text NOT NULL,
+    bytes      bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, sha256)
+);

@@ -129,13 +129,12 @@ async fn identical_uploads_are_stored_once() {
     let b = upload(&app, &app.admin.token, PNG.to_vec(), "b.png", "image/png").await;
     assert_ne!(a.json["id"], b.json["id"]);
     assert_eq!(a.json["sha256"], b.json["sha256"]);
-    let mut files = 0;
-    for dir in std::fs::read_dir(app.data_dir.join("attachments"))
-        .expect("dir")
-        .flatten()
-    {
-        files += std::fs::read_dir(dir.path()).expect("sub").count();
-    }
+    // One stored file (files live in the database: `blobs`).
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM blobs WHERE tenant_id = $1")
+        .bind(app.tenant.0)
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
     assert_eq!(files, 1);
 }
 
@@ -259,4 +258,92 @@ async fn downloads_name_the_file_safely_and_forbid_sniffing() {
         "{cd}"
     );
     assert!(cd.contains("filename*=UTF-8''"), "{cd}");
+}
+
+#[tokio::test]
+async fn files_live_in_the_database_so_every_replica_serves_them() {
+    let app = spawn_app().await;
+    let r = upload(&app, &app.agent.token, PNG.to_vec(), "a.png", "image/png").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM blobs WHERE tenant_id = $1")
+        .bind(app.tenant.0)
+        .fetch_one(&app.db)
+        .await
+        .expect("blob");
+    assert_eq!(stored, PNG);
+    // Nothing on this process's disk.
+    let on_disk = walk(&app.data_dir);
+    assert!(on_disk.is_empty(), "{on_disk:?}");
+    // Another replica serves it.
+    let (other, _stop) = test_support::spawn_replica(&app).await;
+    let res = app
+        .client
+        .get(format!("http://{other}/api/v1/attachments/{id}"))
+        .bearer_auth(&app.agent.token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.expect("bytes").as_ref(), PNG);
+}
+
+#[tokio::test]
+async fn a_file_an_earlier_version_wrote_to_disk_is_served_and_moved_into_the_database() {
+    use conversation_store::attachments::{self, BlobStore as _, FsBlobStore, StoredFile};
+    let app = spawn_app().await;
+    // As an earlier version stored it: bytes under the attachments directory, a row.
+    let sha = attachments::sha256_hex(PNG);
+    FsBlobStore::new(app.data_dir.join("attachments"))
+        .put(app.tenant, &sha, PNG)
+        .await
+        .expect("write");
+    let mut conn = app.db.acquire().await.expect("conn");
+    let att = attachments::insert_file(
+        &mut conn,
+        app.tenant,
+        &StoredFile {
+            mime_type: "image/png",
+            width: Some(1),
+            height: Some(1),
+            sha256: &sha,
+            size: PNG.len(),
+            filename: Some("old.png"),
+        },
+        None,
+    )
+    .await
+    .expect("row");
+    drop(conn);
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/attachments/{}", att.id)))
+        .bearer_auth(&app.agent.token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.expect("bytes").as_ref(), PNG);
+    let copied: i64 = sqlx::query_scalar("SELECT count(*) FROM blobs WHERE sha256 = $1")
+        .bind(&sha)
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(copied, 1);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

@@ -191,7 +191,7 @@ impl MediaFetcher {
         match self.fetch(&job).await {
             Fetch::Done(bytes, mime) => {
                 let sha = attachments::sha256_hex(&bytes);
-                if let Err(e) = self.blobs.put(&sha, &bytes).await {
+                if let Err(e) = self.blobs.put(tenant, &sha, &bytes).await {
                     return self.retry(&job, &format!("storage: {e}")).await;
                 }
                 let (width, height) = match imagesize_of(&bytes, &mime) {

@@ -321,7 +321,7 @@ impl Dispatcher {
         };
         let bytes = self
             .blobs
-            .get(&meta.sha256)
+            .get(tenant, &meta.sha256)
             .await
             .map_err(|e| SendOutcome::Retry(format!("attachment bytes: {e}")))?;
         let name = meta.filename.clone().unwrap_or_else(|| "image".to_owned());

@@ -1,6 +1,7 @@
 //! Attachments: image files checked by their bytes, stored content-addressed (identical
-//! uploads are stored once) behind a small [`BlobStore`] trait, so an S3-compatible store
-//! can replace the file system later.
+//! files of a tenant are stored once) behind a small [`BlobStore`] trait: in PostgreSQL by
+//! default ([`PgBlobStore`]), so every replica serves every file and backups take them
+//! along; an S3-compatible store could be another implementation.
 
 use std::{future::Future, io, path::PathBuf, pin::Pin};
 
@@ -19,12 +20,107 @@ pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
 /// A boxed future, for the object-safe storage trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Where attachment bytes live, addressed by their SHA-256.
+/// Where attachment bytes live, addressed by their tenant and SHA-256.
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Store `bytes` under `sha256` (a no-op when already there).
-    fn put<'a>(&'a self, sha256: &'a str, bytes: &'a [u8]) -> BoxFuture<'a, io::Result<()>>;
+    fn put<'a>(
+        &'a self,
+        tenant: TenantId,
+        sha256: &'a str,
+        bytes: &'a [u8],
+    ) -> BoxFuture<'a, io::Result<()>>;
     /// Read the bytes stored under `sha256`.
-    fn get<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, io::Result<Vec<u8>>>;
+    fn get<'a>(&'a self, tenant: TenantId, sha256: &'a str) -> BoxFuture<'a, io::Result<Vec<u8>>>;
+}
+
+/// Bytes in the `blobs` table, per tenant and SHA-256. Files an earlier version wrote to
+/// `legacy` (a directory) are read from there when the table lacks them, and copied in.
+#[derive(Debug, Clone)]
+pub struct PgBlobStore {
+    db: sqlx::PgPool,
+    legacy: Option<FsBlobStore>,
+}
+
+impl PgBlobStore {
+    /// A store on `db`, reading files missing from it from `legacy`.
+    pub fn new(db: sqlx::PgPool, legacy: Option<FsBlobStore>) -> Self {
+        Self { db, legacy }
+    }
+}
+
+fn io_err(e: sqlx::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl BlobStore for PgBlobStore {
+    fn put<'a>(
+        &'a self,
+        tenant: TenantId,
+        sha256: &'a str,
+        bytes: &'a [u8],
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            check_sha(sha256)?;
+            sqlx::query(
+                "INSERT INTO blobs (tenant_id, sha256, bytes) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id, sha256) DO NOTHING",
+            )
+            .bind(tenant.0)
+            .bind(sha256)
+            .bind(bytes)
+            .execute(&self.db)
+            .await
+            .map_err(io_err)?;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, tenant: TenantId, sha256: &'a str) -> BoxFuture<'a, io::Result<Vec<u8>>> {
+        Box::pin(async move {
+            check_sha(sha256)?;
+            let found: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT bytes FROM blobs WHERE tenant_id = $1 AND sha256 = $2")
+                    .bind(tenant.0)
+                    .bind(sha256)
+                    .fetch_optional(&self.db)
+                    .await
+                    .map_err(io_err)?;
+            if let Some(bytes) = found {
+                return Ok(bytes);
+            }
+            let Some(legacy) = &self.legacy else {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "no such file"));
+            };
+            let bytes = legacy.get(tenant, sha256).await?;
+            self.put(tenant, sha256, &bytes).await?;
+            Ok(bytes)
+        })
+    }
+}
+
+/// Delete a tenant's stored bytes that no attachment refers to any more (after an
+/// erasure). Returns how many files went.
+pub async fn delete_unreferenced(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    sha256s: &[String],
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "DELETE FROM blobs b WHERE b.tenant_id = $1 AND b.sha256 = ANY($2)
+           AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.tenant_id = $1 AND a.sha256 = b.sha256)",
+    )
+    .bind(tenant.0)
+    .bind(sha256s)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+fn check_sha(sha256: &str) -> io::Result<()> {
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a sha256"));
+    }
+    Ok(())
 }
 
 /// Files under a directory: `<root>/<first two hex>/<sha256>`.
@@ -40,15 +136,20 @@ impl FsBlobStore {
     }
 
     fn path(&self, sha256: &str) -> io::Result<PathBuf> {
-        if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a sha256"));
-        }
+        check_sha(sha256)?;
         Ok(self.root.join(&sha256[..2]).join(sha256))
     }
 }
 
+/// Files on one disk: what earlier versions used (one replica's files, unseen by the
+/// others); kept for reading those files and for tools.
 impl BlobStore for FsBlobStore {
-    fn put<'a>(&'a self, sha256: &'a str, bytes: &'a [u8]) -> BoxFuture<'a, io::Result<()>> {
+    fn put<'a>(
+        &'a self,
+        _tenant: TenantId,
+        sha256: &'a str,
+        bytes: &'a [u8],
+    ) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let path = self.path(sha256)?;
             if tokio::fs::try_exists(&path).await.unwrap_or(false) {
@@ -66,7 +167,7 @@ impl BlobStore for FsBlobStore {
         })
     }
 
-    fn get<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, io::Result<Vec<u8>>> {
+    fn get<'a>(&'a self, _tenant: TenantId, sha256: &'a str) -> BoxFuture<'a, io::Result<Vec<u8>>> {
         Box::pin(async move { tokio::fs::read(self.path(sha256)?).await })
     }
 }

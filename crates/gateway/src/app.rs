@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
-use conversation_store::attachments::{BlobStore, FsBlobStore};
+use conversation_store::attachments::{BlobStore, FsBlobStore, PgBlobStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{
@@ -57,7 +57,12 @@ impl AppState {
     /// State over an existing pool.
     pub fn new(db: sqlx::PgPool, config: Config, jwt_secret: &[u8]) -> Self {
         let jwt = Arc::new(JwtKeys::new(jwt_secret, config.access_token_ttl));
-        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(config.attachments_dir()));
+        // Files in PostgreSQL; ones an earlier version wrote to the attachments
+        // directory are read from there (and copied in) on first use.
+        let blobs: Arc<dyn BlobStore> = Arc::new(PgBlobStore::new(
+            db.clone(),
+            Some(FsBlobStore::new(config.attachments_dir())),
+        ));
         let metrics = Metrics::new();
         let wakeups = channel_connector::worker::Wakeups::new(&[
             channel_connector::outbox::CHANNEL,

@@ -117,14 +117,18 @@ pub async fn upload_attachment(
         ),
     })?;
     let sha = attachments::sha256_hex(&bytes);
-    state.blobs.put(&sha, &bytes).await.map_err(|e| {
-        tracing::error!(error = %e, "attachment storage failed");
-        ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "storage_unavailable",
-            "the attachment could not be stored; try again later",
-        )
-    })?;
+    state
+        .blobs
+        .put(principal.tenant_id, &sha, &bytes)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "attachment storage failed");
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_unavailable",
+                "the attachment could not be stored; try again later",
+            )
+        })?;
     let mut conn = state.db.acquire().await?;
     let stored = attachments::insert(
         &mut conn,
@@ -162,14 +166,18 @@ pub async fn download_attachment(
     .await?
     .ok_or_else(|| ApiError::not_found("attachment"))?;
     drop(conn);
-    let bytes = state.blobs.get(&meta.sha256).await.map_err(|e| {
-        tracing::error!(error = %e, attachment = %meta.id, "attachment bytes missing");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "the attachment's bytes could not be read",
-        )
-    })?;
+    let bytes = state
+        .blobs
+        .get(principal.tenant_id, &meta.sha256)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, attachment = %meta.id, "attachment bytes missing");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the attachment's bytes could not be read",
+            )
+        })?;
     // A safe name: no path, no quotes or control characters (the original, percent-encoded,
     // in filename*).
     let original = meta.filename.as_deref().unwrap_or("attachment");
