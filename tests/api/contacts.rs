@@ -333,3 +333,111 @@ async fn contacts_of_another_tenant_are_404_everywhere() {
     let r = app.get("/api/v1/contacts?q=Secret", me).await;
     assert_eq!(r.json["items"], json!([]));
 }
+
+#[tokio::test]
+async fn a_contacts_data_is_exported_and_erasure_takes_files_and_event_text_too() {
+    use crate::attachments::PNG;
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Erin",
+            serde_json::json!({"type": "text", "text": {"body": "my secret order 4711"}}),
+        )
+        .await
+        .expect("text");
+    let media = wa.sim.add_media(PNG.to_vec(), "image/png");
+    wa.sim
+        .contact_sends(
+            "+14155552671",
+            "Erin",
+            serde_json::json!({"type": "image", "image": {"id": media, "mime_type": "image/png"}}),
+        )
+        .await
+        .expect("image");
+    let contact: uuid::Uuid = sqlx::query_scalar("SELECT id FROM contacts")
+        .fetch_one(&app.db)
+        .await
+        .expect("contact");
+    let mut attachment = None;
+    for _ in 0..200 {
+        attachment = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM attachments")
+            .fetch_optional(&app.db)
+            .await
+            .expect("attachment");
+        if attachment.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let attachment = attachment.expect("the image was fetched");
+    // The access request: everything, for supervisors only.
+    let export = format!("/api/v1/contacts/{contact}/export");
+    assert_eq!(
+        app.get(&export, &app.agent.token).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = app.get(&export, &app.supervisor.token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["contact"]["name"], "Erin");
+    assert_eq!(
+        r.json["contact"]["identities"][0]["address"],
+        "+14155552671"
+    );
+    let messages = r.json["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["text"], "my secret order 4711");
+    assert_eq!(messages[1]["attachments"][0]["id"], attachment.to_string());
+    assert_eq!(r.json["interactions"].as_array().map(Vec::len), Some(1));
+    // Erasure.
+    let r = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/contacts/{contact}"),
+            Some(&app.supervisor.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = app
+        .get(
+            &format!("/api/v1/attachments/{attachment}"),
+            &app.agent.token,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "the file still downloads");
+    let blobs: i64 = sqlx::query_scalar("SELECT count(*) FROM blobs")
+        .fetch_one(&app.db)
+        .await
+        .expect("blobs");
+    assert_eq!(blobs, 0, "the file's bytes are still stored");
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE payload::text LIKE '%secret order%' OR payload::text LIKE '%Erin%'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("events");
+    assert_eq!(
+        leaked, 0,
+        "the event stream still carries the contact's words"
+    );
+    // And a client resuming the stream from the start reads none of it.
+    let mut ws = crate::events::connect(&app, &app.supervisor.token, Some(0)).await;
+    let mut frames = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(
+        std::time::Duration::from_millis(700),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            frames.push(t.to_string());
+        }
+    }
+    assert!(!frames.is_empty(), "the stream replays (redacted) events");
+    assert!(
+        frames.iter().all(|f| !f.contains("secret order")),
+        "{frames:?}"
+    );
+}

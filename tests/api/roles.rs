@@ -37,6 +37,7 @@ const ADMIN_ONLY: &[&str] = &[
 const SUPERVISOR_ONLY: &[&str] = &[
     "get /api/v1/agents",
     "delete /api/v1/contacts/{contact_id}",
+    "get /api/v1/contacts/{contact_id}/export",
     "get /api/v1/reports/agents",
     "post /api/v1/standard-responses",
     "patch /api/v1/standard-responses/{response_id}",

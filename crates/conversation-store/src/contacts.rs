@@ -346,12 +346,53 @@ pub async fn delete_contact(
     tenant: TenantId,
     id: ContactId,
 ) -> Result<bool, StoreError> {
+    // Erasure: the contact's files and the text its events carried go with it, not only
+    // the rows (a file's id still downloaded it, and resuming the event stream replayed
+    // the messages for a week).
+    let files: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT DISTINCT a.id, a.sha256 FROM messages m
+         JOIN message_attachments ma ON ma.message_id = m.id
+         JOIN attachments a ON a.id = ma.attachment_id AND a.tenant_id = $1
+         WHERE m.tenant_id = $1 AND m.contact_id = $2",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    let contact = id.0.to_string();
+    sqlx::query(
+        "UPDATE events SET payload = jsonb_build_object('erased', true, 'contact_id', $2::text)
+         WHERE tenant_id = $1
+           AND ($2 IN (payload->>'contact_id', payload->'message'->>'contact_id',
+                       payload->'interaction'->>'contact_id'))",
+    )
+    .bind(tenant.0)
+    .bind(&contact)
+    .execute(&mut *conn)
+    .await?;
     let done = sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.0)
         .bind(id.0)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
-    Ok(done.rows_affected() > 0)
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if !files.is_empty() {
+        // Files no other message uses (an agent's upload may have gone to others too).
+        let ids: Vec<Uuid> = files.iter().map(|(i, _)| *i).collect();
+        sqlx::query(
+            "DELETE FROM attachments a WHERE a.tenant_id = $1 AND a.id = ANY($2)
+               AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = a.id)",
+        )
+        .bind(tenant.0)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+        let shas: Vec<String> = files.into_iter().map(|(_, s)| s).collect();
+        crate::attachments::delete_unreferenced(conn, tenant, &shas).await?;
+    }
+    Ok(true)
 }
 
 /// Add an address to a contact. The same address on the same channel cannot belong to two

@@ -30,6 +30,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_contact, list_contacts))
         .routes(routes!(get_contact, patch_contact, delete_contact))
+        .routes(routes!(export_contact))
         .routes(routes!(add_identity))
         .routes(routes!(remove_identity))
         .routes(routes!(contact_interactions))
@@ -504,12 +505,88 @@ pub async fn delete_contact(
     ApiPath(path): ApiPath<ContactPath>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Role::Supervisor)?;
-    let mut conn = state.db.acquire().await?;
-    if contacts::delete_contact(&mut conn, principal.tenant_id, ContactId(path.contact_id)).await? {
+    let mut tx = state.db.begin().await?;
+    if contacts::delete_contact(&mut tx, principal.tenant_id, ContactId(path.contact_id)).await? {
+        tx.commit().await?;
+        tracing::info!(contact = %path.contact_id, by = %principal.user_id, "contact erased");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("contact"))
     }
+}
+
+/// Everything Parley holds about one contact (a data-subject access request).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactExportOut {
+    /// When the export was made.
+    pub exported_at: DateTime<Utc>,
+    /// The contact with its addresses and consent evidence.
+    pub contact: ContactOut,
+    /// Every interaction, newest first.
+    pub interactions: Vec<InteractionOut>,
+    /// Every message, oldest first; files are listed on their messages and download from
+    /// `GET /api/v1/attachments/{id}`.
+    pub messages: Vec<MessageOut>,
+}
+
+/// Export one contact's data (GDPR access request; supervisors): the contact, their
+/// addresses and consent, every interaction and every message with its files.
+#[utoipa::path(get, path = "/contacts/{contact_id}/export", tag = "contacts",
+    security(("bearer" = [])),
+    params(ContactPath),
+    responses(
+        (status = 200, description = "The contact's data", body = ContactExportOut),
+        (status = 404, description = "No such contact in this tenant", body = crate::error::Problem, content_type = "application/problem+json"),
+        crate::error::SupervisorOnly, CommonErrors,
+    ))]
+pub async fn export_contact(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(path): ApiPath<ContactPath>,
+) -> Result<axum::Json<ContactExportOut>, ApiError> {
+    principal.require(Role::Supervisor)?;
+    let id = ContactId(path.contact_id);
+    // One snapshot for the whole export.
+    let mut tx = state.db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let contact = contacts::get_contact(&mut tx, principal.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("contact"))?;
+    let interactions = interactions::list_for_contact(&mut tx, principal.tenant_id, id).await?;
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = messages::transcript(
+            &mut tx,
+            principal.tenant_id,
+            id,
+            &TranscriptQuery {
+                before,
+                after: None,
+                around: None,
+                limit: 200,
+                media: None,
+                q: None,
+            },
+        )
+        .await?;
+        before = page.prev_cursor.map(MessageId);
+        pages.push(page.items);
+        if before.is_none() {
+            break;
+        }
+    }
+    tx.commit().await?;
+    pages.reverse();
+    tracing::info!(contact = %path.contact_id, by = %principal.user_id, "contact exported");
+    Ok(axum::Json(ContactExportOut {
+        exported_at: Utc::now(),
+        contact: contact.into(),
+        interactions: interactions.into_iter().map(InteractionOut::from).collect(),
+        messages: pages.into_iter().flatten().map(MessageOut::from).collect(),
+    }))
 }
 
 /// Add an address (a phone number is normalised to E.164; one the phone metadata does not
