@@ -5,7 +5,7 @@ use conversation_store::messages::{self, Direction, NewMessage};
 use parley_core::{AttachmentId, channel::Channel};
 use reqwest::{StatusCode, multipart};
 use serde_json::json;
-use test_support::{Reply, TestApp, read_reply, spawn_app};
+use test_support::{Reply, TestApp, read_reply, spawn_app, spawn_app_with};
 
 /// A 1×1 PNG.
 pub(crate) const PNG: &[u8] = &[
@@ -346,4 +346,120 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A PNG that declares `w`×`h` pixels, with `pad` bytes of an ancillary chunk.
+fn png_declaring(w: u32, h: u32, pad: usize) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+    b.extend_from_slice(&13_u32.to_be_bytes());
+    b.extend_from_slice(b"IHDR");
+    b.extend_from_slice(&w.to_be_bytes());
+    b.extend_from_slice(&h.to_be_bytes());
+    b.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    let pad_len = u32::try_from(pad).expect("pad");
+    b.extend_from_slice(&pad_len.to_be_bytes());
+    b.extend_from_slice(b"tEXt");
+    b.extend(std::iter::repeat_n(b'x', pad));
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    b
+}
+
+#[tokio::test]
+async fn an_image_declaring_an_absurd_pixel_count_is_refused() {
+    let app = spawn_app().await;
+    let r = upload(
+        &app,
+        &app.agent.token,
+        png_declaring(100_000, 100_000, 0),
+        "bomb.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("pixels"), "{}", r.text);
+    let r = upload(
+        &app,
+        &app.agent.token,
+        png_declaring(4000, 3000, 0),
+        "photo.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_tenants_uploads_stop_at_its_storage_quota() {
+    let app = spawn_app_with(&[("PARLEY_TENANT_STORAGE_MB", "1")]).await;
+    let r = upload(
+        &app,
+        &app.agent.token,
+        png_declaring(10, 10, 700 * 1024),
+        "a.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = upload(
+        &app,
+        &app.agent.token,
+        png_declaring(10, 11, 700 * 1024),
+        "b.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.text);
+    assert_eq!(r.code(), "storage_quota_exceeded");
+    // Another tenant is not affected.
+    let (_, [other_admin, ..]) = app.other_tenant().await;
+    let r = upload(&app, &other_admin.token, PNG.to_vec(), "c.png", "image/png").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_user_may_have_only_so_many_uploads_in_progress() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = spawn_app_with(&[("PARLEY_UPLOADS_PER_USER", "1")]).await;
+    // An upload that has sent its headers and part of its body, and goes on slowly.
+    let mut slow = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let boundary = "XSLOWX";
+    let head = format!(
+        "POST /api/v1/attachments HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: multipart/form-data; boundary={boundary}\r\ncontent-length: 100000\r\n\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"s.png\"\r\n\
+         content-type: image/png\r\n\r\n",
+        app.agent.token
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    slow.write_all(&PNG[..8]).await.expect("write");
+    slow.flush().await.expect("flush");
+    // The same user's next upload is refused while that one is in progress…
+    let mut refused = false;
+    for _ in 0..50 {
+        let r = upload(&app, &app.agent.token, PNG.to_vec(), "n.png", "image/png").await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(r.code(), "too_many_uploads");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a second concurrent upload was taken");
+    // …another user's is not.
+    let r = upload(&app, &app.admin.token, PNG.to_vec(), "m.png", "image/png").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // Once it ends (here: the connection drops), the user may upload again.
+    drop(slow);
+    let mut taken = false;
+    for _ in 0..50 {
+        let r = upload(&app, &app.agent.token, PNG.to_vec(), "n.png", "image/png").await;
+        if r.status == StatusCode::CREATED {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(taken);
 }

@@ -1067,21 +1067,24 @@ async fn a_replica_killed_mid_traffic_leaves_the_survivor_to_finish() {
     reader.abort();
 }
 
-/// Attachment storage that cannot be written (here: its path is a file, so every write
-/// fails as on a read-only or vanished volume): uploads get 507 problem+json, everything
-/// else goes on (webhooks, transcripts, sends, readiness), an inbound image's download is
-/// retried rather than dropped, and once storage is back both work again.
+/// File storage that cannot be written (files live in the database's `blobs` table; here
+/// a trigger refuses every write to it, as a full or read-only tablespace would): uploads
+/// get 507 problem+json, everything else goes on (webhooks, transcripts, sends,
+/// readiness), an inbound image's download is retried rather than dropped, and once
+/// storage is back both work again.
 #[tokio::test]
 async fn unwritable_attachment_storage_fails_uploads_clearly_and_breaks_nothing_else() {
     use crate::attachments::{PNG, upload};
-    let blocked = std::env::temp_dir().join(format!("parley-blocked-{}", uuid::Uuid::new_v4()));
-    std::fs::write(&blocked, b"not a directory").expect("file");
-    let blocked_str = blocked.to_str().expect("utf-8 path").to_owned();
-    let app = test_support::spawn_app_with(&[
-        ("PARLEY_ATTACHMENTS_DIR", &blocked_str),
-        ("PARLEY_OUTBOX_BACKOFF_MS", "100"),
-    ])
-    .await;
+    let app = test_support::spawn_app_with(&[("PARLEY_OUTBOX_BACKOFF_MS", "100")]).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION drill_refuse_blobs() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'simulated storage failure'; END $$;
+         CREATE TRIGGER drill_refuse_blobs BEFORE INSERT ON blobs
+           FOR EACH ROW EXECUTE FUNCTION drill_refuse_blobs();",
+    )
+    .execute(&app.db)
+    .await
+    .expect("break storage");
     let wa = app.whatsapp().await;
 
     let r = upload(&app, &app.agent.token, PNG.to_vec(), "a.png", "image/png").await;
@@ -1151,8 +1154,10 @@ async fn unwritable_attachment_storage_fails_uploads_clearly_and_breaks_nothing_
     assert_eq!(ready.status().as_u16(), 200);
 
     // Storage comes back.
-    std::fs::remove_file(&blocked).expect("rm");
-    std::fs::create_dir_all(&blocked).expect("mkdir");
+    sqlx::raw_sql("DROP TRIGGER drill_refuse_blobs ON blobs")
+        .execute(&app.db)
+        .await
+        .expect("mend storage");
     let r = upload(&app, &app.agent.token, PNG.to_vec(), "a.png", "image/png").await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text);
     app.eventually("the inbound image to be fetched after all", || async {
@@ -1167,5 +1172,4 @@ async fn unwritable_attachment_storage_fails_uploads_clearly_and_breaks_nothing_
             .is_some_and(|items| items.iter().any(|m| m["attachments"][0].is_object()))
     })
     .await;
-    let _ = std::fs::remove_dir_all(&blocked);
 }

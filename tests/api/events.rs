@@ -482,6 +482,40 @@ async fn a_user_may_hold_only_so_many_sockets() {
     assert!(reopened, "the closed socket's slot was not freed");
 }
 
+#[tokio::test]
+async fn one_tenants_sockets_cannot_take_the_others_places() {
+    let app = test_support::spawn_app_with(&[
+        ("PARLEY_WS_MAX_PER_TENANT", "3"),
+        ("PARLEY_WS_MAX_TOTAL", "5"),
+    ])
+    .await;
+    let mut held = Vec::new();
+    for token in [&app.agent.token, &app.supervisor.token, &app.admin.token] {
+        held.push(connect(&app, token, None).await);
+    }
+    let url = |t: &str| format!("ws://{}/api/v1/events?access_token={t}", app.addr);
+    match connect_async(url(&app.agent.token)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!(
+            "a fourth socket of the tenant was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Another tenant still connects, and its requests are served.
+    let (_, [b_admin, b_sup, _]) = app.other_tenant().await;
+    held.push(connect(&app, &b_admin.token, None).await);
+    held.push(connect(&app, &b_sup.token, None).await);
+    assert_eq!(
+        app.get("/api/v1/me", &b_admin.token).await.status,
+        reqwest::StatusCode::OK
+    );
+    // The process's own limit holds beyond the tenants' (503: try another replica).
+    match connect_async(url(&b_admin.token)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a sixth socket was not refused: {:?}", other.map(|_| ())),
+    }
+}
+
 /// Upgrading a database whose events carried their positions on the event row: the
 /// positions given keep their events, the events not yet sequenced get the next ones in
 /// commit-safe order, and a client resuming from an old position misses nothing.

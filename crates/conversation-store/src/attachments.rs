@@ -17,6 +17,10 @@ use crate::StoreError;
 /// The largest image accepted (WhatsApp's limit).
 pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
 
+/// The most pixels an image may declare: a small file can claim a vast canvas (a
+/// "decompression bomb") that any client drawing it must allocate.
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
 /// A boxed future, for the object-safe storage trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -195,6 +199,9 @@ pub enum UploadError {
     /// Empty.
     #[error("the file is empty")]
     Empty,
+    /// Declares more pixels than [`MAX_IMAGE_PIXELS`].
+    #[error("the image declares more than 40 million pixels")]
+    TooManyPixels,
 }
 
 /// Identify an image by its magic bytes and read its dimensions.
@@ -215,6 +222,12 @@ pub fn sniff_image(bytes: &[u8]) -> Result<ImageInfo, UploadError> {
         return Err(UploadError::UnsupportedType);
     };
     let size = imagesize::blob_size(bytes).map_err(|_| UploadError::UnsupportedType)?;
+    let pixels = u64::try_from(size.width)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(u64::try_from(size.height).unwrap_or(u64::MAX));
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(UploadError::TooManyPixels);
+    }
     Ok(ImageInfo {
         mime_type,
         width: i32::try_from(size.width).map_err(|_| UploadError::UnsupportedType)?,
@@ -369,6 +382,16 @@ pub async fn link_to_message(
     )
     .await?;
     Ok(())
+}
+
+/// Bytes a tenant's uploaded files take (each upload counted, as the quota sees it).
+pub async fn tenant_usage(conn: &mut PgConnection, tenant: TenantId) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(sum(size), 0)::bigint FROM attachments WHERE tenant_id = $1 AND uploaded_by IS NOT NULL",
+    )
+    .bind(tenant.0)
+    .fetch_one(conn)
+    .await?)
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub struct AppState {
     pub sockets: crate::events::SocketCounts,
     /// When this process last wrote each connected user's presence.
     pub presence: crate::events::PresenceMarks,
+    /// Turns for reading uploads (`PARLEY_UPLOADS_AT_ONCE`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// Newly sequenced events, read once per process and shared by its sockets.
     pub feed: crate::events::Feed,
     /// The group-commit writer that stores webhooks.
@@ -79,6 +81,7 @@ impl AppState {
             feed: crate::events::feed(config.event_feed_pages),
             sockets: crate::events::SocketCounts::default(),
             presence: crate::events::PresenceMarks::default(),
+            uploads: Arc::new(tokio::sync::Semaphore::new(config.uploads_at_once)),
             webhook_accounts: Default::default(),
             ingest: crate::ingest::IngestWriter::new(
                 db.clone(),

@@ -40,6 +40,11 @@ pub const SETTINGS: &[&str] = &[
     "PARLEY_WS_SEND_TIMEOUT_MS",
     "PARLEY_EVENT_FEED_PAGES",
     "PARLEY_WS_MAX_PER_USER",
+    "PARLEY_WS_MAX_PER_TENANT",
+    "PARLEY_WS_MAX_TOTAL",
+    "PARLEY_UPLOADS_PER_USER",
+    "PARLEY_UPLOADS_AT_ONCE",
+    "PARLEY_TENANT_STORAGE_MB",
     "PARLEY_CONTINUATION_WINDOW_SECS",
     "PARLEY_SIMULATOR_LISTEN",
     "PARLEY_METRICS_LISTEN",
@@ -180,6 +185,20 @@ pub struct Config {
     /// `PARLEY_WS_MAX_PER_USER` (default 20): event-stream sockets one user may hold open
     /// on one gateway process; more are refused with 429.
     pub ws_max_per_user: usize,
+    /// `PARLEY_WS_MAX_PER_TENANT` (default 10000): event-stream sockets one tenant's users
+    /// may hold open on one process, so one tenant cannot take every socket.
+    pub ws_max_per_tenant: usize,
+    /// `PARLEY_WS_MAX_TOTAL` (default: the process's open-file limit less 1,024, kept for
+    /// HTTP requests, webhooks and the database): event-stream sockets on one process.
+    pub ws_max_total: usize,
+    /// `PARLEY_UPLOADS_PER_USER` (default 2): uploads one user may have in progress.
+    pub uploads_per_user: usize,
+    /// `PARLEY_UPLOADS_AT_ONCE` (default 16): uploads read at once on one process (each
+    /// holds up to 5 MB); more wait their turn.
+    pub uploads_at_once: usize,
+    /// `PARLEY_TENANT_STORAGE_MB` (default 10240): how much a tenant's uploaded files may
+    /// take; an upload past it is refused (507). Files contacts send are always kept.
+    pub tenant_storage_bytes: i64,
     /// `PARLEY_WS_MAX_PER_IP` (default 1000): event-stream sockets one client address may
     /// hold open on one gateway process (an office behind one NAT address counts once).
     pub ws_max_per_ip: usize,
@@ -408,6 +427,36 @@ impl Config {
                 100_000,
             )?)
             .unwrap_or(64),
+            ws_max_per_tenant: usize::try_from(number(
+                &get,
+                "PARLEY_WS_MAX_PER_TENANT",
+                10_000,
+                1,
+                10_000_000,
+            )?)
+            .unwrap_or(10_000),
+            ws_max_total: usize::try_from(number(
+                &get,
+                "PARLEY_WS_MAX_TOTAL",
+                open_file_limit().map_or(10_000, |n| n.saturating_sub(1024).max(100)),
+                1,
+                10_000_000,
+            )?)
+            .unwrap_or(10_000),
+            uploads_per_user: usize::try_from(number(&get, "PARLEY_UPLOADS_PER_USER", 2, 1, 100)?)
+                .unwrap_or(2),
+            uploads_at_once: usize::try_from(number(&get, "PARLEY_UPLOADS_AT_ONCE", 16, 1, 1000)?)
+                .unwrap_or(16),
+            tenant_storage_bytes: i64::try_from(number(
+                &get,
+                "PARLEY_TENANT_STORAGE_MB",
+                10_240,
+                1,
+                100_000_000,
+            )?)
+            .unwrap_or(i64::MAX / (1024 * 1024))
+                * 1024
+                * 1024,
             ws_max_per_user: usize::try_from(number(
                 &get,
                 "PARLEY_WS_MAX_PER_USER",
@@ -511,6 +560,13 @@ fn parse<T>(
         value,
         problem,
     })
+}
+
+/// The process's soft limit on open files (Linux: `/proc/self/limits`).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn number(

@@ -175,6 +175,35 @@ pub async fn events_ws(
                 ),
             )
         })?;
+    // Every process keeps file descriptors for HTTP requests, webhooks and the database
+    // (`PARLEY_WS_MAX_TOTAL` below its open-file limit), and one tenant cannot take all
+    // the sockets: 20,000 of one tenant's once starved every other tenant.
+    let all = state
+        .sockets
+        .take(SlotKey::AllSockets, state.config.ws_max_total)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_sockets",
+                "this server holds as many event-stream connections as it can; try another replica or again shortly",
+            )
+        })?;
+    let of_tenant = state
+        .sockets
+        .take(
+            SlotKey::Tenant(principal.tenant_id.0),
+            state.config.ws_max_per_tenant,
+        )
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sockets",
+                format!(
+                    "your organisation already has {} event-stream connections open here",
+                    state.config.ws_max_per_tenant
+                ),
+            )
+        })?;
     let slot = state
         .sockets
         .take(
@@ -221,6 +250,8 @@ pub async fn events_ws(
             serve_socket(state, verified, start, socket).await;
             drop(slot);
             drop(from_ip);
+            drop(of_tenant);
+            drop(all);
         }))
 }
 
@@ -233,6 +264,12 @@ pub enum SlotKey {
     SocketsFrom(std::net::IpAddr),
     /// TCP connections from one client address.
     ConnectionsFrom(std::net::IpAddr),
+    /// Event-stream sockets of one tenant's users.
+    Tenant(uuid::Uuid),
+    /// Every event-stream socket of this process.
+    AllSockets,
+    /// Uploads one user has in progress.
+    UploadsBy(uuid::Uuid),
 }
 
 /// Open connections per user or client address on this process.
