@@ -656,3 +656,23 @@ async fn a_chat_nobody_writes_in_is_ended_by_the_system_and_frees_the_agent() {
     let r = act(&app, &app.agent, &id, "done").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
+
+#[tokio::test]
+async fn ready_after_an_old_socket_is_not_offline_moments_later() {
+    // The agent had an event stream long ago (its presence is old) and now goes Ready
+    // by hand: the grace period counts from now, not from the old socket.
+    let app = spawn_app().await;
+    sqlx::query(
+        "INSERT INTO agent_states (user_id, tenant_id, state, last_seen_at, since)
+         VALUES ($1, $2, 'offline', now() - interval '10 minutes', now() - interval '10 minutes')",
+    )
+    .bind(app.agent.id.0)
+    .bind(app.tenant.0)
+    .execute(&app.db)
+    .await
+    .expect("old presence");
+    ready(&app, &app.agent).await;
+    // Several routing rounds (twice a second) later, still Ready.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(my_state(&app, &app.agent).await["state"], "ready");
+}
