@@ -15,6 +15,7 @@ mod events;
 mod inbound;
 mod input;
 mod isolation;
+mod newcomer;
 mod openapi;
 mod ops;
 mod pagination;

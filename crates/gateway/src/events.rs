@@ -221,20 +221,28 @@ pub async fn events_ws(
             )
         })?;
     let mut conn = state.db.acquire().await?;
-    let start = match q.after {
-        Some(a) => a,
-        None => events::global_head(&mut conn).await?,
-    };
+    let head = events::global_head(&mut conn).await?;
+    let start = q.after.unwrap_or(head);
     let pruned = events::pruned_through(&mut conn, principal.tenant_id).await?;
     drop(conn);
-    if q.after.is_some() && start < pruned {
-        return Ok(ws.on_upgrade(|mut socket| async move {
+    // Resuming from before what is kept, or from beyond the newest event (a client
+    // restored from a backup, or one that talked to another installation): either way it
+    // cannot be given exactly what it missed, so it is told to resync.
+    let resync = match q.after {
+        Some(a) if a < pruned => {
+            Some("events since `after` were pruned; resync and reconnect without after")
+        }
+        Some(a) if a > head => {
+            Some("`after` is beyond the newest event; resync and reconnect without after")
+        }
+        _ => None,
+    };
+    if let Some(reason) = resync {
+        return Ok(ws.on_upgrade(move |mut socket| async move {
             let _ = socket
                 .send(Message::Close(Some(CloseFrame {
                     code: CLOSE_RESYNC,
-                    reason: Utf8Bytes::from_static(
-                        "events since `after` were pruned; resync and reconnect without after",
-                    ),
+                    reason: Utf8Bytes::from_static(reason),
                 })))
                 .await;
         }));

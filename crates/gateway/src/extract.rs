@@ -57,6 +57,37 @@ where
     }
 }
 
+/// [`ApiJson`] for a body whose every field is optional: no body at all (no
+/// `Content-Type` needed) reads as the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0");
+        let no_body = declared_empty
+            || (req.headers().get(header::CONTENT_TYPE).is_none()
+                && req.headers().get(header::TRANSFER_ENCODING).is_none()
+                && req.headers().get(header::CONTENT_LENGTH).is_none());
+        if no_body {
+            return Ok(Self(T::default()));
+        }
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|ApiJson(v)| Self(v))
+    }
+}
+
 /// Deserialize `bytes`, reporting the path of the field at fault. A string holding NUL
 /// (which PostgreSQL cannot store) is refused naming its field, and so is a body that is
 /// not a JSON object: every body Parley takes is one, and serde would otherwise fill a

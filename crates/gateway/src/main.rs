@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use gateway::config::{Config, LogFormat};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-const USAGE: &str = "usage: gateway [serve | migrate | openapi | --help | --version]
+const USAGE: &str = "usage: gateway [serve | migrate | openapi | healthcheck | --help | --version]
 
   serve    run the gateway (default). With no DATABASE_URL it runs its own PostgreSQL
            under PARLEY_DATA_DIR (default ./.parley) and seeds a demo tenant.
@@ -33,8 +33,13 @@ fn init_tracing(format: LogFormat) {
                     .with_writer(std::io::stderr),
             )
             .init(),
+        // Colours only on a terminal: a file or a pipe gets plain text.
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .init(),
     }
 }

@@ -329,14 +329,26 @@ pub async fn set_state(
         &json!({ "agent": view }),
     )
     .await?;
-    events::append(
-        conn,
-        tenant,
-        Audience::User(user),
-        "agent.state",
-        &json!({ "agent": view }),
+    // The agent's own copy, unless the supervisors' copy already reaches them (a
+    // supervisor or admin got each of their own changes twice).
+    let sees_supervisor_events: bool = sqlx::query_scalar(
+        "SELECT role IN ('supervisor', 'admin') FROM users WHERE tenant_id = $1 AND id = $2",
     )
-    .await?;
+    .bind(tenant.0)
+    .bind(user.0)
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or(false);
+    if !sees_supervisor_events {
+        events::append(
+            conn,
+            tenant,
+            Audience::User(user),
+            "agent.state",
+            &json!({ "agent": view }),
+        )
+        .await?;
+    }
     if state == "ready" {
         wake(conn).await?;
     }

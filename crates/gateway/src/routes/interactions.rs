@@ -389,7 +389,7 @@ pub async fn done_interaction(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(p): ApiPath<InteractionPath>,
-    ApiJson(input): ApiJson<DoneIn>,
+    crate::extract::ApiJsonOrEmpty(input): crate::extract::ApiJsonOrEmpty<DoneIn>,
 ) -> Result<axum::Json<InteractionOut>, ApiError> {
     if input
         .disposition

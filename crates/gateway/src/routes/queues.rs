@@ -86,7 +86,8 @@ impl From<Queue> for QueueOut {
 pub struct QueueIn {
     /// Name (1-100 characters), unique in the tenant.
     pub name: String,
-    /// Channels: `whatsapp`, `webchat`, `sms`, `messenger`, `x`.
+    /// Channels: `whatsapp`, `sms`, `webchat`, `messenger`, `twitter` (X direct
+    /// messages), `facebook_public`, `twitter_public` (the same spelling as everywhere).
     #[serde(default)]
     pub channels: Vec<String>,
     /// Required skills.
@@ -116,7 +117,12 @@ fn spec(input: QueueIn) -> Result<QueueSpec, ApiError> {
         if ch.parse::<parley_core::channel::Channel>().is_err() {
             c.fail(
                 &format!("channels[{i}]"),
-                "must be whatsapp, webchat, sms, messenger or x",
+                format!(
+                    "must be one of {}",
+                    parley_core::channel::Channel::ALL
+                        .map(parley_core::channel::Channel::as_str)
+                        .join(", ")
+                ),
             );
         }
     }
