@@ -158,8 +158,12 @@ pub struct Config {
     /// `PARLEY_SIMULATOR`: run the bundled WhatsApp Cloud API simulator beside the gateway
     /// with a demo channel account bound to it. Default: on in demo mode.
     pub simulator: bool,
-    /// `PARLEY_SIMULATOR_LISTEN` (default `127.0.0.1:0`): the simulator's address.
+    /// `PARLEY_SIMULATOR_LISTEN` (default `127.0.0.1:8081` in demo mode, else
+    /// `127.0.0.1:0`): the simulator's address. When the demo default is taken, any free
+    /// port is used instead.
     pub simulator_listen: SocketAddr,
+    /// Whether `PARLEY_SIMULATOR_LISTEN` was set (then a taken address is an error).
+    pub simulator_listen_set: bool,
     /// Where the bundled simulator was bound, once it is (the only loopback address an
     /// admin may point a provider URL at without `PARLEY_PROVIDER_HOSTS`).
     pub simulator_bound: std::sync::Arc<std::sync::OnceLock<SocketAddr>>,
@@ -167,7 +171,7 @@ pub struct Config {
     /// `/metrics` is served on that address only and no longer on `PARLEY_LISTEN`, so the
     /// public listener does not show it.
     pub metrics_listen: Option<SocketAddr>,
-    /// `PARLEY_OFFER_TIMEOUT_SECS` (default 30): how long an agent has to accept an offer
+    /// `PARLEY_OFFER_TIMEOUT_SECS` (default 30; 300 in demo mode): how long an agent has to accept an offer
     /// before it goes to the next agent and the agent becomes Not Responding.
     pub offer_timeout: Duration,
     /// `PARLEY_EVENT_RETENTION_HOURS` (default 168 = 7 days): how long events are kept
@@ -382,10 +386,21 @@ impl Config {
                 None => demo,
                 Some(v) => parse_bool("PARLEY_SIMULATOR", &v)?,
             },
-            simulator_listen: parse(&get, "PARLEY_SIMULATOR_LISTEN", "127.0.0.1:0", |v| {
-                v.parse::<SocketAddr>()
-                    .map_err(|_| "is not a socket address; use host:port".into())
-            })?,
+            simulator_listen_set: get("PARLEY_SIMULATOR_LISTEN").is_some(),
+            // A stable address in the demo, so a saved simulator URL keeps working.
+            simulator_listen: parse(
+                &get,
+                "PARLEY_SIMULATOR_LISTEN",
+                if demo {
+                    "127.0.0.1:8081"
+                } else {
+                    "127.0.0.1:0"
+                },
+                |v| {
+                    v.parse::<SocketAddr>()
+                        .map_err(|_| "is not a socket address; use host:port".into())
+                },
+            )?,
             simulator_bound: Default::default(),
             metrics_listen: match get("PARLEY_METRICS_LISTEN").filter(|v| !v.trim().is_empty()) {
                 None => None,
@@ -395,10 +410,11 @@ impl Config {
                     problem: "is not a socket address; use host:port".into(),
                 })?),
             },
+            // In the demo a person accepts offers by hand (curl): five minutes, not 30 s.
             offer_timeout: Duration::from_secs(number(
                 &get,
                 "PARLEY_OFFER_TIMEOUT_SECS",
-                30,
+                if demo { 300 } else { 30 },
                 1,
                 3600,
             )?),

@@ -177,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let demo = config.demo;
     let run_sim = config.simulator;
     let sim_listen = config.simulator_listen;
+    let sim_listen_set = config.simulator_listen_set;
     let metrics_listener = match config.metrics_listen {
         Some(a) => Some(bind(a).await?),
         None => None,
@@ -212,6 +213,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             start_simulator(
                 &pool,
                 sim_listen,
+                sim_listen_set,
                 addr,
                 &state.config.simulator_bound,
                 &workers,
@@ -266,14 +268,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn start_simulator(
     pool: &PgPool,
     listen: SocketAddr,
+    listen_set: bool,
     gateway: SocketAddr,
     bound: &std::sync::OnceLock<SocketAddr>,
     workers: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<String> {
-    let listener = bind(listen)
-        .await
-        .context("starting the WhatsApp simulator")?;
+    let listener = match bind(listen).await {
+        Ok(l) => l,
+        // The demo's usual address is taken (another Parley?): any free port will do.
+        Err(e) if !listen_set => {
+            tracing::warn!(%listen, error = %e, "the simulator's usual address is taken; using a free port");
+            bind(SocketAddr::new(listen.ip(), 0))
+                .await
+                .context("starting the WhatsApp simulator")?
+        }
+        Err(e) => return Err(e.context("starting the WhatsApp simulator")),
+    };
     let sim_addr = listener.local_addr()?;
     let _ = bound.set(sim_addr);
     let cfg = whatsapp_sim::SimConfig::default();
