@@ -70,6 +70,30 @@ fn compose_runs_postgres_and_the_gateway_with_settings_the_gateway_knows() {
         ports.iter().any(|p| p.ends_with(&format!(":{port}"))),
         "publishes {port}: {ports:?}"
     );
+    // Published on the host's loopback only, and no password written in the file.
+    assert!(
+        ports.iter().all(|p| p.starts_with("127.0.0.1:")),
+        "published beyond loopback: {ports:?}"
+    );
+    let pg_password = pg["environment"]["POSTGRES_PASSWORD"]
+        .as_str()
+        .expect("password");
+    assert!(
+        pg_password.starts_with("${"),
+        "a password written in the file"
+    );
+    // Every variable the compose file needs is in `.env.example`.
+    let example = repo_file(".env.example");
+    for name in [
+        "PARLEY_JWT_SECRET",
+        "PARLEY_PLATFORM_TOKEN",
+        "POSTGRES_PASSWORD",
+    ] {
+        assert!(
+            example.lines().any(|l| l.starts_with(&format!("{name}="))),
+            ".env.example lacks {name}"
+        );
+    }
     // The compose file builds the Dockerfile that exists.
     assert!(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
