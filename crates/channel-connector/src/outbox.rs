@@ -265,6 +265,12 @@ impl Dispatcher {
     }
 
     async fn finish_failed(&self, job: &Job, error: &Value) -> Result<(), sqlx::Error> {
+        // The agent sees it as the message's `failed` status with this error; operators
+        // see it here (a template the provider does not know: 132001, for one).
+        tracing::warn!(outbox_id = job.id, message_id = %job.message_id,
+            code = %error.get("code").unwrap_or(&serde_json::Value::Null),
+            title = %error.get("title").or_else(|| error.get("message")).unwrap_or(&serde_json::Value::Null),
+            "the provider refused a send for good");
         let mut tx = self.db.begin().await?;
         advance(
             &mut tx,

@@ -209,18 +209,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("  metrics: http://{addr}/metrics");
     }
     let sim_url = if run_sim {
-        Some(
-            start_simulator(
-                &pool,
-                sim_listen,
-                sim_listen_set,
-                addr,
-                &state.config.simulator_bound,
-                &workers,
-                &shutdown,
-            )
-            .await?,
+        let (url, tenant, account) = start_simulator(
+            &pool,
+            sim_listen,
+            sim_listen_set,
+            addr,
+            &state.config.simulator_bound,
+            &workers,
+            &shutdown,
         )
+        .await?;
+        // The demo tenant learns the simulator's templates, as an admin's sync would.
+        let st = state.clone();
+        workers.spawn(async move {
+            match crate::routes::templates::sync_account(&st, tenant, account).await {
+                Ok(s) => tracing::info!(synced = s.synced, "demo templates synced from the simulator"),
+                Err(e) => tracing::warn!(error = ?e, "demo templates could not be synced; POST …/templates/sync tries again"),
+            }
+        });
+        Some(url)
     } else {
         None
     };
@@ -273,7 +280,7 @@ async fn start_simulator(
     bound: &std::sync::OnceLock<SocketAddr>,
     workers: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, TenantId, uuid::Uuid)> {
     let listener = match bind(listen).await {
         Ok(l) => l,
         // The demo's usual address is taken (another Parley?): any free port will do.
@@ -289,6 +296,9 @@ async fn start_simulator(
     let _ = bound.set(sim_addr);
     let cfg = whatsapp_sim::SimConfig::default();
     let sim = whatsapp_sim::Simulator::new(cfg.clone());
+    for t in demo_templates() {
+        sim.set_template(t);
+    }
     workers.spawn(whatsapp_sim::serve(listener, sim.clone(), shutdown.clone()));
     let base = format!("http://{sim_addr}/v21.0");
     let mut tx = pool.begin().await?;
@@ -337,7 +347,36 @@ async fn start_simulator(
         &format!("http://{gateway}/webhooks/whatsapp/{}", account.id),
         &cfg.app_secret,
     );
-    Ok(format!("http://{sim_addr}"))
+    Ok((format!("http://{sim_addr}"), tenant, account.id))
+}
+
+/// Templates the demo's simulator holds approved, so notifications work out of the box:
+/// an appointment proposal with an image header, an auto-filled name and Yes/No reply
+/// buttons, and a plain order update.
+fn demo_templates() -> [serde_json::Value; 2] {
+    [
+        serde_json::json!({
+            "name": "appointment_proposal", "language": "en", "status": "APPROVED",
+            "category": "UTILITY", "id": "900000000000001",
+            "components": [
+                {"type": "HEADER", "format": "IMAGE"},
+                {"type": "BODY", "text": "Hello {{1}}, we can offer you an appointment on {{2}}. Does that suit you?",
+                 "example": {"body_text": [["Ana", "Monday at 10:00"]]}},
+                {"type": "FOOTER", "text": "Reply STOP to opt out"},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "QUICK_REPLY", "text": "Yes"},
+                    {"type": "QUICK_REPLY", "text": "No"}]}
+            ]
+        }),
+        serde_json::json!({
+            "name": "order_update", "language": "en", "status": "APPROVED",
+            "category": "UTILITY", "id": "900000000000002",
+            "components": [
+                {"type": "BODY", "text": "Hi {{1}}, your order {{2}} is on its way.",
+                 "example": {"body_text": [["Ana", "A-1001"]]}}
+            ]
+        }),
+    ]
 }
 
 /// `gateway migrate`: apply migrations and exit.

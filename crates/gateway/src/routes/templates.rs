@@ -719,7 +719,19 @@ pub async fn sync_templates(
     ApiPath(p): ApiPath<AccountPath>,
 ) -> Result<axum::Json<SyncOut>, ApiError> {
     principal.require(Role::Admin)?;
-    let tenant = principal.tenant_id;
+    Ok(axum::Json(
+        sync_account(&state, principal.tenant_id, p.account_id).await?,
+    ))
+}
+
+/// Read a channel account's templates from the provider into Parley's (the sync
+/// endpoint, and the demo's start-up).
+pub(crate) async fn sync_account(
+    state: &AppState,
+    tenant: parley_core::TenantId,
+    account_id: Uuid,
+) -> Result<SyncOut, ApiError> {
+    let p = AccountPath { account_id };
     let (account, secrets) = {
         let mut conn = state.db.acquire().await?;
         let a = accounts::get(&mut conn, tenant, p.account_id)
@@ -764,11 +776,11 @@ pub async fn sync_templates(
     }
     let unknown = store::mark_unknown(&mut tx, tenant, account.id, &seen).await?;
     tx.commit().await?;
-    Ok(axum::Json(SyncOut {
+    Ok(SyncOut {
         synced: seen.len(),
         created,
         unknown_to_provider: unknown,
-    }))
+    })
 }
 
 /// A standard response.
