@@ -99,3 +99,35 @@ async fn a_queue_takes_channels_by_the_names_used_everywhere() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert!(r.text.contains("twitter"), "{}", r.text);
 }
+
+#[tokio::test]
+async fn an_interaction_event_carries_the_rest_object() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, &app.supervisor.token, None).await;
+    ready(&app, &app.agent).await;
+    let got = app.inbound("+14155552671", "hi").await;
+    let id = wait_offer(&app, &app.agent).await;
+    assert_eq!(
+        act(&app, &app.agent, &id, "accept").await.status,
+        StatusCode::OK
+    );
+    let mut event = None;
+    for _ in 0..30 {
+        let e = crate::events::next_event(&mut ws).await;
+        if e["kind"] == "interaction.accepted" {
+            event = Some(e["payload"]["interaction"].clone());
+            break;
+        }
+    }
+    let event = event.expect("interaction.accepted");
+    let rest = app
+        .get(
+            &format!("/api/v1/contacts/{}/interactions", got.contact_id),
+            &app.agent.token,
+        )
+        .await;
+    let rest = rest.json[0].clone();
+    for (k, v) in rest.as_object().expect("object") {
+        assert_eq!(&event[k], v, "field {k}: event {event} vs REST {rest}");
+    }
+}

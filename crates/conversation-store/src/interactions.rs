@@ -10,8 +10,11 @@ use uuid::Uuid;
 
 use crate::StoreError;
 
-/// An interaction with its timings.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// An interaction with its timings. It serialises (in events) exactly as the REST API
+/// shows it (`started_at`, `wait_seconds`, `handle_seconds`, `wrap_up_seconds`), so a
+/// front-end needs one model; `created_at` is kept beside `started_at` for clients
+/// written against earlier events.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Interaction {
     /// Id.
     pub id: Uuid,
@@ -37,6 +40,49 @@ pub struct Interaction {
     pub ended_at: Option<DateTime<Utc>>,
     /// Marked done.
     pub done_at: Option<DateTime<Utc>>,
+}
+
+impl Serialize for Interaction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: Uuid,
+            contact_id: Uuid,
+            channel: &'a str,
+            state: &'a str,
+            agent_id: Option<Uuid>,
+            ended_by: Option<&'a str>,
+            disposition: Option<&'a str>,
+            queue_id: Option<Uuid>,
+            started_at: DateTime<Utc>,
+            accepted_at: Option<DateTime<Utc>>,
+            ended_at: Option<DateTime<Utc>>,
+            done_at: Option<DateTime<Utc>>,
+            wait_seconds: Option<f64>,
+            handle_seconds: Option<f64>,
+            wrap_up_seconds: Option<f64>,
+            created_at: DateTime<Utc>,
+        }
+        Wire {
+            id: self.id,
+            contact_id: self.contact_id,
+            channel: &self.channel,
+            state: &self.state,
+            agent_id: self.agent_id,
+            ended_by: self.ended_by.as_deref(),
+            disposition: self.disposition.as_deref(),
+            queue_id: self.queue_id,
+            started_at: self.created_at,
+            accepted_at: self.accepted_at,
+            ended_at: self.ended_at,
+            done_at: self.done_at,
+            wait_seconds: self.wait_secs(),
+            handle_seconds: self.handle_secs(),
+            wrap_up_seconds: self.wrap_up_secs(),
+            created_at: self.created_at,
+        }
+        .serialize(s)
+    }
 }
 
 impl Interaction {
