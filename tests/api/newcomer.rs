@@ -131,3 +131,45 @@ async fn an_interaction_event_carries_the_rest_object() {
         assert_eq!(&event[k], v, "field {k}: event {event} vs REST {rest}");
     }
 }
+
+#[tokio::test]
+async fn a_new_interaction_after_done_is_announced() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, &app.supervisor.token, None).await;
+    let first = app.inbound("+14155552671", "one").await;
+    let second_after_done = {
+        ready(&app, &app.agent).await;
+        let id = wait_offer(&app, &app.agent).await;
+        assert_eq!(id, first.interaction.id.to_string());
+        for step in ["accept", "end", "done"] {
+            assert_eq!(
+                act(&app, &app.agent, &id, step).await.status,
+                StatusCode::OK
+            );
+        }
+        app.inbound("+14155552671", "two").await
+    };
+    assert_ne!(second_after_done.interaction.id, first.interaction.id);
+    let mut created = Vec::new();
+    for _ in 0..40 {
+        let e = crate::events::next_event(&mut ws).await;
+        if e["kind"] == "interaction.created" {
+            created.push(
+                e["payload"]["interaction"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            if created.len() == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        created,
+        vec![
+            first.interaction.id.to_string(),
+            second_after_done.interaction.id.to_string()
+        ]
+    );
+}

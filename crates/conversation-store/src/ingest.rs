@@ -124,6 +124,18 @@ pub async fn ingest_inbound(
     let (mut interaction, interaction_created) =
         interactions::open_or_create(conn, tenant, contact_id, inbound.channel, Some(identity_id))
             .await?;
+    // A new interaction (the contact's first, or the first after a Done) is announced, so
+    // every desktop and supervisor learns of it before it is offered.
+    if interaction_created {
+        crate::events::append(
+            conn,
+            tenant,
+            crate::events::Audience::Tenant,
+            "interaction.created",
+            &serde_json::json!({ "interaction": interaction }),
+        )
+        .await?;
+    }
     // Async chat: a message on an ended (not done) interaction resumes it with its agent.
     if interaction.state == "ended"
         && let Some(resumed) =
