@@ -124,13 +124,14 @@ pub async fn ingest_inbound(
     let (mut interaction, interaction_created) =
         interactions::open_or_create(conn, tenant, contact_id, inbound.channel, Some(identity_id))
             .await?;
-    // A new interaction (the contact's first, or the first after a Done) is announced, so
-    // every desktop and supervisor learns of it before it is offered.
+    // A new interaction (the contact's first, or the first after a Done) is announced to
+    // supervisors (queue views); agents learn of it from its `message.created`, which
+    // names it, and from their offer.
     if interaction_created {
         crate::events::append(
             conn,
             tenant,
-            crate::events::Audience::Tenant,
+            crate::events::Audience::Supervisors,
             "interaction.created",
             &serde_json::json!({ "interaction": interaction }),
         )
