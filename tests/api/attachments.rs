@@ -418,12 +418,9 @@ async fn a_tenants_uploads_stop_at_its_storage_quota() {
 
 #[tokio::test]
 async fn a_user_may_have_only_so_many_uploads_in_progress() {
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let app = spawn_app_with(&[("PARLEY_UPLOADS_PER_USER", "1")]).await;
-    // An upload that has sent its headers and part of its body, and goes on slowly.
-    let mut slow = tokio::net::TcpStream::connect(app.addr)
-        .await
-        .expect("connect");
+    // An upload that has sent its headers and the start of its file, and goes on slowly.
     let boundary = "XSLOWX";
     let head = format!(
         "POST /api/v1/attachments HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
@@ -432,34 +429,43 @@ async fn a_user_may_have_only_so_many_uploads_in_progress() {
          content-type: image/png\r\n\r\n",
         app.agent.token
     );
-    slow.write_all(head.as_bytes()).await.expect("write");
-    slow.write_all(&PNG[..8]).await.expect("write");
-    slow.flush().await.expect("flush");
-    // The same user's next upload is refused while that one is in progress…
-    let mut refused = false;
-    for _ in 0..50 {
-        let r = upload(&app, &app.agent.token, PNG.to_vec(), "n.png", "image/png").await;
-        if r.status == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(r.code(), "too_many_uploads");
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connect");
+        s.write_all(head.as_bytes()).await.expect("write");
+        s.write_all(&PNG[..8]).await.expect("write");
+        s.flush().await.expect("flush");
+        slow.push(s);
     }
-    assert!(refused, "a second concurrent upload was taken");
-    // …another user's is not.
+    // Two at once by the same user: whichever the server reaches second is answered at
+    // once with 429, while the other stays in progress (no answer until its body ends).
+    let (mut a, mut b) = (slow.remove(0), slow.remove(0));
+    let (mut buf_a, mut buf_b) = (vec![0_u8; 4096], vec![0_u8; 4096]);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        tokio::select! {
+            n = a.read(&mut buf_a) => String::from_utf8_lossy(&buf_a[..n.unwrap_or(0)]).into_owned(),
+            n = b.read(&mut buf_b) => String::from_utf8_lossy(&buf_b[..n.unwrap_or(0)]).into_owned(),
+        }
+    })
+    .await
+    .expect("neither upload was answered");
+    assert!(first.starts_with("HTTP/1.1 429"), "{first}");
+    assert!(first.contains("too_many_uploads"), "{first}");
+    // Another user is not affected.
     let r = upload(&app, &app.admin.token, PNG.to_vec(), "m.png", "image/png").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    // Once it ends (here: the connection drops), the user may upload again.
-    drop(slow);
+    // Once it ends (here: the connections drop), the user may upload again.
+    drop((a, b));
     let mut taken = false;
-    for _ in 0..50 {
+    for _ in 0..100 {
         let r = upload(&app, &app.agent.token, PNG.to_vec(), "n.png", "image/png").await;
         if r.status == StatusCode::CREATED {
             taken = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(taken);
 }
