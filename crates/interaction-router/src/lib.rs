@@ -692,26 +692,7 @@ pub async fn accept(
         .bind(user.0)
         .execute(&mut *conn)
         .await?;
-    let i = interactions::set_state(
-        conn,
-        tenant,
-        interaction,
-        "active",
-        Some(user.0),
-        None,
-        None,
-    )
-    .await?
-    .ok_or(RouterError::NotFound)?;
-    events::append(
-        conn,
-        tenant,
-        Audience::Tenant,
-        "interaction.accepted",
-        &json!({ "interaction": i }),
-    )
-    .await?;
-    Ok(i)
+    make_active(conn, tenant, interaction, user).await
 }
 
 /// The offered agent declines: the interaction goes back to the queue and is offered to
@@ -899,21 +880,8 @@ pub async fn transfer(
         }
     }
     act_as(conn, &by.0.to_string()).await?;
-    if i.state == "offered"
-        && let Some((offer, agent)) = pending_offer(conn, tenant, interaction).await?
-    {
-        sqlx::query("UPDATE offers SET state = 'rescinded', decided_at = now() WHERE id = $1")
-            .bind(offer)
-            .execute(&mut *conn)
-            .await?;
-        events::append(
-            conn,
-            tenant,
-            Audience::User(UserId(agent)),
-            "interaction.offer_revoked",
-            &json!({ "offer_id": offer, "interaction_id": interaction, "reason": "reassigned" }),
-        )
-        .await?;
+    if i.state == "offered" {
+        withdraw_offer(conn, tenant, interaction, "reassigned").await?;
     }
     let from = i.agent_id;
     match to {
@@ -1042,28 +1010,50 @@ pub async fn take_over(
         }
     }
     act_as(conn, &user.0.to_string()).await?;
-    if i.state == "offered"
-        && let Some((offer, agent)) = pending_offer(conn, tenant, interaction).await?
-    {
-        sqlx::query("UPDATE offers SET state = 'rescinded', decided_at = now() WHERE id = $1")
-            .bind(offer)
-            .execute(&mut *conn)
-            .await?;
-        events::append(
-            conn,
-            tenant,
-            Audience::User(UserId(agent)),
-            "interaction.offer_revoked",
-            &json!({ "offer_id": offer, "interaction_id": interaction, "reason": "taken" }),
-        )
-        .await?;
+    if i.state == "offered" {
+        withdraw_offer(conn, tenant, interaction, "taken").await?;
     }
     sqlx::query("UPDATE interactions SET transfer_to = NULL WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.0)
         .bind(interaction.0)
         .execute(&mut *conn)
         .await?;
-    let taken = interactions::set_state(
+    make_active(conn, tenant, interaction, user).await
+}
+
+/// Withdraw an interaction's pending offer (if any), telling its agent why.
+async fn withdraw_offer(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    interaction: InteractionId,
+    reason: &str,
+) -> Result<(), RouterError> {
+    let Some((offer, agent)) = pending_offer(conn, tenant, interaction).await? else {
+        return Ok(());
+    };
+    sqlx::query("UPDATE offers SET state = 'rescinded', decided_at = now() WHERE id = $1")
+        .bind(offer)
+        .execute(&mut *conn)
+        .await?;
+    events::append(
+        conn,
+        tenant,
+        Audience::User(UserId(agent)),
+        "interaction.offer_revoked",
+        &json!({ "offer_id": offer, "interaction_id": interaction, "reason": reason }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Make an interaction active and `user`'s, and tell the tenant (`interaction.accepted`).
+async fn make_active(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    interaction: InteractionId,
+    user: UserId,
+) -> Result<Interaction, RouterError> {
+    let i = interactions::set_state(
         conn,
         tenant,
         interaction,
@@ -1079,10 +1069,10 @@ pub async fn take_over(
         tenant,
         Audience::Tenant,
         "interaction.accepted",
-        &json!({ "interaction": taken }),
+        &json!({ "interaction": i }),
     )
     .await?;
-    Ok(taken)
+    Ok(i)
 }
 
 /// Announce an interaction an agent started (Create WhatsApp Interaction).
