@@ -370,6 +370,10 @@ pub async fn delete_contact(
     .bind(&contact)
     .execute(&mut *conn)
     .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(crate::events::ERASED_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
     let done = sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.0)
         .bind(id.0)

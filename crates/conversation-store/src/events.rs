@@ -165,6 +165,9 @@ pub async fn list_after(
 
 /// The NOTIFY channel that says new positions were assigned (payload: ids only).
 pub const READY_CHANNEL: &str = "parley_events_ready";
+/// The NOTIFY channel that says stored events were rewritten (an erasure): every
+/// replica's in-memory feed drops what it read before.
+pub const ERASED_CHANNEL: &str = "parley_events_erased";
 /// The NOTIFY channel every append signals.
 pub const APPEND_CHANNEL: &str = "parley_events";
 

@@ -73,6 +73,7 @@ impl AppState {
             conversation_store::events::READY_CHANNEL,
             interaction_router::ROUTE_CHANNEL,
             conversation_store::accounts::AUTH_CHANNEL,
+            conversation_store::events::ERASED_CHANNEL,
         ]);
         Self {
             provider_http: channel_connector::http_client(Duration::from_secs(10)),

@@ -58,6 +58,7 @@ pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
             let feed = feed.clone();
             async move {
                 let mut conn = pool.acquire().await?;
+                let epoch = feed.epoch();
                 match events::sequence(&mut conn).await {
                     Ok(sequenced) => {
                         let n = sequenced.len();
@@ -65,7 +66,7 @@ pub async fn run_sequencer(state: AppState, shutdown: CancellationToken) {
                             // This process's sockets at once (or its feed reads them, if
                             // another replica's positions come first); the other
                             // replicas' through the database.
-                            if !feed.offer(sequenced).await {
+                            if !feed.offer(sequenced, epoch).await {
                                 wakeups.bump(events::READY_CHANNEL);
                             }
                             if let Err(e) = events::announce_ready(&mut conn, &origin).await {
@@ -460,6 +461,8 @@ where
 pub struct FeedPage {
     first: i64,
     last: i64,
+    /// The feed's epoch when these events were read.
+    epoch: u64,
     events: Vec<(events::FeedEvent, Utf8Bytes)>,
 }
 
@@ -471,6 +474,9 @@ pub struct FeedPage {
 #[derive(Debug, Clone)]
 pub struct Feed {
     pages: tokio::sync::broadcast::Sender<std::sync::Arc<FeedPage>>,
+    /// Bumped when stored events were rewritten (an erasure): pages read before it may
+    /// carry what was erased, and sockets read those positions from the database instead.
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The last position published; `None` until [`run_feed`] has read the head. Held
     /// while publishing, so pages go out once each and in order.
     published: std::sync::Arc<tokio::sync::Mutex<Option<i64>>>,
@@ -480,11 +486,23 @@ pub struct Feed {
 pub fn feed(pages: usize) -> Feed {
     Feed {
         pages: tokio::sync::broadcast::channel(pages).0,
+        epoch: Default::default(),
         published: Default::default(),
     }
 }
 
 impl Feed {
+    /// The current epoch: take it before reading events from the database.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stored events were rewritten (after the rewrite committed): pages read before now
+    /// are not handed to sockets.
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Pages from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<FeedPage>> {
         self.pages.subscribe()
@@ -494,7 +512,7 @@ impl Feed {
     /// they follow the last page published. `false` when they do not (the feed has not
     /// started, or another replica's positions come between): read them from the
     /// database with [`run_feed`].
-    pub async fn offer(&self, sequenced: Vec<events::FeedEvent>) -> bool {
+    pub async fn offer(&self, sequenced: Vec<events::FeedEvent>, epoch: u64) -> bool {
         let mut published = self.published.lock().await;
         let (Some(at), Some(first), Some(last)) = (*published, sequenced.first(), sequenced.last())
         else {
@@ -506,13 +524,13 @@ impl Feed {
         if first.position != at + 1 {
             return false;
         }
-        *published = Some(self.publish(sequenced));
+        *published = Some(self.publish(sequenced, epoch));
         true
     }
 
     /// Send `events` (contiguous positions, in order, not empty) in pages of at most
     /// [`PAGE`]; returns the last position.
-    fn publish(&self, events: Vec<events::FeedEvent>) -> i64 {
+    fn publish(&self, events: Vec<events::FeedEvent>, epoch: u64) -> i64 {
         let mut last = 0;
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
@@ -532,6 +550,7 @@ impl Feed {
             let _ = self.pages.send(std::sync::Arc::new(FeedPage {
                 first,
                 last: end,
+                epoch,
                 events: page,
             }));
         }
@@ -543,6 +562,8 @@ impl Feed {
 /// sequencer: woken by another replica's NOTIFY, a failed offer, or the tick.
 pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
     let mut wake = state.wakeups.subscribe(events::READY_CHANNEL);
+    let mut erased = state.wakeups.subscribe(events::ERASED_CHANNEL);
+    erased.mark_unchanged();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         wake.mark_unchanged();
@@ -557,13 +578,14 @@ pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
             };
             *published = Some(at);
             loop {
+                let epoch = state.feed.epoch();
                 let page = events::feed_after(&mut conn, at, PAGE).await?;
                 if page.is_empty() {
                     break;
                 }
                 // A short page is the end for now (positions are a contiguous prefix).
                 let more = i64::try_from(page.len()).unwrap_or(i64::MAX) >= PAGE;
-                at = state.feed.publish(page);
+                at = state.feed.publish(page, epoch);
                 *published = Some(at);
                 if !more {
                     break;
@@ -578,6 +600,12 @@ pub async fn run_feed(state: AppState, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = wake.changed() => {},
+            // Another replica (or this one) rewrote stored events: drop what was read.
+            changed = erased.changed() => {
+                if changed.is_ok() {
+                    state.feed.invalidate();
+                }
+            },
             _ = tick.tick() => {},
         }
     }
@@ -667,6 +695,11 @@ async fn serve_socket(
             page = feed.recv() => match page {
                 Ok(page) => {
                     let Some(s) = synced else { continue };
+                    if page.epoch < state.feed.epoch() {
+                        // Read before an erasure: these positions come from the database.
+                        synced = None;
+                        continue;
+                    }
                     if page.last <= s {
                         continue;
                     }

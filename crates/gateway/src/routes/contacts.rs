@@ -508,6 +508,8 @@ pub async fn delete_contact(
     let mut tx = state.db.begin().await?;
     if contacts::delete_contact(&mut tx, principal.tenant_id, ContactId(path.contact_id)).await? {
         tx.commit().await?;
+        // This process's feed may hold the erased text: sockets read from the database.
+        state.feed.invalidate();
         tracing::info!(contact = %path.contact_id, by = %principal.user_id, "contact erased");
         Ok(StatusCode::NO_CONTENT)
     } else {
