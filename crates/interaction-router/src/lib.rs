@@ -531,26 +531,15 @@ pub async fn route_round(
     .fetch_all(&mut *tx)
     .await?;
     for (interaction, tenant) in idle {
-        let tenant = TenantId(tenant);
-        if let Some(i) = interactions::set_state(
+        let ended = end_as(
             &mut tx,
-            tenant,
+            TenantId(tenant),
             InteractionId(interaction),
-            "ended",
-            None,
-            Some("system"),
-            None,
+            "system",
+            Some("inactivity"),
         )
-        .await?
-        {
-            events::append(
-                &mut tx,
-                tenant,
-                Audience::Tenant,
-                "interaction.ended",
-                &json!({ "interaction": i, "reason": "inactivity" }),
-            )
-            .await?;
+        .await?;
+        if ended.is_some() {
             changes += 1;
         }
     }
@@ -757,26 +746,38 @@ pub async fn end(
             i.state
         )));
     }
-    let i = interactions::set_state(
-        conn,
-        tenant,
-        interaction,
-        "ended",
-        None,
-        Some("agent"),
-        None,
-    )
-    .await?
-    .ok_or(RouterError::NotFound)?;
+    end_as(conn, tenant, interaction, "agent", None)
+        .await?
+        .ok_or(RouterError::NotFound)
+}
+
+/// End an interaction on behalf of `by` (`agent`, `system`, `contact`) and tell the
+/// tenant (`interaction.ended`, with `reason` when given). `None` when it does not exist.
+async fn end_as(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    interaction: InteractionId,
+    by: &str,
+    reason: Option<&str>,
+) -> Result<Option<Interaction>, RouterError> {
+    let Some(i) =
+        interactions::set_state(conn, tenant, interaction, "ended", None, Some(by), None).await?
+    else {
+        return Ok(None);
+    };
+    let mut payload = json!({ "interaction": i });
+    if let Some(r) = reason {
+        payload["reason"] = json!(r);
+    }
     events::append(
         conn,
         tenant,
         Audience::Tenant,
         "interaction.ended",
-        &json!({ "interaction": i }),
+        &payload,
     )
     .await?;
-    Ok(i)
+    Ok(Some(i))
 }
 
 /// The agent marks it Done (with an optional disposition); capacity is freed.
@@ -1046,8 +1047,9 @@ async fn withdraw_offer(
     Ok(())
 }
 
-/// Make an interaction active and `user`'s, and tell the tenant (`interaction.accepted`).
-async fn make_active(
+/// Make an interaction active and `user`'s, and tell the tenant (`interaction.accepted`):
+/// an accepted offer, a take-over, or an interaction an agent starts.
+pub async fn make_active(
     conn: &mut PgConnection,
     tenant: TenantId,
     interaction: InteractionId,
@@ -1073,23 +1075,6 @@ async fn make_active(
     )
     .await?;
     Ok(i)
-}
-
-/// Announce an interaction an agent started (Create WhatsApp Interaction).
-pub async fn announce_started(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    interaction: &Interaction,
-) -> Result<(), RouterError> {
-    events::append(
-        conn,
-        tenant,
-        Audience::Tenant,
-        "interaction.accepted",
-        &json!({ "interaction": interaction }),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Before an agent's message goes out through `interaction`: it must be theirs (or the

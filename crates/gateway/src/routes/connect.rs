@@ -546,19 +546,13 @@ pub async fn create_interaction(
     )
     .await?;
     let interaction = if created {
-        let i = interactions::set_state(
+        interaction_router::make_active(
             &mut tx,
             tenant,
             InteractionId(interaction.id),
-            "active",
-            Some(principal.user_id.0),
-            None,
-            None,
+            principal.user_id,
         )
         .await?
-        .ok_or_else(|| ApiError::not_found("interaction"))?;
-        interaction_router::announce_started(&mut tx, tenant, &i).await?;
-        i
     } else {
         // Open already (say the contact answered a Connect request and it is waiting to
         // be routed): the caller takes it, unless another agent is handling it.
