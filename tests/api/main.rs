@@ -24,6 +24,7 @@ mod queues;
 mod races;
 mod roles;
 mod routing;
+mod search;
 mod sessions;
 mod templates;
 mod tenancy;

@@ -185,13 +185,17 @@ pub async fn create_contact(
     identities: &[(Channel, String)],
 ) -> Result<Contact, StoreError> {
     let id = ContactId::new();
-    sqlx::query("INSERT INTO contacts (id, tenant_id, name, attributes) VALUES ($1, $2, $3, $4)")
-        .bind(id.0)
-        .bind(tenant.0)
-        .bind(name)
-        .bind(attributes)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO contacts (id, tenant_id, name, attributes, search_text)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id.0)
+    .bind(tenant.0)
+    .bind(name)
+    .bind(attributes)
+    .bind(search_text(name, attributes))
+    .execute(&mut *conn)
+    .await?;
     for (channel, address) in identities {
         add_identity(conn, tenant, id, *channel, address).await?;
     }
@@ -269,8 +273,101 @@ pub(crate) fn like_escape(s: &str) -> String {
     out
 }
 
-/// A page of contacts ordered by name, optionally matching `q` in the name or any
-/// identity address (digits of a phone number match however it is written).
+/// What the directory search looks in: the name and every attribute value (nested ones
+/// too), folded as message search folds words (see [`crate::search::fold`]).
+pub fn search_text(name: &str, attributes: &Value) -> String {
+    fn values(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push('\n');
+                out.push_str(&crate::search::fold(s));
+            }
+            Value::Number(n) => {
+                out.push('\n');
+                out.push_str(&n.to_string());
+            }
+            Value::Array(items) => items.iter().for_each(|i| values(i, out)),
+            Value::Object(map) => map.values().for_each(|i| values(i, out)),
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+    let mut out = crate::search::fold(name);
+    values(attributes, &mut out);
+    // Enough for any directory search; a huge attribute does not bloat the index.
+    if let Some((cut, _)) = out.char_indices().nth(20_000) {
+        out.truncate(cut);
+    }
+    out
+}
+
+/// A directory search: every word of it in the contact's folded name and attribute
+/// values (anywhere, so `gomez` finds "Gabi Gómez" and `acme-42` an account number), or
+/// the whole of it in an identity's address, or — when it is a phone number in any
+/// format (`+44 7700 900123`, `07700 900123`, `(555) 123-4567`, `0044 …`) — its digits
+/// in a phone identity, without the leading trunk or international zeros.
+#[derive(Debug, Clone)]
+pub(crate) struct ContactSearch {
+    words: Vec<String>,
+    raw: String,
+    digits: Option<String>,
+}
+
+impl ContactSearch {
+    /// The search for `q`; `None` when it is blank.
+    pub(crate) fn new(q: &str) -> Option<Self> {
+        let q = q.trim();
+        if q.is_empty() {
+            return None;
+        }
+        let words = q
+            .split_whitespace()
+            .map(|w| format!("%{}%", like_escape(&crate::search::fold(w))))
+            .take(8)
+            .collect();
+        let digits: String = q.chars().filter(char::is_ascii_digit).collect();
+        let digits = digits.trim_start_matches('0');
+        let phone = digits.len() >= 3
+            && q.chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+        Some(Self {
+            words,
+            raw: format!("%{}%", like_escape(q)),
+            digits: phone.then(|| format!("%{digits}%")),
+        })
+    }
+
+    /// The condition over contact `c` (its `tenant_id` and `id`), its parameters numbered
+    /// from `first`; bind them with [`ContactSearch::bind`].
+    pub(crate) fn condition(&self, first: usize) -> String {
+        let words: Vec<String> = (0..self.words.len())
+            .map(|k| format!("c.search_text LIKE ${}", first + k))
+            .collect();
+        let raw = first + self.words.len();
+        let digits = raw + 1;
+        format!(
+            "(({words})
+              OR (c.search_text IS NULL AND c.name ILIKE ${raw})
+              OR EXISTS (SELECT 1 FROM channel_identities i
+                         WHERE i.tenant_id = c.tenant_id AND i.contact_id = c.id
+                           AND (i.address ILIKE ${raw}
+                                OR (${digits}::text IS NOT NULL AND i.address LIKE ${digits}))))",
+            words = words.join(" AND ")
+        )
+    }
+
+    /// Bind the parameters of [`ContactSearch::condition`], in order.
+    pub(crate) fn bind<'q, O>(
+        &'q self,
+        mut query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        for w in &self.words {
+            query = query.bind(w.as_str());
+        }
+        query.bind(self.raw.as_str()).bind(self.digits.as_deref())
+    }
+}
+
+/// A page of contacts ordered by name, optionally matching `q` (see [`ContactSearch`]).
 pub async fn list_contacts(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -278,37 +375,57 @@ pub async fn list_contacts(
     after: Option<ContactId>,
     limit: i64,
 ) -> Result<Vec<Contact>, StoreError> {
-    let pattern = q.map(|q| format!("%{}%", like_escape(q.trim())));
-    let digits: Option<String> = q.and_then(|q| {
-        let d: String = q.chars().filter(char::is_ascii_digit).collect();
-        (d.len() >= 3
-            && q.chars()
-                .all(|c| c.is_ascii_digit() || " +-().".contains(c)))
-        .then(|| format!("%{d}%"))
-    });
-    let rows = sqlx::query_as::<_, ContactRow>(concat!(
-        "SELECT ",
-        contact_columns!(),
-        " FROM contacts c
+    let search = q.and_then(ContactSearch::new);
+    let sql = format!(
+        "SELECT {} FROM contacts c
          WHERE c.tenant_id = $1
-           AND ($2::text IS NULL
-                OR c.name ILIKE $2
-                OR EXISTS (SELECT 1 FROM channel_identities i
-                           WHERE i.contact_id = c.id AND i.tenant_id = $1
-                             AND (i.address ILIKE $2 OR ($3::text IS NOT NULL AND i.address LIKE $3))))
-           AND ($4::uuid IS NULL OR (c.name COLLATE parley_sort, c.id) >
-                (SELECT name COLLATE parley_sort, id FROM contacts WHERE tenant_id = $1 AND id = $4))
+           AND {}
+           AND ($2::uuid IS NULL OR (c.name COLLATE parley_sort, c.id) >
+                (SELECT name COLLATE parley_sort, id FROM contacts WHERE tenant_id = $1 AND id = $2))
          ORDER BY c.name COLLATE parley_sort, c.id
-         LIMIT $5"
-    ))
-    .bind(tenant.0)
-    .bind(pattern)
-    .bind(digits)
-    .bind(after.map(|a| a.0))
-    .bind(limit)
+         LIMIT $3",
+        contact_columns!(),
+        search
+            .as_ref()
+            .map_or_else(|| "true".to_owned(), |s| s.condition(4)),
+    );
+    let mut query = sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(sql))
+        .bind(tenant.0)
+        .bind(after.map(|a| a.0))
+        .bind(limit);
+    if let Some(s) = &search {
+        query = s.bind(query);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    attach_identities(conn, tenant, rows).await
+}
+
+/// Fill in the search text of up to `batch` contacts stored before it existed; returns
+/// how many. Run by the gateway in the background after an upgrade (all tenants).
+pub async fn reindex_stale(conn: &mut PgConnection, batch: i64) -> Result<u64, StoreError> {
+    let rows: Vec<(Uuid, String, Value)> = sqlx::query_as(
+        "SELECT id, name, attributes FROM contacts WHERE search_text IS NULL
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(batch)
     .fetch_all(&mut *conn)
     .await?;
-    attach_identities(conn, tenant, rows).await
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let (ids, texts): (Vec<Uuid>, Vec<String>) = rows
+        .iter()
+        .map(|(id, name, attributes)| (*id, search_text(name, attributes)))
+        .unzip();
+    let done = sqlx::query(
+        "UPDATE contacts c SET search_text = x.t
+         FROM unnest($1::uuid[], $2::text[]) AS x(id, t) WHERE c.id = x.id",
+    )
+    .bind(&ids)
+    .bind(&texts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Change a contact: a new name, and/or attributes merged in (a `null` value removes
@@ -320,23 +437,30 @@ pub async fn update_contact(
     name: Option<&str>,
     attributes_patch: Option<&Value>,
 ) -> Result<Option<Contact>, StoreError> {
-    let updated = sqlx::query(
+    let updated: Option<(String, Value)> = sqlx::query_as(
         "UPDATE contacts SET
             name = COALESCE($3, name),
             attributes = CASE WHEN $4::jsonb IS NULL THEN attributes
                               ELSE jsonb_strip_nulls(attributes || $4::jsonb) END,
             updated_at = now()
-         WHERE tenant_id = $1 AND id = $2",
+         WHERE tenant_id = $1 AND id = $2
+         RETURNING name, attributes",
     )
     .bind(tenant.0)
     .bind(id.0)
     .bind(name)
     .bind(attributes_patch)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    if updated.rows_affected() == 0 {
+    let Some((name, attributes)) = updated else {
         return Ok(None);
-    }
+    };
+    sqlx::query("UPDATE contacts SET search_text = $3 WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.0)
+        .bind(id.0)
+        .bind(search_text(&name, &attributes))
+        .execute(&mut *conn)
+        .await?;
     get_contact(conn, tenant, id).await
 }
 

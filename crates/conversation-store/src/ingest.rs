@@ -255,10 +255,11 @@ async fn create_contact(
         .take(200)
         .collect::<String>();
     let contact = ContactId::new();
-    sqlx::query("INSERT INTO contacts (id, tenant_id, name) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO contacts (id, tenant_id, name, search_text) VALUES ($1, $2, $3, $4)")
         .bind(contact.0)
         .bind(tenant.0)
         .bind(&name)
+        .bind(crate::contacts::search_text(&name, &Value::Null))
         .execute(&mut *conn)
         .await?;
     match crate::contacts::add_inbound_identity(

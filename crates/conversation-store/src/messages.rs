@@ -334,11 +334,7 @@ pub async fn insert_many(
         Vec::with_capacity(items.len()),
     );
     for (_, n) in items {
-        let mut text = n.body.clone().unwrap_or_default();
-        if let Some(caption) = n.payload.get("caption").and_then(Value::as_str) {
-            text.push(' ');
-            text.push_str(caption);
-        }
+        let text = searchable_text(n.body.as_deref(), &n.payload);
         let indexed = search::indexed(&text);
         search.push(indexed.tsvector);
         sig_a.push(indexed.signature.0);
@@ -379,14 +375,17 @@ pub async fn insert_many(
          sig_a, sig_b",
         items.len(),
     );
+    let version = search::VERSION;
     let sql = format!(
         "WITH ins AS (
            INSERT INTO messages AS m (id, tenant_id, contact_id, interaction_id, channel, media,
               direction, sender_user_id, kind, body, payload, channel_account_id,
-              provider_message_id, reply_to_id, status, search, search_sig_a, search_sig_b)
+              provider_message_id, reply_to_id, status, search, search_sig_a, search_sig_b,
+              search_version)
            SELECT x.id, x.tenant_id, x.contact_id, x.interaction_id, x.channel, x.media,
               x.direction, x.sender_user_id, x.kind, x.body, x.payload, x.channel_account_id,
-              x.provider_message_id, x.reply_to_id, x.status, x.search::tsvector, x.sig_a, x.sig_b
+              x.provider_message_id, x.reply_to_id, x.status, x.search::tsvector, x.sig_a, x.sig_b,
+              {version}
            FROM {rows}
            ORDER BY x.ord
            ON CONFLICT ON CONSTRAINT messages_provider_id_key DO NOTHING
@@ -679,6 +678,55 @@ async fn anchor(
         field,
         message: "is not a message of this contact".to_owned(),
     })
+}
+
+/// What of a message search looks in: its text and a media caption.
+fn searchable_text(body: Option<&str>, payload: &Value) -> String {
+    let mut text = body.unwrap_or_default().to_owned();
+    if let Some(caption) = payload.get("caption").and_then(Value::as_str) {
+        text.push(' ');
+        text.push_str(caption);
+    }
+    text
+}
+
+/// Analyse again up to `batch` messages stored with an older search analysis (see
+/// [`search::VERSION`]), newest first; returns how many. Run by the gateway in the
+/// background after an upgrade, across tenants, a batch per transaction.
+pub async fn reindex_stale(conn: &mut PgConnection, batch: i64) -> Result<u64, StoreError> {
+    let version = search::VERSION;
+    let rows: Vec<(Uuid, Option<String>, Value)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT id, body, payload FROM messages WHERE search_version < {version}
+         ORDER BY created_at DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED"
+    )))
+    .bind(batch)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let (mut ids, mut vectors, mut sig_a, mut sig_b) = (vec![], vec![], vec![], vec![]);
+    for (id, body, payload) in &rows {
+        let indexed = search::indexed(&searchable_text(body.as_deref(), payload));
+        ids.push(*id);
+        vectors.push(indexed.tsvector);
+        sig_a.push(indexed.signature.0);
+        sig_b.push(indexed.signature.1);
+    }
+    let done = sqlx::query(
+        "UPDATE messages m SET search = x.s::tsvector, search_sig_a = x.a, search_sig_b = x.b,
+                search_version = $5
+         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int8[]) AS x(id, s, a, b)
+         WHERE m.id = x.id",
+    )
+    .bind(&ids)
+    .bind(&vectors)
+    .bind(&sig_a)
+    .bind(&sig_b)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// A search's bounded walk: the first `bound` messages that `scope` (over alias `w`)
@@ -1123,7 +1171,7 @@ pub async fn conversations(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<ConversationSummary>, StoreError> {
-    let pattern = q.map(|q| format!("%{}%", crate::contacts::like_escape(q.trim())));
+    let search = q.and_then(crate::contacts::ContactSearch::new);
     let sql = format!(
         "SELECT c.name AS contact_name, c.last_activity_at,
                 c.unread_count::bigint AS unread_count,
@@ -1135,22 +1183,24 @@ pub async fn conversations(
                AND ($2::text IS NULL OR m1.media = $2)
              ORDER BY m1.created_at DESC, m1.id DESC LIMIT 1) m
          WHERE c.tenant_id = $1 AND c.last_activity_at IS NOT NULL
-           AND ($3::text IS NULL OR c.name ILIKE $3
-                OR EXISTS (SELECT 1 FROM channel_identities i
-                           WHERE i.tenant_id = c.tenant_id AND i.contact_id = c.id AND i.address ILIKE $3))
-           AND ($4::timestamptz IS NULL OR (c.last_activity_at, c.id) < ($4, $5))
+           AND {}
+           AND ($3::timestamptz IS NULL OR (c.last_activity_at, c.id) < ($3, $4))
          ORDER BY c.last_activity_at DESC, c.id DESC
-         LIMIT $6"
+         LIMIT $5",
+        search
+            .as_ref()
+            .map_or_else(|| "true".to_owned(), |s| s.condition(6)),
     );
-    let rows = sqlx::query_as::<_, ConversationRow>(AssertSqlSafe(sql))
+    let mut query = sqlx::query_as::<_, ConversationRow>(AssertSqlSafe(sql))
         .bind(tenant.0)
         .bind(media.map(Media::as_str))
-        .bind(pattern)
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(limit);
+    if let Some(s) = &search {
+        query = s.bind(query);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
     let mut meta = Vec::with_capacity(rows.len());
     let mut messages = Vec::with_capacity(rows.len());
     for r in rows {

@@ -280,11 +280,57 @@ pub fn spawn_workers(state: &AppState, tracker: &tokio_util::task::TaskTracker) 
     tracker.spawn(crate::events::run_sequencer(state.clone(), stop.clone()));
     tracker.spawn(crate::events::run_feed(state.clone(), stop.clone()));
     tracker.spawn(run_router(state.clone(), stop.clone()));
+    tracker.spawn(run_search_reindex(state.db.clone(), stop.clone()));
     tracker.spawn(crate::events::run_pruner(
         state.db.clone(),
         state.config.event_retention,
         stop,
     ));
+}
+
+/// After an upgrade that changed how text is analysed for search, analyse again the
+/// messages and contacts stored before it (newest messages first), a batch per
+/// transaction, then stop. Replicas share the work (`SKIP LOCKED`); until a row is done
+/// it is found as its old analysis allows.
+pub async fn run_search_reindex(db: sqlx::PgPool, shutdown: CancellationToken) {
+    use conversation_store::{contacts, messages};
+    const BATCH: i64 = 500;
+    let (mut done_messages, mut done_contacts, mut logged) = (0_u64, 0_u64, 0_u64);
+    while !shutdown.is_cancelled() {
+        let round = async {
+            let mut tx = db.begin().await?;
+            let m = messages::reindex_stale(&mut tx, BATCH).await?;
+            let c = contacts::reindex_stale(&mut tx, BATCH).await?;
+            tx.commit().await?;
+            Ok::<_, conversation_store::StoreError>((m, c))
+        }
+        .await;
+        match round {
+            Ok((0, 0)) => break,
+            Ok((m, c)) => {
+                done_messages += m;
+                done_contacts += c;
+                if done_messages >= logged + 100_000 {
+                    logged = done_messages;
+                    tracing::info!(messages = done_messages, "search re-index in progress");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "search re-index failed; retrying in 30 s");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+            }
+        }
+    }
+    if done_messages + done_contacts > 0 {
+        tracing::info!(
+            messages = done_messages,
+            contacts = done_contacts,
+            "search re-index finished"
+        );
+    }
 }
 
 /// Route queued interactions and expire unanswered offers, woken by NOTIFY

@@ -103,11 +103,13 @@ async fn seed(db: &PgPool, tenant: Uuid, a: &Args) -> anyhow::Result<(Vec<Uuid>,
     let contacts: Vec<Uuid> = (0..a.contacts).map(|_| Uuid::now_v7()).collect();
     let mut conn = db.acquire().await?;
     let mut copy = conn
-        .copy_in_raw("COPY contacts (id, tenant_id, name) FROM STDIN")
+        .copy_in_raw("COPY contacts (id, tenant_id, name, search_text) FROM STDIN")
         .await?;
     let mut buf = String::new();
     for (i, c) in contacts.iter().enumerate() {
-        buf.push_str(&format!("{c}\t{tenant}\tContact {i}\n"));
+        let name = format!("Contact {i}");
+        let text = conversation_store::contacts::search_text(&name, &Value::Null);
+        buf.push_str(&format!("{c}\t{tenant}\t{name}\t{text}\n"));
         if buf.len() > 1 << 20 {
             copy.send(std::mem::take(&mut buf).into_bytes()).await?;
         }
@@ -346,6 +348,18 @@ pub async fn run(a: &Args) -> anyhow::Result<Option<Value>> {
     let tenant_rare: Vec<String> = (0..q)
         .map(|_| format!("/api/v1/messages/search?q={RARE}&limit=50"))
         .collect();
+    // A word typed halfway (search matches prefixes): its first three letters or more.
+    let tenant_prefix: Vec<String> = (0..q)
+        .map(|_| {
+            let w = mid(&mut rng);
+            let cut = w.len().saturating_sub(1).max(3).min(w.len());
+            format!("/api/v1/messages/search?q={}&limit=50", &w[..cut])
+        })
+        .collect();
+    // The directory: part of a name ("Contact 4242" is found by "4242").
+    let directory: Vec<String> = (0..q)
+        .map(|_| format!("/api/v1/contacts?q={}&limit=50", 1000 + rng.below(90_000)))
+        .collect();
     let tenant_none: Vec<String> = (0..q)
         .map(|_| "/api/v1/messages/search?q=qqqnomatchqqq&limit=50".to_owned())
         .collect();
@@ -359,7 +373,9 @@ pub async fn run(a: &Args) -> anyhow::Result<Option<Value>> {
         ("tenant_search_common_word", &tenant_common, true),
         ("tenant_search_middling_word", &tenant_mid, true),
         ("tenant_search_rare_word", &tenant_rare, true),
+        ("tenant_search_word_prefix", &tenant_prefix, true),
         ("tenant_search_no_match", &tenant_none, false),
+        ("directory_search", &directory, false),
     ] {
         eprintln!("search: {name} x{q}...");
         let (hist, errors) = time_gets(&h, &h.admin_token, paths, expect).await?;

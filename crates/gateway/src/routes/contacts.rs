@@ -183,7 +183,9 @@ pub struct ContactPage {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ContactQuery {
-    /// Matches the name or any address (a phone number matches however it is written).
+    /// Every word somewhere in the name or an attribute value, case and accents ignored
+    /// (`gomez` finds "Gabi Gómez"); or part of an address; or a phone number in any
+    /// format (`+44 7700 900123`, `07700 900123`, `0044 7700 900123`).
     pub q: Option<String>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<Uuid>,
@@ -281,7 +283,7 @@ pub struct TranscriptParams {
     /// `chat` (private) or `open_media` (public posts).
     #[param(value_type = Option<String>)]
     pub media: Option<Media>,
-    /// Keyword search within this transcript.
+    /// Keyword search within this transcript (as `GET /messages/search` matches words).
     pub q: Option<String>,
 }
 

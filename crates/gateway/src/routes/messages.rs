@@ -143,7 +143,8 @@ pub struct ConversationParams {
     /// `chat` or `open_media`.
     #[param(value_type = Option<String>)]
     pub media: Option<Media>,
-    /// Matches the contact's name or an address.
+    /// Matches the contact's name or attribute values (case and accents ignored), an
+    /// address, or a phone number in any format.
     pub q: Option<String>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
@@ -238,7 +239,10 @@ pub async fn list_conversations(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
-    /// Words to find (every word must match; any script; emoji work).
+    /// Words to find: every word must match the start of a word of the message, case and
+    /// accents ignored in every script (`llego` finds `llegó`, `pedid` finds `pedido`);
+    /// any part of a number matches however it was written; Chinese, Japanese and Thai
+    /// words match as phrases; emoji work.
     pub q: String,
     /// `chat` or `open_media`.
     #[param(value_type = Option<String>)]
