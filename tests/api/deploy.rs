@@ -17,12 +17,24 @@ fn compose_runs_postgres_and_the_gateway_with_settings_the_gateway_knows() {
     let services = doc["services"].as_object().expect("services");
 
     let pg = &services["postgres"];
+    // Images can be pinned by digest from `.env`; the default is PostgreSQL 15.
+    let image = pg["image"].as_str().expect("image");
     assert!(
-        pg["image"]
-            .as_str()
-            .expect("image")
-            .starts_with("postgres:")
+        image.starts_with("${PARLEY_POSTGRES_IMAGE:-postgres:15"),
+        "{image}"
     );
+    let args = &services["gateway"]["build"]["args"];
+    for (arg, var) in [
+        ("RUST_IMAGE", "PARLEY_RUST_IMAGE"),
+        ("RUNTIME_IMAGE", "PARLEY_RUNTIME_IMAGE"),
+    ] {
+        let value = args[arg].as_str().unwrap_or_default();
+        assert!(value.starts_with(&format!("${{{var}:-")), "{arg}: {value}");
+        assert!(
+            repo_file("Dockerfile").contains(&format!("ARG {arg}=")),
+            "the Dockerfile takes {arg}"
+        );
+    }
     assert!(pg["healthcheck"]["test"].is_array(), "postgres healthcheck");
     assert!(
         pg["volumes"].is_array(),
@@ -88,6 +100,9 @@ fn compose_runs_postgres_and_the_gateway_with_settings_the_gateway_knows() {
         "PARLEY_JWT_SECRET",
         "PARLEY_PLATFORM_TOKEN",
         "POSTGRES_PASSWORD",
+        "PARLEY_POSTGRES_IMAGE",
+        "PARLEY_RUST_IMAGE",
+        "PARLEY_RUNTIME_IMAGE",
     ] {
         assert!(
             example.lines().any(|l| l.starts_with(&format!("{name}="))),
@@ -139,4 +154,41 @@ fn dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
             .iter()
             .any(|l| l.starts_with("COPY") && (l.contains(" . ") || l.contains("migrations")))
     );
+}
+
+#[test]
+fn dependencies_build_in_a_layer_of_their_own() {
+    // The dependency layer sees only manifests: every crate of the workspace must be in
+    // it, or `cargo build` there fails on a missing member.
+    let file = repo_file("Dockerfile");
+    let crates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut members = 0;
+    for entry in std::fs::read_dir(&crates).expect("crates") {
+        let entry = entry.expect("entry");
+        if entry.path().join("Cargo.toml").exists() {
+            members += 1;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                file.contains(&format!("COPY crates/{name}/Cargo.toml ")),
+                "the dependency layer lacks crates/{name}/Cargo.toml"
+            );
+        }
+    }
+    assert!(members > 5, "{members}");
+    // The manifests and the lock file come before the sources, and the build of the
+    // dependencies before the copy of everything.
+    let manifests = file
+        .find("COPY Cargo.toml Cargo.lock")
+        .expect("manifests first");
+    let deps = file
+        .find("cargo build --release --locked -p gateway")
+        .expect("deps");
+    let all = file.find("COPY . .").expect("sources");
+    assert!(manifests < deps && deps < all);
+    // The sources are touched after the copy, so the empty crates are never shipped.
+    let touched = file[all..].find("touch").expect("touch after COPY . .");
+    let built = file[all..]
+        .find("cargo build")
+        .expect("build after COPY . .");
+    assert!(touched < built);
 }

@@ -1948,3 +1948,105 @@ async fn a_writer_gathering_company_while_the_other_is_stuck_still_stores_its_we
         3
     );
 }
+
+#[tokio::test]
+async fn outbox_rows_queued_by_the_previous_release_are_sent_as_they_were() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let (_, status) = wa
+        .sim
+        .contact_sends(
+            "+14155552671",
+            "Ana",
+            json!({"type": "text", "text": {"body": "hello"}}),
+        )
+        .await
+        .expect("inbound");
+    assert_eq!(status, 200);
+    let contact = contact_of(&app, "14155552671").await;
+    // Rows queued while no dispatcher runs (as across an upgrade).
+    app.stop_dispatcher();
+    let image = crate::attachments::upload(
+        &app,
+        &app.agent.token,
+        crate::attachments::PNG.to_vec(),
+        "receipt.png",
+        "image/png",
+    )
+    .await;
+    let attachment = image.json["id"].as_str().expect("attachment").to_owned();
+    let mut ids = Vec::new();
+    for body in [
+        json!({"channel": "whatsapp", "text": "queued before the upgrade"}),
+        json!({"channel": "whatsapp", "attachment_id": attachment, "caption": "your receipt"}),
+        json!({"channel": "whatsapp", "text": "queued after the upgrade"}),
+    ] {
+        let r = app
+            .post(
+                &format!("/api/v1/contacts/{contact}/messages"),
+                &app.agent.token,
+                &body,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        ids.push(uuid::Uuid::parse_str(r.json["id"].as_str().expect("id")).expect("uuid"));
+    }
+    // This release stores what to send, provider-neutral, and no wire body.
+    let (content, request): (Value, Option<Value>) =
+        sqlx::query_as("SELECT content, request FROM outbox WHERE message_id = $1")
+            .bind(ids[2])
+            .fetch_one(&app.db)
+            .await
+            .expect("row");
+    assert_eq!(content["v"], 1);
+    assert_eq!(content["to"], "+14155552671");
+    assert_eq!(content["content"]["kind"], "text");
+    assert_eq!(request, None);
+    // The first two as the previous release wrote them: the Cloud API body, the image's
+    // attachment spliced in under `parley_attachment_id`.
+    for (id, old) in [
+        (
+            ids[0],
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                   "to": "14155552671", "biz_opaque_callback_data": ids[0].to_string(),
+                   "type": "text", "text": {"body": "queued before the upgrade", "preview_url": false}}),
+        ),
+        (
+            ids[1],
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                   "to": "14155552671", "biz_opaque_callback_data": ids[1].to_string(),
+                   "type": "image", "image": {"caption": "your receipt"},
+                   "parley_attachment_id": attachment}),
+        ),
+    ] {
+        sqlx::query("UPDATE outbox SET content = NULL, request = $2 WHERE message_id = $1")
+            .bind(id)
+            .bind(&old)
+            .execute(&app.db)
+            .await
+            .expect("old format");
+    }
+    app.start_dispatcher();
+    for id in &ids {
+        wait_status(&app, &contact, &id.to_string(), "sent").await;
+    }
+    let sent = wa.sim.sent();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    // In order, each once, the old ones exactly as queued (the attachment uploaded and
+    // its media id filled in), the new one rendered at send time.
+    assert_eq!(sent[0]["text"]["body"], "queued before the upgrade");
+    assert_eq!(sent[1]["type"], "image");
+    assert_eq!(sent[1]["image"]["caption"], "your receipt");
+    assert!(
+        sent[1]["image"]["id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(sent[1].get("parley_attachment_id").is_none());
+    assert_eq!(sent[2]["text"]["body"], "queued after the upgrade");
+    assert_eq!(sent[2]["to"], "14155552671");
+    assert_eq!(sent[2]["biz_opaque_callback_data"], ids[2].to_string());
+    for (s, id) in sent.iter().zip(&ids) {
+        assert_eq!(s["biz_opaque_callback_data"], id.to_string());
+    }
+}

@@ -19,33 +19,39 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use parley_core::outbound::Outbound;
+
 use crate::{
     accounts,
     status::advance,
-    whatsapp::client::{self, SendOutcome},
+    whatsapp::{
+        client::{self, SendOutcome},
+        request,
+    },
 };
 
 /// The NOTIFY channel that wakes dispatchers.
 pub const CHANNEL: &str = "parley_outbox";
 
-/// Queue a provider request for message `message_id` (in the caller's transaction).
+/// Queue the send of message `message_id` (in the caller's transaction): what it says,
+/// provider-neutral; the account's provider renders it when it is sent.
 pub async fn enqueue(
     conn: &mut PgConnection,
     tenant: TenantId,
     message_id: Uuid,
     account: Uuid,
-    recipient: &str,
-    request: &Value,
+    outbound: &Outbound,
 ) -> Result<(), sqlx::Error> {
+    let content = serde_json::to_value(outbound).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
-        "INSERT INTO outbox (tenant_id, message_id, channel_account_id, recipient, request)
+        "INSERT INTO outbox (tenant_id, message_id, channel_account_id, recipient, content)
          VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(tenant.0)
     .bind(message_id)
     .bind(account)
-    .bind(recipient)
-    .bind(request)
+    .bind(&outbound.to)
+    .bind(content)
     .execute(&mut *conn)
     .await?;
     sqlx::query("SELECT pg_notify($1, '')")
@@ -99,7 +105,10 @@ struct Job {
     tenant_id: Uuid,
     message_id: Uuid,
     channel_account_id: Uuid,
-    request: Value,
+    /// What to send (neutral), for rows queued by this release.
+    content: Option<Value>,
+    /// A Cloud API body, for rows queued by releases before the neutral form.
+    request: Option<Value>,
     attempts: i32,
     created_at: DateTime<Utc>,
 }
@@ -148,7 +157,7 @@ impl Dispatcher {
                  ORDER BY o.id
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED)
-             RETURNING id, tenant_id, message_id, channel_account_id, request, attempts, created_at",
+             RETURNING id, tenant_id, message_id, channel_account_id, content, request, attempts, created_at",
             crate::worker::owner_gone_sql("o.locked_by")
         );
         let jobs = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
@@ -186,13 +195,29 @@ impl Dispatcher {
                 )
                 .await;
         };
-        let mut request = job.request.clone();
-        let outcome = match self
-            .prepare_media(&account, &secrets, tenant, &mut request)
-            .await
-        {
-            Err(outcome) => outcome,
-            Ok(()) => client::send(&self.http, &account, &secrets, &request).await,
+        let outcome = match (&job.content, &job.request) {
+            (Some(content), _) => match serde_json::from_value::<Outbound>(content.clone()) {
+                Ok(outbound) => {
+                    self.send(&account, &secrets, tenant, job.message_id, &outbound)
+                        .await
+                }
+                Err(e) => SendOutcome::Permanent(serde_json::json!({
+                    "title": "the queued content cannot be read", "details": e.to_string()
+                })),
+            },
+            (None, Some(request)) => {
+                let mut request = request.clone();
+                match self
+                    .legacy_media(&account, &secrets, tenant, &mut request)
+                    .await
+                {
+                    Err(outcome) => outcome,
+                    Ok(()) => client::send(&self.http, &account, &secrets, &request).await,
+                }
+            }
+            (None, None) => SendOutcome::Permanent(
+                serde_json::json!({"title": "the outbox row holds nothing to send"}),
+            ),
         };
         match outcome {
             SendOutcome::Accepted(wamid) => {
@@ -292,24 +317,35 @@ impl Dispatcher {
         tx.commit().await
     }
 
-    /// For an image: upload the attachment and put the media id into the request.
-    async fn prepare_media(
+    /// Render `outbound` for the account's provider and send it, uploading its
+    /// attachment first if it has one.
+    async fn send(
         &self,
         account: &accounts::Account,
         secrets: &accounts::Secrets,
         tenant: TenantId,
-        request: &mut Value,
-    ) -> Result<(), SendOutcome> {
-        let Some(att) = request
-            .get("parley_attachment_id")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Uuid>().ok())
-        else {
-            return Ok(());
+        message_id: Uuid,
+        outbound: &Outbound,
+    ) -> SendOutcome {
+        let media_id = match outbound.content.attachment() {
+            Some(att) => match self.upload(account, secrets, tenant, att).await {
+                Ok(id) => Some(id),
+                Err(outcome) => return outcome,
+            },
+            None => None,
         };
-        if let Some(o) = request.as_object_mut() {
-            o.remove("parley_attachment_id");
-        }
+        let body = request::render(outbound, &message_id.to_string(), media_id.as_deref());
+        client::send(&self.http, account, secrets, &body).await
+    }
+
+    /// Upload attachment `att` to the provider; its media id.
+    async fn upload(
+        &self,
+        account: &accounts::Account,
+        secrets: &accounts::Secrets,
+        tenant: TenantId,
+        att: Uuid,
+    ) -> Result<String, SendOutcome> {
         let meta = {
             let mut conn = self
                 .db
@@ -331,9 +367,30 @@ impl Dispatcher {
             .await
             .map_err(|e| SendOutcome::Retry(format!("attachment bytes: {e}")))?;
         let name = meta.filename.clone().unwrap_or_else(|| "image".to_owned());
-        let media_id =
-            client::upload_media(&self.http, account, secrets, bytes, &meta.mime_type, &name)
-                .await?;
+        client::upload_media(&self.http, account, secrets, bytes, &meta.mime_type, &name).await
+    }
+
+    /// A row queued before the neutral form (a Cloud API body with the attachment's id
+    /// under `parley_attachment_id`): upload the attachment and put its media id where
+    /// the body wants it. Kept for one release, so rows queued across the upgrade leave.
+    async fn legacy_media(
+        &self,
+        account: &accounts::Account,
+        secrets: &accounts::Secrets,
+        tenant: TenantId,
+        request: &mut Value,
+    ) -> Result<(), SendOutcome> {
+        let Some(att) = request
+            .get("parley_attachment_id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Uuid>().ok())
+        else {
+            return Ok(());
+        };
+        if let Some(o) = request.as_object_mut() {
+            o.remove("parley_attachment_id");
+        }
+        let media_id = self.upload(account, secrets, tenant, att).await?;
         if let Some(image) = request.get_mut("image").and_then(Value::as_object_mut) {
             image.insert("id".to_owned(), Value::String(media_id));
         } else if let Some(components) = request

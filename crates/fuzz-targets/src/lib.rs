@@ -96,7 +96,7 @@ pub fn template(data: &[u8]) {
     };
     let r = fill::render(&def, &fill::Bindings::new(), &inputs, &ctx);
     let _ = r.text();
-    let _ = fill::cloud_components(&def, &r);
+    let _ = fill::template_content(&def, &r, "t", "en", None);
     let problems = fill::check_inputs(&def.fields, &inputs);
     assert!(
         problems.is_empty(),

@@ -73,7 +73,10 @@ fn templates(c: &mut Criterion) {
     c.bench_function("template: render + Cloud API components", |b| {
         b.iter(|| {
             let r = fill::render(&def, &bindings, black_box(&inputs), &ctx);
-            black_box(fill::cloud_components(&def, &r))
+            let content = fill::template_content(&def, &r, "appointment", "en", None);
+            black_box(channel_connector::whatsapp::request::template_components(
+                &content,
+            ))
         });
     });
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use parley_core::outbound::{TemplateButton, TemplateContent, TemplateHeader, TemplateParam};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -341,68 +342,68 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-/// The Cloud API `template` object for a rendered template: header image (filled with
-/// the uploaded media id by the dispatcher), body parameters in order (with
-/// `parameter_name` for named templates), one component per quick-reply and dynamic URL
-/// button.
-pub fn cloud_components(def: &Definition, r: &Rendered) -> Vec<Value> {
-    let mut out = Vec::new();
-    if r.header_media.is_some() {
-        let kind = r.header_media.clone().unwrap_or_default().to_lowercase();
-        out.push({
-            let mut param = serde_json::Map::new();
-            param.insert("type".into(), Value::String(kind.clone()));
-            param.insert(kind, serde_json::json!({}));
-            serde_json::json!({"type": "header", "parameters": [param]})
-        });
-    } else if let Some(f) = def
-        .fields
-        .iter()
-        .zip(&r.fields)
-        .find(|(s, _)| s.location == Location::Header)
-    {
-        let mut p =
-            serde_json::json!({"type": "text", "text": f.1.value.clone().unwrap_or_default()});
-        if def.named {
-            p["parameter_name"] = Value::String(f.0.name.clone());
-        }
-        out.push(serde_json::json!({"type": "header", "parameters": [p]}));
-    }
-    let body: Vec<Value> = def
+/// What a send of `r` says, provider-neutral: the header's parameter (its text, or the
+/// media placeholder with `header_attachment`), the body's parameters in order (named
+/// for named templates), each quick reply's payload and each dynamic URL button's
+/// suffix. The provider's module renders its wire form from it.
+pub fn template_content(
+    def: &Definition,
+    r: &Rendered,
+    name: &str,
+    language: &str,
+    header_attachment: Option<uuid::Uuid>,
+) -> TemplateContent {
+    let param = |s: &FieldSpec, f: &Filled| TemplateParam {
+        name: def.named.then(|| s.name.clone()),
+        value: f.value.clone().unwrap_or_default(),
+    };
+    let header = if let Some(format) = &r.header_media {
+        Some(TemplateHeader::Media {
+            format: format.to_lowercase(),
+            attachment_id: header_attachment,
+        })
+    } else {
+        def.fields
+            .iter()
+            .zip(&r.fields)
+            .find(|(s, _)| s.location == Location::Header)
+            .map(|(s, f)| TemplateHeader::Text(param(s, f)))
+    };
+    let body = def
         .fields
         .iter()
         .zip(&r.fields)
         .filter(|(s, _)| s.location == Location::Body)
-        .map(|(s, f)| {
-            let mut p =
-                serde_json::json!({"type": "text", "text": f.value.clone().unwrap_or_default()});
-            if def.named {
-                p["parameter_name"] = Value::String(s.name.clone());
-            }
-            p
+        .map(|(s, f)| param(s, f))
+        .collect();
+    let buttons = r
+        .buttons
+        .iter()
+        .enumerate()
+        .filter_map(|(index, b)| match b.kind.as_str() {
+            "QUICK_REPLY" => Some(TemplateButton::QuickReply {
+                index,
+                payload: b.payload.clone().unwrap_or_default(),
+            }),
+            "URL" => def
+                .fields
+                .iter()
+                .zip(&r.fields)
+                .find(|(s, _)| s.location == Location::Button(index))
+                .map(|(_, f)| TemplateButton::Url {
+                    index,
+                    suffix: percent_encode(f.value.as_deref().unwrap_or_default()),
+                }),
+            _ => None,
         })
         .collect();
-    if !body.is_empty() {
-        out.push(serde_json::json!({"type": "body", "parameters": body}));
+    TemplateContent {
+        name: name.to_owned(),
+        language: language.to_owned(),
+        header,
+        body,
+        buttons,
     }
-    for (i, b) in r.buttons.iter().enumerate() {
-        match b.kind.as_str() {
-            "QUICK_REPLY" => out.push(serde_json::json!({
-                "type": "button", "sub_type": "quick_reply", "index": i.to_string(),
-                "parameters": [{"type": "payload", "payload": b.payload.clone().unwrap_or_default()}]
-            })),
-            "URL" => {
-                if let Some(f) = def.fields.iter().zip(&r.fields).find(|(s, _)| s.location == Location::Button(i)) {
-                    out.push(serde_json::json!({
-                        "type": "button", "sub_type": "url", "index": i.to_string(),
-                        "parameters": [{"type": "text", "text": percent_encode(f.1.value.as_deref().unwrap_or_default())}]
-                    }));
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 #[cfg(test)]

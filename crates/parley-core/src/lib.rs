@@ -5,6 +5,7 @@
 //! caller's tenant.
 
 pub mod channel;
+pub mod outbound;
 pub mod storable;
 
 use std::{fmt, str::FromStr};

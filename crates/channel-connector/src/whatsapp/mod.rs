@@ -5,6 +5,10 @@ pub mod webhook;
 
 /// Build the Cloud API body for an outbound message.
 pub mod request {
+    use parley_core::outbound::{
+        Content, Outbound, ReplyButton, TemplateButton, TemplateContent, TemplateHeader,
+        TemplateParam,
+    };
     use serde_json::{Value, json};
 
     /// Where a message goes: a phone number (`to`) or a business-scoped user id
@@ -54,40 +58,96 @@ pub mod request {
     /// See [`CONNECT_YES`].
     pub const CONNECT_NO: &str = "PARLEY_CONNECT_NO";
 
-    /// A template message; `quick_reply_payloads` set each quick-reply button's payload
-    /// by index.
-    pub fn template(name: &str, language: &str, quick_reply_payloads: &[&str]) -> Value {
-        let components: Vec<Value> = quick_reply_payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                json!({"type": "button", "sub_type": "quick_reply", "index": i.to_string(),
-                       "parameters": [{"type": "payload", "payload": p}]})
-            })
-            .collect();
-        json!({ "type": "template", "template": {
-            "name": name, "language": { "code": language }, "components": components
-        }})
-    }
-
     /// Interactive reply buttons (at most three).
-    pub fn buttons(body: &str, buttons: &[(String, String)]) -> Value {
+    pub fn buttons(body: &str, buttons: &[ReplyButton]) -> Value {
         let buttons: Vec<Value> = buttons
             .iter()
-            .map(|(id, title)| json!({"type": "reply", "reply": {"id": id, "title": title}}))
+            .map(|b| json!({"type": "reply", "reply": {"id": b.id, "title": b.title}}))
             .collect();
         json!({ "type": "interactive", "interactive": {
             "type": "button", "body": { "text": body }, "action": { "buttons": buttons }
         }})
     }
 
-    /// An image by media id; the dispatcher uploads the attachment and fills the id.
-    pub fn image(caption: Option<&str>) -> Value {
+    /// An image by media id (the dispatcher uploads the attachment first).
+    pub fn image(media_id: Option<&str>, caption: Option<&str>) -> Value {
         let mut image = json!({});
+        if let Some(id) = media_id {
+            image["id"] = json!(id);
+        }
         if let Some(c) = caption {
             image["caption"] = json!(c);
         }
         json!({ "type": "image", "image": image })
+    }
+
+    /// The Cloud API components of a template send: the header's parameter, the body's
+    /// parameters in order (`parameter_name` for named templates), one component per
+    /// quick reply and dynamic URL button.
+    pub fn template_components(t: &TemplateContent) -> Vec<Value> {
+        template_components_with(t, None)
+    }
+
+    fn param(p: &TemplateParam) -> Value {
+        let mut v = json!({"type": "text", "text": p.value});
+        if let Some(name) = &p.name {
+            v["parameter_name"] = json!(name);
+        }
+        v
+    }
+
+    fn template_components_with(t: &TemplateContent, media_id: Option<&str>) -> Vec<Value> {
+        let mut out = Vec::new();
+        match &t.header {
+            Some(TemplateHeader::Text(p)) => {
+                out.push(json!({"type": "header", "parameters": [param(p)]}));
+            }
+            Some(TemplateHeader::Media { format, .. }) => {
+                let mut media = json!({});
+                if let Some(id) = media_id {
+                    media["id"] = json!(id);
+                }
+                let mut p = serde_json::Map::new();
+                p.insert("type".into(), json!(format));
+                p.insert(format.clone(), media);
+                out.push(json!({"type": "header", "parameters": [p]}));
+            }
+            None => {}
+        }
+        if !t.body.is_empty() {
+            let body: Vec<Value> = t.body.iter().map(param).collect();
+            out.push(json!({"type": "body", "parameters": body}));
+        }
+        for b in &t.buttons {
+            out.push(match b {
+                TemplateButton::QuickReply { index, payload } => json!({
+                    "type": "button", "sub_type": "quick_reply", "index": index.to_string(),
+                    "parameters": [{"type": "payload", "payload": payload}]
+                }),
+                TemplateButton::Url { index, suffix } => json!({
+                    "type": "button", "sub_type": "url", "index": index.to_string(),
+                    "parameters": [{"type": "text", "text": suffix}]
+                }),
+            });
+        }
+        out
+    }
+
+    /// The Cloud API body of a send, rendered at send time from the stored neutral form;
+    /// `our_id` rides along for status reconciliation; `media_id` is the uploaded
+    /// attachment of an image or a template's media header.
+    pub fn render(o: &Outbound, our_id: &str, media_id: Option<&str>) -> Value {
+        let content = match &o.content {
+            Content::Text { body } => text(body),
+            Content::Buttons { body, buttons: b } => buttons(body, b),
+            Content::Image { caption, .. } => image(media_id, caption.as_deref()),
+            Content::Reaction { to, emoji } => reaction(to, emoji),
+            Content::Template(t) => json!({ "type": "template", "template": {
+                "name": t.name, "language": { "code": t.language },
+                "components": template_components_with(t, media_id),
+            }}),
+        };
+        envelope(&o.to, our_id, o.reply_to.as_deref(), content)
     }
 }
 
@@ -106,5 +166,63 @@ mod tests {
         let b = envelope("US.13491208655302741918", "m2", None, text("hi"));
         assert_eq!(b["recipient"], "US.13491208655302741918");
         assert!(b.get("to").is_none() && b.get("context").is_none());
+    }
+
+    #[test]
+    fn the_neutral_form_renders_the_cloud_api_body() {
+        use parley_core::outbound::*;
+        let t = Outbound::new(
+            "+14155552671",
+            None,
+            Content::Template(TemplateContent {
+                name: "order_update".to_owned(),
+                language: "en_US".to_owned(),
+                header: Some(TemplateHeader::Media {
+                    format: "image".to_owned(),
+                    attachment_id: Some(uuid::Uuid::nil()),
+                }),
+                body: vec![TemplateParam {
+                    name: Some("order".to_owned()),
+                    value: "#42".to_owned(),
+                }],
+                buttons: vec![
+                    TemplateButton::QuickReply {
+                        index: 0,
+                        payload: "YES".to_owned(),
+                    },
+                    TemplateButton::Url {
+                        index: 2,
+                        suffix: "9931%3Fsrc".to_owned(),
+                    },
+                ],
+            }),
+        );
+        let b = render(&t, "m1", Some("media-7"));
+        assert_eq!(b["to"], "14155552671");
+        assert_eq!(b["type"], "template");
+        assert_eq!(b["template"]["language"]["code"], "en_US");
+        let c = &b["template"]["components"];
+        assert_eq!(c[0]["parameters"][0]["image"]["id"], "media-7");
+        assert_eq!(c[1]["parameters"][0]["parameter_name"], "order");
+        assert_eq!(c[1]["parameters"][0]["text"], "#42");
+        assert_eq!(c[2]["sub_type"], "quick_reply");
+        assert_eq!(c[2]["parameters"][0]["payload"], "YES");
+        assert_eq!(c[3]["index"], "2");
+        assert_eq!(c[3]["parameters"][0]["text"], "9931%3Fsrc");
+        let i = render(
+            &Outbound::new(
+                "+14155552671",
+                Some("wamid.Y"),
+                Content::Image {
+                    attachment_id: uuid::Uuid::nil(),
+                    caption: Some("receipt".to_owned()),
+                },
+            ),
+            "m2",
+            Some("media-8"),
+        );
+        assert_eq!(i["image"]["id"], "media-8");
+        assert_eq!(i["image"]["caption"], "receipt");
+        assert_eq!(i["context"]["message_id"], "wamid.Y");
     }
 }

@@ -10,6 +10,7 @@ use conversation_store::{
     interactions,
     messages::Message,
 };
+use parley_core::outbound::{Content, TemplateButton, TemplateContent};
 use parley_core::{ContactId, IdentityId, InteractionId, Principal, TenantId, channel::Channel};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -133,11 +134,20 @@ pub async fn connect_identity(
         .ok_or_else(|| {
             ApiError::invalid_field("channel", "the tenant has no WhatsApp channel account")
         })?;
-    let content = request::template(
-        &account.optin_template_name,
-        &account.optin_template_language,
-        &[request::CONNECT_YES, request::CONNECT_NO],
-    );
+    let content = Content::Template(TemplateContent {
+        name: account.optin_template_name.clone(),
+        language: account.optin_template_language.clone(),
+        header: None,
+        body: vec![],
+        buttons: [request::CONNECT_YES, request::CONNECT_NO]
+            .into_iter()
+            .enumerate()
+            .map(|(index, payload)| TemplateButton::QuickReply {
+                index,
+                payload: payload.to_owned(),
+            })
+            .collect(),
+    });
     let message: Message = queue(
         &mut tx,
         principal,

@@ -5,14 +5,18 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use channel_connector::{accounts, outbox, whatsapp::request};
+use channel_connector::{accounts, outbox};
 use chrono::{DateTime, Utc};
 use conversation_store::{
     contacts,
     idempotency::{self, Claim},
     messages::{self, Direction, NewMessage},
 };
-use parley_core::{AttachmentId, ContactId, InteractionId, MessageId, Principal, channel::Channel};
+use parley_core::{
+    AttachmentId, ContactId, InteractionId, MessageId, Principal,
+    channel::Channel,
+    outbound::{Content, Outbound, ReplyButton},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -272,14 +276,20 @@ pub(crate) async fn send(
     };
     let (kind, body, content, attachment_ids, payload) =
         if let (Some(text), Some(buttons)) = (&input.text, &input.buttons) {
-            let pairs: Vec<(String, String)> = buttons
+            let pairs: Vec<ReplyButton> = buttons
                 .iter()
-                .map(|b| (b.id.clone(), b.title.trim().to_owned()))
+                .map(|b| ReplyButton {
+                    id: b.id.clone(),
+                    title: b.title.trim().to_owned(),
+                })
                 .collect();
             (
                 "interactive",
                 Some(text.clone()),
-                request::buttons(text, &pairs),
+                Content::Buttons {
+                    body: text.clone(),
+                    buttons: pairs,
+                },
                 vec![],
                 serde_json::json!({ "buttons": buttons }),
             )
@@ -287,17 +297,18 @@ pub(crate) async fn send(
             (
                 "text",
                 Some(text.clone()),
-                request::text(text),
+                Content::Text { body: text.clone() },
                 vec![],
                 serde_json::json!({}),
             )
         } else if let Some(att) = input.attachment_id {
-            let mut content = request::image(input.caption.as_deref());
-            content["parley_attachment_id"] = serde_json::json!(att);
             (
                 "image",
                 None,
-                content,
+                Content::Image {
+                    attachment_id: att,
+                    caption: input.caption.clone(),
+                },
                 vec![AttachmentId(att)],
                 serde_json::json!({ "caption": input.caption }),
             )
@@ -309,7 +320,10 @@ pub(crate) async fn send(
             (
                 "reaction",
                 (!r.emoji.is_empty()).then(|| r.emoji.clone()),
-                request::reaction(&target, &r.emoji),
+                Content::Reaction {
+                    to: target,
+                    emoji: r.emoji.clone(),
+                },
                 vec![],
                 serde_json::json!({ "message_id": r.message_id, "emoji": r.emoji }),
             )
@@ -393,8 +407,8 @@ pub(crate) struct Queued<'a> {
     pub body: Option<String>,
     /// Structured content for the transcript.
     pub payload: Value,
-    /// The Cloud API content (`type` and its object).
-    pub content: Value,
+    /// What to send, provider-neutral.
+    pub content: Content,
     /// Attachments.
     pub attachment_ids: Vec<AttachmentId>,
     /// Our message it replies to.
@@ -443,7 +457,7 @@ pub(crate) async fn queue(
     )
     .await?
     .ok_or_else(|| ApiError::internal(&conversation_store::StoreError::NotFound("message")))?;
-    let req = request::envelope(address, &message.id.to_string(), q.reply_ctx, q.content);
-    outbox::enqueue(tx, tenant, message.id, account.id, address, &req).await?;
+    let outbound = Outbound::new(address, q.reply_ctx, q.content);
+    outbox::enqueue(tx, tenant, message.id, account.id, &outbound).await?;
     Ok(message)
 }

@@ -652,13 +652,13 @@ pub async fn send_notification(
         .ok_or_else(|| {
             ApiError::invalid_field("template_id", "the tenant has no WhatsApp channel account")
         })?;
-    let mut content = json!({"type": "template", "template": {
-        "name": t.name, "language": {"code": t.language},
-        "components": fill::cloud_components(&def, &rendered),
-    }});
-    if let Some(a) = input.header_image_attachment_id {
-        content["parley_attachment_id"] = json!(a);
-    }
+    let content = parley_core::outbound::Content::Template(fill::template_content(
+        &def,
+        &rendered,
+        &t.name,
+        &t.language,
+        input.header_image_attachment_id,
+    ));
     let fields: Vec<Value> = rendered
         .fields
         .iter()
