@@ -1,6 +1,7 @@
-//! Providers in and out. Today: the WhatsApp Business Platform Cloud API — webhook
-//! verification and parsing, status reconciliation, and outbound delivery through a
-//! transactional outbox. Owns the `channel_accounts`, `outbox` and `webhook_dead_letters`
+//! Providers in and out: the WhatsApp Business Platform Cloud API and Twilio SMS behind
+//! one seam ([`providers`]) — webhook verification and parsing, status reconciliation,
+//! and outbound delivery through a transactional outbox that stores what to send
+//! provider-neutral. Owns the `channel_accounts`, `outbox` and `webhook_dead_letters`
 //! tables.
 //!
 //! Nothing here calls a provider inside a database transaction: the HTTP handlers only
@@ -10,8 +11,10 @@ pub mod accounts;
 pub mod dead_letters;
 pub mod media;
 pub mod outbox;
+pub mod providers;
 pub mod signature;
 pub mod status;
+pub mod twilio_sms;
 pub mod whatsapp;
 pub mod worker;
 

@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use conversation_store::events::{self, Audience};
 
+use crate::providers::{FailureEffect, Provider};
+
 /// How far along a status is. `failed` is handled apart.
 pub fn rank(status: &str) -> i32 {
     match status {
@@ -40,14 +42,15 @@ pub async fn advance(
     provider_message_id: Option<&str>,
     error: Option<&Value>,
 ) -> Result<bool, sqlx::Error> {
-    let row: Option<(String, Uuid)> = sqlx::query_as(
-        "SELECT status, contact_id FROM messages WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    let row: Option<(String, Uuid, String)> = sqlx::query_as(
+        "SELECT status, contact_id, channel FROM messages
+         WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
     )
     .bind(tenant.0)
     .bind(message_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((current, contact_id)) = row else {
+    let Some((current, contact_id, channel)) = row else {
         return Ok(false);
     };
     if let Some(pid) = provider_message_id {
@@ -84,25 +87,31 @@ pub async fn advance(
     .await?;
     if new == "failed"
         && let Some(err) = error
+        && let Ok(channel) = channel.parse::<Channel>()
     {
-        failure_effects(conn, tenant, message_id, contact_id, err).await?;
+        failure_effects(conn, tenant, message_id, contact_id, channel, err).await?;
     }
     Ok(true)
 }
 
-/// What a provider error says about the contact's address: 131047 closes the 24-hour
-/// window; 131026 (undeliverable) marks the identity invalid.
+/// What a provider's error says about the contact's address, as its provider reads it
+/// ([`Provider::failure_effect`]): the reply window closed, the address unreachable
+/// (the identity becomes `invalid`), or the contact opted out (`opted_out`).
 async fn failure_effects(
     conn: &mut PgConnection,
     tenant: TenantId,
     message_id: Uuid,
     contact_id: Uuid,
+    channel: Channel,
     error: &Value,
 ) -> Result<(), sqlx::Error> {
-    let code = error
-        .get("code")
-        .and_then(Value::as_i64)
-        .unwrap_or_default();
+    let Some(provider) = Provider::for_channel(channel) else {
+        return Ok(());
+    };
+    let effect = provider.failure_effect(error);
+    if effect == FailureEffect::None {
+        return Ok(());
+    }
     let recipient: Option<String> =
         sqlx::query_scalar("SELECT recipient FROM outbox WHERE tenant_id = $1 AND message_id = $2")
             .bind(tenant.0)
@@ -113,38 +122,28 @@ async fn failure_effects(
         return Ok(());
     };
     let contact = parley_core::ContactId(contact_id);
-    match code {
-        131047 => {
-            conversation_store::contacts::close_window(
-                conn,
-                tenant,
-                contact,
-                Channel::Whatsapp,
-                &recipient,
-            )
-            .await?;
-        }
-        131026 => {
-            let identity = conversation_store::contacts::find_identity(
-                conn,
-                tenant,
-                Channel::Whatsapp,
-                &recipient,
-            )
-            .await?;
-            if let Some(identity) = identity.filter(|i| i.contact_id == contact_id) {
-                conversation_store::contacts::set_identity_status(
-                    conn,
-                    tenant,
-                    parley_core::IdentityId(identity.id),
-                    "invalid",
-                    Some(error),
-                    None,
-                )
+    let new_status = match effect {
+        FailureEffect::None => return Ok(()),
+        FailureEffect::CloseReplyWindow => {
+            conversation_store::contacts::close_window(conn, tenant, contact, channel, &recipient)
                 .await?;
-            }
+            return Ok(());
         }
-        _ => {}
+        FailureEffect::AddressUnreachable => "invalid",
+        FailureEffect::OptedOut => "opted_out",
+    };
+    let identity =
+        conversation_store::contacts::find_identity(conn, tenant, channel, &recipient).await?;
+    if let Some(identity) = identity.filter(|i| i.contact_id == contact_id) {
+        conversation_store::contacts::set_identity_status(
+            conn,
+            tenant,
+            parley_core::IdentityId(identity.id),
+            new_status,
+            Some(error),
+            None,
+        )
+        .await?;
     }
     Ok(())
 }

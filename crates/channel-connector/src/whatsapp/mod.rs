@@ -3,6 +3,18 @@
 pub mod client;
 pub mod webhook;
 
+/// What a Cloud API error means for the address: 131047 (more than 24 hours since the
+/// contact wrote) closes the reply window; 131026 (undeliverable: not on WhatsApp, old
+/// app, …) marks it unreachable.
+pub fn failure_effect(error: &serde_json::Value) -> crate::providers::FailureEffect {
+    use crate::providers::FailureEffect;
+    match error.get("code").and_then(serde_json::Value::as_i64) {
+        Some(131047) => FailureEffect::CloseReplyWindow,
+        Some(131026) => FailureEffect::AddressUnreachable,
+        _ => FailureEffect::None,
+    }
+}
+
 /// Build the Cloud API body for an outbound message.
 pub mod request {
     use parley_core::outbound::{
