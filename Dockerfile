@@ -18,6 +18,7 @@ COPY crates/loadgen/Cargo.toml crates/loadgen/Cargo.toml
 COPY crates/notification-templates/Cargo.toml crates/notification-templates/Cargo.toml
 COPY crates/parley-core/Cargo.toml crates/parley-core/Cargo.toml
 COPY crates/pg-cluster/Cargo.toml crates/pg-cluster/Cargo.toml
+COPY crates/sms-sim/Cargo.toml crates/sms-sim/Cargo.toml
 COPY crates/test-support/Cargo.toml crates/test-support/Cargo.toml
 COPY crates/whatsapp-sim/Cargo.toml crates/whatsapp-sim/Cargo.toml
 RUN for dir in crates/*/; do mkdir -p "$dir/src" && touch "$dir/src/lib.rs"; done \

@@ -226,6 +226,7 @@ pub(crate) fn body_for(method: &str, path: &str, b_user: &str) -> Option<Value> 
         ("post", "/api/v1/users") => Some(json!({"email": "made-by-role-check@example.test",
             "display_name": "Role check", "password": "a-long-enough-password", "role": "agent"})),
         ("put", "/api/v1/me/state") => Some(json!({"state": "ready"})),
+        ("post", "/api/v1/sms/segments") => Some(json!({"text": "hello"})),
         _ => {
             panic!("{method} {path} takes an id but the isolation test has no body for it; add one")
         }

@@ -26,6 +26,7 @@ mod roles;
 mod routing;
 mod search;
 mod sessions;
+mod sms;
 mod templates;
 mod tenancy;
 mod transcript;

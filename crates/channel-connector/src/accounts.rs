@@ -1,10 +1,14 @@
-//! Channel accounts: the tenant's side of a channel (a WhatsApp Business phone number),
-//! with its credentials. Secrets never leave this module except to the provider.
+//! Channel accounts: the tenant's side of a channel (a WhatsApp Business phone number, a
+//! Twilio SMS sender), with its credentials. Secrets never leave this module except to
+//! the provider.
 
 use chrono::{DateTime, Utc};
 use parley_core::TenantId;
+use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::providers::Provider;
 
 /// A channel account as anyone but the provider client may see it: no secrets.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -37,6 +41,8 @@ pub struct Account {
     pub contacts_check_url: Option<String>,
     /// The queue new interactions from this account join.
     pub default_queue_id: Option<Uuid>,
+    /// What the provider needs beyond the common columns (no secrets).
+    pub provider_config: Value,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Changed.
@@ -63,6 +69,10 @@ impl std::fmt::Debug for Secrets {
 /// A new account.
 #[derive(Debug, Clone)]
 pub struct NewAccount {
+    /// Its provider.
+    pub provider: Provider,
+    /// What the provider needs beyond the common columns.
+    pub provider_config: Value,
     /// Display name.
     pub name: String,
     /// Phone number id.
@@ -112,7 +122,7 @@ pub struct AccountPatch {
 
 macro_rules! account_columns {
     () => {
-        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, optin_template_name, optin_template_language, evidence_days, contacts_check_url, default_queue_id, created_at, updated_at"
+        "id, tenant_id, provider, name, phone_number_id, waba_id, display_phone_number, api_base_url, mark_read, optin_template_name, optin_template_language, evidence_days, contacts_check_url, default_queue_id, provider_config, created_at, updated_at"
     };
 }
 
@@ -136,7 +146,7 @@ fn map_db(e: sqlx::Error) -> AccountError {
     AccountError::Database(e)
 }
 
-/// Create a WhatsApp account.
+/// Create an account.
 pub async fn create(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -144,8 +154,9 @@ pub async fn create(
 ) -> Result<Account, AccountError> {
     sqlx::query_as::<_, Account>(concat!(
         "INSERT INTO channel_accounts (id, tenant_id, provider, name, phone_number_id, waba_id,
-            display_phone_number, access_token, app_secret, verify_token, api_base_url, mark_read)
-         VALUES ($1, $2, 'whatsapp', $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+            display_phone_number, access_token, app_secret, verify_token, api_base_url, mark_read,
+            provider_config)
+         VALUES ($1, $2, $12, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13) RETURNING ",
         account_columns!()
     ))
     .bind(Uuid::now_v7())
@@ -159,6 +170,8 @@ pub async fn create(
     .bind(&new.secrets.verify_token)
     .bind(&new.api_base_url)
     .bind(new.mark_read)
+    .bind(new.provider.as_str())
+    .bind(&new.provider_config)
     .fetch_one(conn)
     .await
     .map_err(map_db)
@@ -278,20 +291,35 @@ pub async fn update(
     .map_err(map_db)
 }
 
-/// The tenant's account a conversation with `contact` uses: the one its last WhatsApp
-/// message came through, else the tenant's first WhatsApp account.
+/// The tenant's WhatsApp account a conversation with `contact` uses (see
+/// [`for_contact_on`]).
 pub async fn for_contact(
     conn: &mut PgConnection,
     tenant: TenantId,
     contact: Uuid,
 ) -> Result<Option<Account>, sqlx::Error> {
+    for_contact_on(conn, tenant, contact, Provider::WhatsappCloud).await
+}
+
+/// The tenant's `provider` account a conversation with `contact` uses: the one its last
+/// message on that provider's channel came through, else the tenant's first account of
+/// that provider.
+pub async fn for_contact_on(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: Uuid,
+    provider: Provider,
+) -> Result<Option<Account>, sqlx::Error> {
     let last: Option<Uuid> = sqlx::query_scalar(
-        "SELECT channel_account_id FROM messages
-         WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp' AND channel_account_id IS NOT NULL
-         ORDER BY created_at DESC LIMIT 1",
+        "SELECT m.channel_account_id FROM messages m
+         JOIN channel_accounts a ON a.id = m.channel_account_id AND a.provider = $4
+         WHERE m.tenant_id = $1 AND m.contact_id = $2 AND m.channel = $3
+         ORDER BY m.created_at DESC LIMIT 1",
     )
     .bind(tenant.0)
     .bind(contact)
+    .bind(provider.channel().as_str())
+    .bind(provider.as_str())
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = last
@@ -299,5 +327,35 @@ pub async fn for_contact(
     {
         return Ok(Some(acc));
     }
-    Ok(list(conn, tenant).await?.into_iter().next())
+    Ok(list(conn, tenant)
+        .await?
+        .into_iter()
+        .find(|a| a.provider() == Some(provider)))
+}
+
+impl Account {
+    /// Its provider (`None` only for a spelling this build does not know).
+    pub fn provider(&self) -> Option<Provider> {
+        Provider::parse(&self.provider)
+    }
+
+    /// A Twilio SMS account's configuration.
+    pub fn twilio(&self) -> Option<crate::twilio_sms::Config> {
+        let text = |k: &str| {
+            self.provider_config
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        (self.provider() == Some(Provider::TwilioSms)).then(|| crate::twilio_sms::Config {
+            account_sid: text("account_sid").unwrap_or_default(),
+            from: self.phone_number_id.clone(),
+            webhook_url: format!(
+                "{}/webhooks/twilio_sms/{}",
+                text("public_url").unwrap_or_default().trim_end_matches('/'),
+                self.id
+            ),
+            api_base_url: self.api_base_url.clone(),
+        })
+    }
 }

@@ -19,11 +19,13 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use parley_core::outbound::Outbound;
+use parley_core::outbound::{Content, Outbound};
 
 use crate::{
     accounts,
+    providers::Provider,
     status::advance,
+    twilio_sms,
     whatsapp::{
         client::{self, SendOutcome},
         request,
@@ -327,15 +329,39 @@ impl Dispatcher {
         message_id: Uuid,
         outbound: &Outbound,
     ) -> SendOutcome {
-        let media_id = match outbound.content.attachment() {
-            Some(att) => match self.upload(account, secrets, tenant, att).await {
-                Ok(id) => Some(id),
-                Err(outcome) => return outcome,
-            },
-            None => None,
-        };
-        let body = request::render(outbound, &message_id.to_string(), media_id.as_deref());
-        client::send(&self.http, account, secrets, &body).await
+        match account.provider() {
+            Some(Provider::WhatsappCloud) => {
+                let media_id = match outbound.content.attachment() {
+                    Some(att) => match self.upload(account, secrets, tenant, att).await {
+                        Ok(id) => Some(id),
+                        Err(outcome) => return outcome,
+                    },
+                    None => None,
+                };
+                let body = request::render(outbound, &message_id.to_string(), media_id.as_deref());
+                client::send(&self.http, account, secrets, &body).await
+            }
+            Some(Provider::TwilioSms) => {
+                let (Some(cfg), Content::Text { body }) = (account.twilio(), &outbound.content)
+                else {
+                    return SendOutcome::Permanent(
+                        serde_json::json!({"title": "SMS carries text only"}),
+                    );
+                };
+                twilio_sms::send(
+                    &self.http,
+                    &cfg,
+                    &secrets.access_token,
+                    &outbound.to,
+                    body,
+                    &message_id.to_string(),
+                )
+                .await
+            }
+            None => SendOutcome::Permanent(serde_json::json!({
+                "title": format!("provider `{}` is not known to this build", account.provider)
+            })),
+        }
     }
 
     /// Upload attachment `att` to the provider; its media id.

@@ -66,7 +66,8 @@ impl Provider {
                 outside_window: OutsideWindow::Anything,
                 max_text_chars: crate::twilio_sms::MAX_BODY_CHARS,
                 max_buttons: 0,
-                images: true,
+                // (MMS sends need a public link to the attachment: not yet.)
+                images: false,
                 reactions: false,
                 templates: false,
                 read_receipts: false,

@@ -148,9 +148,7 @@ async fn failure_effects(
     Ok(())
 }
 
-/// Apply a status webhook. Finds the message by the provider's id on this account, or by
-/// our id echoed in `biz_opaque_callback_data` (a status can beat our own record of the
-/// send). Unknown messages are ignored.
+/// Apply a WhatsApp status webhook (see [`apply_status`]).
 pub async fn apply(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -161,6 +159,30 @@ pub async fn apply(
         .callback_data
         .as_deref()
         .and_then(|c| c.parse::<Uuid>().ok());
+    apply_status(
+        conn,
+        tenant,
+        account,
+        &st.provider_message_id,
+        ours,
+        &st.status,
+        st.error.as_ref(),
+    )
+    .await
+}
+
+/// Apply a provider's delivery status (Parley's spelling: `sent`, `delivered`, `read`,
+/// `failed`). Finds the message by the provider's id on this account, or by our id echoed
+/// back (a status can beat our own record of the send). Unknown messages are ignored.
+pub async fn apply_status(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    account: Uuid,
+    provider_message_id: &str,
+    ours: Option<Uuid>,
+    status: &str,
+    error: Option<&Value>,
+) -> Result<bool, sqlx::Error> {
     let id: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM messages
          WHERE tenant_id = $1 AND direction = 'outbound'
@@ -169,31 +191,23 @@ pub async fn apply(
     )
     .bind(tenant.0)
     .bind(account)
-    .bind(&st.provider_message_id)
+    .bind(provider_message_id)
     .bind(ours)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else {
-        tracing::debug!(status = %st.status, "status for a message this tenant did not send");
+        tracing::debug!(%status, "status for a message this tenant did not send");
         return Ok(false);
     };
-    if rank(&st.status) < 0 && st.status != "failed" {
+    if rank(status) < 0 && status != "failed" {
         return Ok(false);
     }
     // The message row first, then its outbox row: the order the dispatcher takes them in
     // when it records a send (the other order deadlocked with it).
-    let moved = advance(
-        conn,
-        tenant,
-        id,
-        &st.status,
-        Some(&st.provider_message_id),
-        st.error.as_ref(),
-    )
-    .await?;
+    let moved = advance(conn, tenant, id, status, Some(provider_message_id), error).await?;
     // The provider has it: whatever our dispatcher last heard, it is not sent again.
     if crate::outbox::settle_by_status(conn, tenant, id).await? {
-        tracing::info!(message_id = %id, status = %st.status, "a send of unknown outcome was settled by the provider's status");
+        tracing::info!(message_id = %id, %status, "a send of unknown outcome was settled by the provider's status");
     }
     Ok(moved)
 }

@@ -21,8 +21,9 @@ pub struct Config {
     pub account_sid: String,
     /// The sender: an E.164 number, or a Messaging Service (`MG…`).
     pub from: String,
-    /// The inbound webhook's URL exactly as configured at Twilio (signatures cover it);
-    /// status callbacks go to this URL plus `/status`.
+    /// The inbound webhook's URL as configured at Twilio (signatures cover it): the
+    /// account's public URL plus `/webhooks/twilio_sms/{id}`; status callbacks go to it
+    /// plus `/status`.
     pub webhook_url: String,
     /// `https://api.twilio.com/2010-04-01` (the simulator's in the demo).
     pub api_base_url: String,
@@ -220,9 +221,7 @@ pub fn parse_status(body: &[u8]) -> Result<StatusCallback, String> {
         .ok_or("MessageStatus is missing")?;
     let error = get("ErrorCode").map(|code| {
         let mut e = json!({"code": code.parse::<i64>().map_or(json!(code), |n| json!(n))});
-        e["title"] = json!(
-            get("ErrorMessage").unwrap_or_else(|| error_title(&code).to_owned())
-        );
+        e["title"] = json!(get("ErrorMessage").unwrap_or_else(|| error_title(&code).to_owned()));
         e
     });
     Ok(StatusCallback {
@@ -460,7 +459,8 @@ mod tests {
             Err(SignatureError::Missing)
         );
         // The default port, signed or not, verifies either way.
-        let with_port = "https://parley.example.com:443/webhooks/twilio/01923f4e-5b6c-7d8e-9f01-23456789abcd";
+        let with_port =
+            "https://parley.example.com:443/webhooks/twilio/01923f4e-5b6c-7d8e-9f01-23456789abcd";
         let sig = expected_signature(with_port, &form(body.as_bytes()), token);
         assert_eq!(verify(url, body.as_bytes(), Some(&sig), token), Ok(()));
     }
@@ -488,12 +488,14 @@ mod tests {
 
     #[test]
     fn statuses_and_errors_are_read() {
-        let s = parse_status(
-            b"MessageSid=SM1&MessageStatus=undelivered&ErrorCode=30003&To=%2B1310",
-        )
-        .expect("status");
+        let s =
+            parse_status(b"MessageSid=SM1&MessageStatus=undelivered&ErrorCode=30003&To=%2B1310")
+                .expect("status");
         assert_eq!(s.parley_status(), Some("failed"));
-        assert_eq!(s.error.as_ref().map(|e| e["code"].clone()), Some(json!(30003)));
+        assert_eq!(
+            s.error.as_ref().map(|e| e["code"].clone()),
+            Some(json!(30003))
+        );
         let s = parse_status(b"MessageSid=SM1&MessageStatus=sending").expect("status");
         assert_eq!(s.parley_status(), None);
     }
@@ -512,7 +514,10 @@ mod tests {
         assert_eq!(segments("").segments, 0);
         assert_eq!(segments(&"a".repeat(160)).segments, 1);
         let two = segments(&"a".repeat(161));
-        assert_eq!((two.encoding, two.segments, two.per_segment), ("GSM-7", 2, 153));
+        assert_eq!(
+            (two.encoding, two.segments, two.per_segment),
+            ("GSM-7", 2, 153)
+        );
         // Extension characters take two septets.
         assert_eq!(segments("€").units, 2);
         // One character outside GSM-7 makes the whole text UCS-2; an emoji is two units.

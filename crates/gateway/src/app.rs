@@ -109,6 +109,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .nest("/api/v1", routes::v1())
         .merge(routes::platform::router())
         .merge(routes::webhooks::router())
+        .merge(routes::sms::webhooks())
 }
 
 /// The complete HTTP application.

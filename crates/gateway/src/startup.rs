@@ -326,6 +326,8 @@ async fn start_simulator(
                 &mut tx,
                 tenant,
                 &channel_connector::accounts::NewAccount {
+                    provider: channel_connector::providers::Provider::WhatsappCloud,
+                    provider_config: serde_json::json!({}),
                     name: "Demo WhatsApp (simulator)".to_owned(),
                     phone_number_id: cfg.phone_number_id.clone(),
                     waba_id: Some("WABA-SIM".to_owned()),

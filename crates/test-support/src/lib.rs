@@ -502,6 +502,16 @@ pub struct Wa {
     pub webhook_path: String,
 }
 
+/// An SMS simulator wired to a channel account of the app's tenant.
+pub struct Sms {
+    /// The simulator.
+    pub sim: sms_sim::Simulator,
+    /// The channel account.
+    pub account_id: uuid::Uuid,
+    /// `/webhooks/twilio_sms/{id}`.
+    pub webhook_path: String,
+}
+
 impl TestApp {
     /// Stop the outbox dispatcher (as if the gateway died before sending).
     pub fn stop_dispatcher(&self) {
@@ -589,6 +599,44 @@ impl TestApp {
             account_id,
             sim_base: format!("http://{addr}"),
             app_secret: cfg.app_secret,
+            webhook_path,
+        }
+    }
+
+    /// Start an SMS (Twilio) simulator and configure a channel account for it through
+    /// the API, its public URL this gateway's.
+    pub async fn sms(&self) -> Sms {
+        let sim = sms_sim::Simulator::new(sms_sim::SimConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sim");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(sms_sim::serve(listener, sim.clone(), self.shutdown.clone()));
+        let r = self
+            .post(
+                "/api/v1/channel-accounts",
+                &self.admin.token,
+                &serde_json::json!({
+                    "provider": "twilio_sms",
+                    "name": "Test SMS number",
+                    "account_sid": sim.account_sid(),
+                    "from": sim.number(),
+                    "auth_token": sim.auth_token(),
+                    "public_url": self.base,
+                    "api_base_url": format!("http://{addr}/2010-04-01"),
+                }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let account_id: uuid::Uuid = r.json["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("id");
+        let webhook_path = r.json["webhook_path"].as_str().expect("path").to_owned();
+        sim.set_webhook(&self.url(&webhook_path));
+        Sms {
+            sim,
+            account_id,
             webhook_path,
         }
     }

@@ -1,7 +1,10 @@
 //! Channel accounts (admin). Secrets are write-only: accepted, never returned or logged.
 
 use axum::{extract::State, http::StatusCode};
-use channel_connector::accounts::{self, Account, AccountError, AccountPatch, NewAccount, Secrets};
+use channel_connector::{
+    accounts::{self, Account, AccountError, AccountPatch, NewAccount, Secrets},
+    providers::Provider,
+};
 use chrono::{DateTime, Utc};
 use parley_core::{Principal, Role};
 use serde::{Deserialize, Serialize};
@@ -56,6 +59,10 @@ pub struct AccountOut {
     pub default_queue_id: Option<Uuid>,
     /// Where to point the provider's webhook (relative to this server).
     pub webhook_path: String,
+    /// What the provider needs beyond the common fields (Twilio: `account_sid`,
+    /// `public_url`); no secrets.
+    #[schema(value_type = Object)]
+    pub provider_config: serde_json::Value,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Changed.
@@ -65,7 +72,8 @@ pub struct AccountOut {
 impl From<Account> for AccountOut {
     fn from(a: Account) -> Self {
         Self {
-            webhook_path: format!("/webhooks/whatsapp/{}", a.id),
+            webhook_path: format!("/webhooks/{}/{}", a.provider, a.id),
+            provider_config: a.provider_config,
             id: a.id,
             provider: a.provider,
             name: a.name,
@@ -85,31 +93,44 @@ impl From<Account> for AccountOut {
     }
 }
 
-/// A new account.
+/// A new account: WhatsApp (`whatsapp`: the Cloud API fields) or SMS through Twilio
+/// (`twilio_sms`: `account_sid`, `from`, `auth_token`, `public_url`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountIn {
-    /// `whatsapp`.
+    /// `whatsapp` or `twilio_sms`.
     pub provider: String,
     /// Name.
     pub name: String,
-    /// Cloud API phone number id.
-    pub phone_number_id: String,
-    /// WhatsApp Business Account id.
+    /// WhatsApp: the Cloud API phone number id.
+    pub phone_number_id: Option<String>,
+    /// WhatsApp: the WhatsApp Business Account id.
     pub waba_id: Option<String>,
-    /// The number contacts see.
+    /// WhatsApp: the number contacts see.
     pub display_phone_number: Option<String>,
-    /// Graph API token (write-only).
-    pub access_token: String,
-    /// App secret for webhook signatures (write-only).
-    pub app_secret: String,
-    /// Verify token of the webhook handshake (write-only).
-    pub verify_token: String,
-    /// Graph API base with version (default `https://graph.facebook.com/v21.0`).
+    /// WhatsApp: the Graph API token (write-only).
+    pub access_token: Option<String>,
+    /// WhatsApp: the app secret for webhook signatures (write-only).
+    pub app_secret: Option<String>,
+    /// WhatsApp: the verify token of the webhook handshake (write-only).
+    pub verify_token: Option<String>,
+    /// The provider's API base (default `https://graph.facebook.com/v21.0` for WhatsApp,
+    /// `https://api.twilio.com/2010-04-01` for Twilio).
     pub api_base_url: Option<String>,
-    /// Mark inbound messages read at the provider (default false).
+    /// WhatsApp: mark inbound messages read at the provider (default false).
     #[serde(default)]
     pub mark_read: bool,
+    /// Twilio: the account SID (`AC…`).
+    pub account_sid: Option<String>,
+    /// Twilio: the sender, an E.164 number or a Messaging Service SID (`MG…`).
+    pub from: Option<String>,
+    /// Twilio: the auth token (write-only); it also keys `X-Twilio-Signature`.
+    pub auth_token: Option<String>,
+    /// Twilio: the base URL Twilio reaches this server at (scheme, host, port if any,
+    /// path prefix), e.g. `https://parley.example.com`. Configure the number's messaging
+    /// webhook at Twilio as this plus the account's `webhook_path` (POST): signatures
+    /// cover that exact URL. Status callbacks go to it plus `/status`.
+    pub public_url: Option<String>,
 }
 
 /// Changes; absent fields stay.
@@ -244,44 +265,140 @@ pub async fn create_account(
 ) -> Result<(StatusCode, axum::Json<AccountOut>), ApiError> {
     principal.require(Role::Admin)?;
     let mut c = Checks::default();
-    if input.provider != "whatsapp" {
-        c.fail("provider", "only `whatsapp` is supported");
-    }
     let name = c.text("name", &input.name, 100);
-    let pnid = c.provider_id("phone_number_id", &input.phone_number_id);
-    let (waba_id, display_phone_number) = number_fields(
-        &mut c,
-        input.waba_id.as_deref(),
-        input.display_phone_number.as_deref(),
-    );
-    check_secret(&mut c, "access_token", &input.access_token);
-    check_secret(&mut c, "app_secret", &input.app_secret);
-    check_secret(&mut c, "verify_token", &input.verify_token);
-    let base = input
-        .api_base_url
-        .unwrap_or_else(|| "https://graph.facebook.com/v21.0".to_owned());
-    check_url(&mut c, &state.config, "api_base_url", &base);
+    let required = |c: &mut Checks, field: &str, v: &Option<String>| -> String {
+        match v {
+            Some(v) => v.clone(),
+            None => {
+                c.fail(field, "is required for this provider");
+                String::new()
+            }
+        }
+    };
+    let new = match Provider::parse(&input.provider) {
+        Some(Provider::WhatsappCloud) => {
+            let pnid = required(&mut c, "phone_number_id", &input.phone_number_id);
+            let pnid = c.provider_id("phone_number_id", &pnid);
+            let (waba_id, display_phone_number) = number_fields(
+                &mut c,
+                input.waba_id.as_deref(),
+                input.display_phone_number.as_deref(),
+            );
+            let secrets = Secrets {
+                access_token: required(&mut c, "access_token", &input.access_token),
+                app_secret: required(&mut c, "app_secret", &input.app_secret),
+                verify_token: required(&mut c, "verify_token", &input.verify_token),
+            };
+            check_secret(&mut c, "access_token", &secrets.access_token);
+            check_secret(&mut c, "app_secret", &secrets.app_secret);
+            check_secret(&mut c, "verify_token", &secrets.verify_token);
+            let base = input
+                .api_base_url
+                .unwrap_or_else(|| "https://graph.facebook.com/v21.0".to_owned());
+            check_url(&mut c, &state.config, "api_base_url", &base);
+            NewAccount {
+                provider: Provider::WhatsappCloud,
+                provider_config: serde_json::json!({}),
+                name,
+                phone_number_id: pnid,
+                waba_id,
+                display_phone_number,
+                secrets,
+                api_base_url: base.trim_end_matches('/').to_owned(),
+                mark_read: input.mark_read,
+            }
+        }
+        Some(Provider::TwilioSms) => {
+            let sid = required(&mut c, "account_sid", &input.account_sid);
+            if !(sid.starts_with("AC")
+                && sid.len() == 34
+                && sid[2..].chars().all(|ch| ch.is_ascii_hexdigit()))
+                && input.account_sid.is_some()
+            {
+                c.fail(
+                    "account_sid",
+                    "must be a Twilio account SID: AC and 32 hex digits",
+                );
+            }
+            let from = required(&mut c, "from", &input.from);
+            let from = if from.starts_with("MG") {
+                c.provider_id("from", &from)
+            } else {
+                match parley_core::channel::parse_e164(&from) {
+                    Ok(e164) => e164,
+                    Err(_) if input.from.is_none() => from,
+                    Err(e) => {
+                        c.fail(
+                            "from",
+                            format!("must be an E.164 number or a Messaging Service SID: {e}"),
+                        );
+                        from
+                    }
+                }
+            };
+            let token = required(&mut c, "auth_token", &input.auth_token);
+            check_secret(&mut c, "auth_token", &token);
+            let public_url = required(&mut c, "public_url", &input.public_url);
+            if input.public_url.is_some()
+                && (!(public_url.starts_with("https://") || public_url.starts_with("http://"))
+                    || public_url.contains(['?', '#']))
+            {
+                c.fail(
+                    "public_url",
+                    "must be the http(s) base URL Twilio reaches this server at, without query or fragment",
+                );
+            }
+            let base = input
+                .api_base_url
+                .unwrap_or_else(|| "https://api.twilio.com/2010-04-01".to_owned());
+            check_url(&mut c, &state.config, "api_base_url", &base);
+            for field in [
+                "phone_number_id",
+                "waba_id",
+                "access_token",
+                "app_secret",
+                "verify_token",
+            ] {
+                let given = match field {
+                    "phone_number_id" => input.phone_number_id.is_some(),
+                    "waba_id" => input.waba_id.is_some(),
+                    "access_token" => input.access_token.is_some(),
+                    "app_secret" => input.app_secret.is_some(),
+                    _ => input.verify_token.is_some(),
+                };
+                if given {
+                    c.fail(field, "is a WhatsApp field; Twilio accounts take account_sid, from, auth_token and public_url");
+                }
+            }
+            NewAccount {
+                provider: Provider::TwilioSms,
+                provider_config: serde_json::json!({
+                    "account_sid": sid, "public_url": public_url.trim_end_matches('/'),
+                }),
+                name,
+                display_phone_number: Some(from.clone()),
+                phone_number_id: from,
+                waba_id: None,
+                secrets: Secrets {
+                    access_token: token.clone(),
+                    app_secret: token,
+                    verify_token: String::new(),
+                },
+                api_base_url: base.trim_end_matches('/').to_owned(),
+                mark_read: false,
+            }
+        }
+        None => {
+            c.fail("provider", "must be `whatsapp` or `twilio_sms`");
+            c.finish()?;
+            return Err(ApiError::invalid_field("provider", "unknown"));
+        }
+    };
     c.finish()?;
     let mut conn = state.db.acquire().await?;
-    let acc = accounts::create(
-        &mut conn,
-        principal.tenant_id,
-        &NewAccount {
-            name,
-            phone_number_id: pnid,
-            waba_id,
-            display_phone_number,
-            secrets: Secrets {
-                access_token: input.access_token,
-                app_secret: input.app_secret,
-                verify_token: input.verify_token,
-            },
-            api_base_url: base.trim_end_matches('/').to_owned(),
-            mark_read: input.mark_read,
-        },
-    )
-    .await
-    .map_err(map_err)?;
+    let acc = accounts::create(&mut conn, principal.tenant_id, &new)
+        .await
+        .map_err(map_err)?;
     Ok((StatusCode::CREATED, axum::Json(acc.into())))
 }
 
@@ -480,15 +597,23 @@ pub async fn replay_dead_letter(
             format!("the dead letter still cannot be read: {why}"),
         )
     };
-    match crate::routes::webhooks::take_body(
-        &state,
-        principal.tenant_id,
-        p.account_id,
-        &account.phone_number_id,
-        &letter.body,
-    )
-    .await?
-    {
+    let taken = match account.provider() {
+        Some(Provider::TwilioSms) => {
+            crate::routes::sms::take_body(&state, principal.tenant_id, p.account_id, &letter.body)
+                .await?
+        }
+        Some(Provider::WhatsappCloud) | None => {
+            crate::routes::webhooks::take_body(
+                &state,
+                principal.tenant_id,
+                p.account_id,
+                &account.phone_number_id,
+                &letter.body,
+            )
+            .await?
+        }
+    };
+    match taken {
         crate::routes::webhooks::Taken::DeadLetter(why) => return Err(still(why)),
         // Nothing of it could be read. (A body with readable parts is replayed: its
         // unreadable messages are kept again, each as a dead letter of its own.)

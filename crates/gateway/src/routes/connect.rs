@@ -217,25 +217,44 @@ pub(crate) fn is_opt_out(text: Option<&str>) -> bool {
     OPT_OUT.contains(&t)
 }
 
-/// After a contact's message is stored: an opt-out word opts the address out; any other
-/// message from an address that had opted out or declined reopens it (`unverified`:
-/// the conversation goes on, a new Connect may be asked). Called in the webhook's
-/// transaction, for every inbound WhatsApp message.
+/// What an inbound message says about consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConsentSignal {
+    /// An opt-out word (STOP, …).
+    OptOut,
+    /// An opt-in word after an opt-out (SMS: START, UNSTOP, YES).
+    OptIn,
+    /// Anything else.
+    Other,
+}
+
+/// After a contact's message is stored: an opt-out word opts the address out. On
+/// WhatsApp any other message from an address that had opted out or declined reopens it
+/// (`unverified`: the conversation goes on, a new Connect may be asked); on SMS only an
+/// opt-in word does (the carrier's block lasts until START). Called in the webhook's
+/// transaction, for every inbound message.
 pub(crate) async fn apply_consent(
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
+    channel: Channel,
     address: &str,
     message: &Message,
+    signal: ConsentSignal,
 ) -> Result<(), ApiError> {
-    let Some(ident) = contacts::find_identity(conn, tenant, Channel::Whatsapp, address).await?
-    else {
+    let Some(ident) = contacts::find_identity(conn, tenant, channel, address).await? else {
         return Ok(());
     };
-    let opting_out = is_opt_out(message.body.as_deref());
-    let (status, note) = match (opting_out, ident.status.as_str()) {
-        (true, "opted_out") => return Ok(()),
-        (true, _) => ("opted_out", "opted_out_at"),
-        (false, "opted_out" | "declined") => ("unverified", "reopened_at"),
+    let reopens = match (signal, channel) {
+        (ConsentSignal::OptIn, _) => ident.status == "opted_out",
+        (ConsentSignal::Other, Channel::Whatsapp) => {
+            matches!(ident.status.as_str(), "opted_out" | "declined")
+        }
+        _ => false,
+    };
+    let (status, note) = match signal {
+        ConsentSignal::OptOut if ident.status == "opted_out" => return Ok(()),
+        ConsentSignal::OptOut => ("opted_out", "opted_out_at"),
+        _ if reopens => ("unverified", "reopened_at"),
         _ => return Ok(()),
     };
     let mut consent = contacts::identity_consent(conn, tenant, IdentityId(ident.id))
@@ -269,7 +288,7 @@ pub(crate) fn check_consent(
         "opted_out" => Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "contact_opted_out",
-            "the contact opted out (wrote STOP); nothing is sent until they write again",
+            "the contact opted out (wrote STOP); nothing is sent until they write again (on SMS: until they write START)",
         )),
         "declined" => Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,

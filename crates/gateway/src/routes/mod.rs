@@ -15,6 +15,7 @@ pub mod messages;
 pub mod outbound;
 pub mod platform;
 pub mod queues;
+pub mod sms;
 pub mod templates;
 pub mod users;
 pub mod webhooks;
@@ -33,5 +34,6 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(interactions::router())
         .merge(queues::router())
         .merge(templates::router())
+        .merge(sms::router())
         .routes(utoipa_axum::routes!(crate::events::events_ws))
 }

@@ -5,7 +5,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use channel_connector::{accounts, outbox};
+use channel_connector::{accounts, outbox, providers::Provider};
 use chrono::{DateTime, Utc};
 use conversation_store::{
     contacts,
@@ -130,8 +130,13 @@ pub(crate) async fn send(
     input: SendIn,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let mut c = Checks::default();
-    if input.channel.is_some_and(|ch| ch != Channel::Whatsapp) {
-        c.fail("channel", "only whatsapp can be sent today");
+    if let Some(ch) = input.channel
+        && Provider::for_channel(ch).is_none()
+    {
+        c.fail(
+            "channel",
+            format!("`{}` cannot be sent to yet: whatsapp or sms", ch.as_str()),
+        );
     }
     let chosen = [
         input.text.is_some(),
@@ -153,6 +158,7 @@ pub(crate) async fn send(
         } else if t.chars().count() > messages::MAX_BODY_CHARS {
             c.fail("text", "must be at most 4096 characters");
         }
+        // (Each channel's own limit is checked once the channel is known.)
     }
     if let Some(buttons) = &input.buttons {
         if input.text.is_none() {
@@ -212,6 +218,20 @@ pub(crate) async fn send(
     if !contacts::lock_for_write(&mut tx, tenant, contact).await? {
         return Err(ApiError::not_found("contact"));
     }
+    let channel = match input.channel {
+        Some(ch) => ch,
+        None => default_channel(&mut tx, tenant, contact, interaction).await?,
+    };
+    let provider = Provider::for_channel(channel).ok_or_else(|| {
+        ApiError::invalid_field(
+            "channel",
+            format!(
+                "`{}` cannot be sent to yet: whatsapp or sms",
+                channel.as_str()
+            ),
+        )
+    })?;
+    check_capabilities(provider, &input)?;
     let supervisor = principal.has_role(parley_core::Role::Supervisor);
     match interaction {
         Some(i) => {
@@ -226,7 +246,7 @@ pub(crate) async fn send(
                 tenant,
                 principal.user_id,
                 contact,
-                Channel::Whatsapp,
+                channel,
             )
             .await?;
         }
@@ -234,30 +254,39 @@ pub(crate) async fn send(
     }
     let target = sqlx::query_as::<_, Target>(
         "SELECT id, address, status, last_inbound_at, window_closed_at FROM channel_identities
-         WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp'
+         WHERE tenant_id = $1 AND contact_id = $2 AND channel = $4
            AND ($3::uuid IS NULL OR id = $3)
          ORDER BY last_inbound_at DESC NULLS LAST, created_at LIMIT 1",
     )
     .bind(tenant.0)
     .bind(contact.0)
     .bind(input.identity_id)
+    .bind(channel.as_str())
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| {
         ApiError::invalid_field(
             "identity_id",
-            "the contact has no WhatsApp address; add one first",
+            format!(
+                "the contact has no {} address; add one first",
+                channel.as_str()
+            ),
         )
     })?;
-    let end = contacts::window_end(target.last_inbound_at, target.window_closed_at);
     crate::routes::connect::check_consent(&target.status, true, false)?;
-    if end.is_none_or(|e| e <= Utc::now()) {
-        return Err(ApiError::window_closed(end));
+    if provider.capabilities().reply_window_hours.is_some() {
+        let end = contacts::window_end(target.last_inbound_at, target.window_closed_at);
+        if end.is_none_or(|e| e <= Utc::now()) {
+            return Err(ApiError::window_closed(end));
+        }
     }
-    let account = accounts::for_contact(&mut tx, tenant, contact.0)
+    let account = accounts::for_contact_on(&mut tx, tenant, contact.0, provider)
         .await?
         .ok_or_else(|| {
-            ApiError::invalid_field("channel", "the tenant has no WhatsApp channel account")
+            ApiError::invalid_field(
+                "channel",
+                format!("the tenant has no {} channel account", channel.as_str()),
+            )
         })?;
     let provider_id_of =
         |m: Option<messages::Message>, field: &'static str| -> Result<String, ApiError> {
@@ -359,6 +388,70 @@ pub(crate) async fn send(
     Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 
+/// The channel a send without one goes out on: the interaction's, else the channel the
+/// contact last wrote on (of those Parley can send to), else WhatsApp.
+async fn default_channel(
+    tx: &mut sqlx::PgConnection,
+    tenant: parley_core::TenantId,
+    contact: ContactId,
+    interaction: Option<InteractionId>,
+) -> Result<Channel, ApiError> {
+    let sendable: Vec<&str> = Provider::ALL.iter().map(|p| p.channel().as_str()).collect();
+    let spelt: Option<String> = match interaction {
+        Some(i) => {
+            sqlx::query_scalar("SELECT channel FROM interactions WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.0)
+                .bind(i.0)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        None => {
+            sqlx::query_scalar(
+                "SELECT channel FROM channel_identities
+                 WHERE tenant_id = $1 AND contact_id = $2 AND channel = ANY($3)
+                 ORDER BY last_inbound_at DESC NULLS LAST, created_at LIMIT 1",
+            )
+            .bind(tenant.0)
+            .bind(contact.0)
+            .bind(&sendable)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+    };
+    Ok(spelt
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(Channel::Whatsapp))
+}
+
+/// Refuse up front (422 naming the field) what the channel cannot carry.
+fn check_capabilities(provider: Provider, input: &SendIn) -> Result<(), ApiError> {
+    let caps = provider.capabilities();
+    let name = provider.channel().as_str();
+    let mut c = Checks::default();
+    if let Some(t) = &input.text
+        && provider == Provider::TwilioSms
+        && channel_connector::twilio_sms::body_units(t) > caps.max_text_chars
+    {
+        c.fail(
+            "text",
+            format!(
+                "must be at most {} characters on SMS (UTF-16 units: an emoji counts two); see POST /sms/segments",
+                caps.max_text_chars
+            ),
+        );
+    }
+    if input.buttons.is_some() && caps.max_buttons == 0 {
+        c.fail("buttons", format!("{name} has no reply buttons"));
+    }
+    if input.attachment_id.is_some() && !caps.images {
+        c.fail("attachment_id", format!("{name} cannot carry images yet"));
+    }
+    if input.reaction.is_some() && !caps.reactions {
+        c.fail("reaction", format!("{name} has no reactions"));
+    }
+    c.finish()
+}
+
 /// The `Idempotency-Key` header, checked.
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = headers
@@ -417,8 +510,8 @@ pub(crate) struct Queued<'a> {
     pub reply_ctx: Option<&'a str>,
 }
 
-/// Store an outbound WhatsApp message (`queued`) and its outbox row, in the caller's
-/// transaction. The message joins the contact's open WhatsApp interaction, if any.
+/// Store an outbound message (`queued`) and its outbox row, in the caller's transaction.
+/// The message joins the contact's open interaction on the account's channel, if any.
 pub(crate) async fn queue(
     tx: &mut sqlx::PgConnection,
     principal: Principal,
@@ -428,12 +521,16 @@ pub(crate) async fn queue(
     q: Queued<'_>,
 ) -> Result<messages::Message, ApiError> {
     let tenant = principal.tenant_id;
+    let channel = account
+        .provider()
+        .map_or(Channel::Whatsapp, Provider::channel);
     let open_interaction: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = 'whatsapp'
+        "SELECT id FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3
            AND state <> 'done'",
     )
     .bind(tenant.0)
     .bind(contact.0)
+    .bind(channel.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     let message = messages::insert(
@@ -442,7 +539,7 @@ pub(crate) async fn queue(
         &NewMessage {
             contact_id: contact,
             interaction_id: open_interaction.map(InteractionId),
-            channel: Channel::Whatsapp,
+            channel,
             direction: Direction::Outbound,
             sender_user_id: Some(principal.user_id),
             kind: q.kind.to_owned(),

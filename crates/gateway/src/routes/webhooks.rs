@@ -462,7 +462,20 @@ async fn ingest_one(
     if let Some(stored) = &got.message {
         // Consent first: a "No" to a Connect request must not read as writing again
         // after declining.
-        crate::routes::connect::apply_consent(conn, tenant, &address_used, stored).await?;
+        let signal = if crate::routes::connect::is_opt_out(stored.body.as_deref()) {
+            crate::routes::connect::ConsentSignal::OptOut
+        } else {
+            crate::routes::connect::ConsentSignal::Other
+        };
+        crate::routes::connect::apply_consent(
+            conn,
+            tenant,
+            Channel::Whatsapp,
+            &address_used,
+            stored,
+            signal,
+        )
+        .await?;
         if got.identity_status == "connect_requested" {
             crate::routes::connect::apply_connect_answer(conn, tenant, &address_used, stored)
                 .await?;

@@ -1,0 +1,298 @@
+//! SMS through Twilio: the inbound webhook and status callbacks (signed with
+//! `X-Twilio-Signature` over the account's configured URL), and what a text costs as SMS.
+
+use axum::{
+    body::Bytes,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use channel_connector::{
+    accounts::{self, Account, Secrets},
+    dead_letters,
+    providers::Provider,
+    status,
+    twilio_sms::{self, InboundMessage},
+};
+use conversation_store::ingest::{Inbound, ingest_inbound};
+use parley_core::{Principal, TenantId, channel::Channel};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    error::{ApiError, CommonErrors},
+    extract::{ApiJson, ApiPath},
+    routes::{
+        connect::{ConsentSignal, apply_consent},
+        webhooks::{Taken, WebhookPath},
+    },
+};
+
+pub(crate) fn webhooks() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(receive_twilio_sms))
+        .routes(routes!(twilio_sms_status))
+}
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(sms_segments))
+}
+
+/// The empty TwiML answer: stored, no auto-reply.
+fn twiml() -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "text/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
+    )
+        .into_response()
+}
+
+/// The Twilio account in the path, its secrets, and its configuration; its webhook
+/// checked against `url` (the configured URL, never one rebuilt from the request).
+async fn verified(
+    state: &AppState,
+    account_id: Uuid,
+    headers: &HeaderMap,
+    body: &[u8],
+    url: impl FnOnce(&twilio_sms::Config) -> String,
+) -> Result<(Account, Secrets, twilio_sms::Config), ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let (account, secrets) = accounts::for_webhook(&mut conn, account_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel account"))?;
+    drop(conn);
+    let cfg = account
+        .twilio()
+        .ok_or_else(|| ApiError::not_found("channel account"))?;
+    let sig = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = twilio_sms::verify(&url(&cfg), body, sig, &secrets.app_secret) {
+        tracing::warn!(account = %account_id, reason = %e, "Twilio webhook refused");
+        return Err(match e {
+            twilio_sms::SignatureError::Missing => {
+                ApiError::unauthorized("invalid_signature", e.to_string())
+            }
+            twilio_sms::SignatureError::Mismatch => {
+                ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", e.to_string())
+            }
+        });
+    }
+    Ok((account, secrets, cfg))
+}
+
+/// An inbound SMS or MMS from Twilio (form-encoded, signed with `X-Twilio-Signature`
+/// over the account's `webhook_url` and every parameter). Committed before the answer,
+/// which is empty TwiML (no auto-reply); a redelivered `MessageSid` stores nothing twice;
+/// a body that cannot be read is kept as a dead letter and answered the same way.
+#[utoipa::path(post, path = "/webhooks/twilio_sms/{channel_account_id}", tag = "webhooks",
+    params(WebhookPath),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's message webhook parameters"),
+    responses(
+        (status = 200, description = "Stored; empty TwiML", body = String, content_type = "text/xml"),
+        (status = 401, description = "No signature; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong signature; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such Twilio channel account", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn receive_twilio_sms(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<WebhookPath>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let account_id = path.channel_account_id;
+    let (account, _, _) = verified(&state, account_id, &headers, &body, |cfg| {
+        cfg.webhook_url.clone()
+    })
+    .await?;
+    take_body(&state, TenantId(account.tenant_id), account_id, &body).await?;
+    Ok(twiml())
+}
+
+/// Store what a signed message webhook body carries (the webhook, or an admin's replay of
+/// a dead letter), committed; a body that cannot be read is kept as a dead letter.
+pub(crate) async fn take_body(
+    state: &AppState,
+    tenant: TenantId,
+    account_id: Uuid,
+    body: &[u8],
+) -> Result<Taken, ApiError> {
+    let message = match twilio_sms::parse_inbound(body) {
+        Ok(m) => m,
+        Err(reason) => {
+            let mut conn = state.db.acquire().await?;
+            dead_letters::record(&mut conn, tenant, account_id, &reason, body).await?;
+            tracing::warn!(account = %account_id, %reason, "signed Twilio webhook kept as a dead letter");
+            return Ok(Taken::DeadLetter(reason));
+        }
+    };
+    let mut tx = state.db.begin().await?;
+    store_inbound(&mut tx, tenant, account_id, &message).await?;
+    tx.commit().await?;
+    Ok(Taken::Stored {
+        stored: 1,
+        rejected: Vec::new(),
+    })
+}
+
+/// Store one inbound SMS in the caller's transaction: the message (once per
+/// `MessageSid`), and what it says about consent.
+async fn store_inbound(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    account_id: Uuid,
+    m: &InboundMessage,
+) -> Result<(), ApiError> {
+    // A number as Twilio sends it (E.164), or whatever else it sends (a short code, an
+    // alphanumeric sender): never refused for being unusual.
+    let address = parley_core::channel::parse_e164(&m.from).unwrap_or_else(|_| m.from.clone());
+    let mut raw = m.params.clone();
+    raw.remove("Body");
+    let media: Vec<serde_json::Value> = m
+        .media
+        .iter()
+        .map(|(url, mime)| json!({"url": url, "mime_type": mime}))
+        .collect();
+    let inbound = Inbound {
+        channel: Channel::Sms,
+        channel_account_id: Some(account_id),
+        address: address.clone(),
+        profile_name: None,
+        provider_message_id: Some(m.message_sid.clone()),
+        kind: if m.media.is_empty() { "text" } else { "media" }.to_owned(),
+        body: m
+            .body
+            .clone()
+            .filter(|b| !b.is_empty() || m.media.is_empty()),
+        payload: json!({ "media": media, "raw": raw }),
+        attachment_ids: Vec::new(),
+        reply_to_provider_id: None,
+        sent_at: None,
+    };
+    let got = ingest_inbound(tx, tenant, &inbound).await?;
+    if let Some(stored) = &got.message {
+        let text = m.body.as_deref().unwrap_or_default();
+        let signal = match m.opt_out_type.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("STOP") => ConsentSignal::OptOut,
+            Some(t) if t.eq_ignore_ascii_case("START") => ConsentSignal::OptIn,
+            _ if twilio_sms::is_opt_out(text) => ConsentSignal::OptOut,
+            _ if twilio_sms::is_opt_in(text) => ConsentSignal::OptIn,
+            _ => ConsentSignal::Other,
+        };
+        apply_consent(tx, tenant, Channel::Sms, &address, stored, signal).await?;
+    }
+    Ok(())
+}
+
+/// The message a status callback is about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusQuery {
+    /// Parley's message id, carried in the `StatusCallback` URL.
+    pub m: Option<Uuid>,
+}
+
+/// A delivery status from Twilio (`StatusCallback`, which carries Parley's message id so
+/// a status that arrives before the send's answer was recorded still finds it). Statuses
+/// only move forward (a late `sent` never undoes `delivered`); `failed` and
+/// `undelivered` carry Twilio's error, and 21610 opts the address out. Always 200 for a
+/// signed callback, even about a message Parley does not know.
+#[utoipa::path(post, path = "/webhooks/twilio_sms/{channel_account_id}/status", tag = "webhooks",
+    params(WebhookPath, StatusQuery),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's status callback parameters"),
+    responses(
+        (status = 200, description = "Recorded"),
+        (status = 401, description = "No signature", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong signature", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such Twilio channel account", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn twilio_sms_status(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<WebhookPath>,
+    Query(q): Query<StatusQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let account_id = path.channel_account_id;
+    let (account, _, _) = verified(&state, account_id, &headers, &body, |cfg| match q.m {
+        Some(m) => cfg.status_callback(&m.to_string()),
+        None => format!("{}/status", cfg.webhook_url.trim_end_matches('/')),
+    })
+    .await?;
+    let tenant = TenantId(account.tenant_id);
+    let Ok(st) = twilio_sms::parse_status(&body) else {
+        return Ok(StatusCode::OK);
+    };
+    let Some(new) = st.parley_status() else {
+        return Ok(StatusCode::OK);
+    };
+    let mut tx = state.db.begin().await?;
+    let known = status::apply_status(
+        &mut tx,
+        tenant,
+        account_id,
+        &st.message_sid,
+        q.m,
+        new,
+        st.error.as_ref(),
+    )
+    .await?;
+    if !known {
+        tracing::debug!(account = %account_id, sid = %st.message_sid, status = %st.status, "status not applied (unknown message or not forward)");
+    }
+    tx.commit().await?;
+    Ok(StatusCode::OK)
+}
+
+/// A text to price as SMS.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentsIn {
+    /// The text an agent is about to send.
+    pub text: String,
+}
+
+/// How a text travels as SMS.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SegmentsOut {
+    /// `GSM-7` or `UCS-2` (one character outside GSM-7 makes the whole text UCS-2).
+    pub encoding: String,
+    /// Septets (GSM-7) or UTF-16 units (UCS-2; an emoji takes two).
+    pub units: usize,
+    /// How many SMS it takes (each billed): 160 / 153 per segment in GSM-7, 70 / 67 in
+    /// UCS-2.
+    pub segments: usize,
+    /// Units per segment at this length.
+    pub per_segment: usize,
+    /// The longest text an SMS send takes (UTF-16 units).
+    pub max_units: usize,
+    /// Whether this text is within it.
+    pub within_limit: bool,
+}
+
+/// What a text costs as SMS, before it is sent: its encoding and segment count, and
+/// whether it is within the 1,600-character limit (longer sends are refused with 422).
+#[utoipa::path(post, path = "/sms/segments", tag = "contacts", security(("bearer" = [])),
+    request_body = SegmentsIn,
+    responses((status = 200, description = "The encoding and segments", body = SegmentsOut), CommonErrors))]
+pub async fn sms_segments(
+    _principal: Principal,
+    ApiJson(input): ApiJson<SegmentsIn>,
+) -> Result<axum::Json<SegmentsOut>, ApiError> {
+    let s = twilio_sms::segments(&input.text);
+    let units = twilio_sms::body_units(&input.text);
+    Ok(axum::Json(SegmentsOut {
+        encoding: s.encoding.to_owned(),
+        units: s.units,
+        segments: s.segments,
+        per_segment: s.per_segment,
+        max_units: Provider::TwilioSms.capabilities().max_text_chars,
+        within_limit: units <= twilio_sms::MAX_BODY_CHARS,
+    }))
+}
