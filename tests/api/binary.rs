@@ -16,6 +16,7 @@ struct Gateway {
     child: Child,
     base: String,
     sim: Option<String>,
+    sms: Option<String>,
 }
 
 fn gateway_command(data_dir: &Path) -> Command {
@@ -55,10 +56,19 @@ fn start_env(data_dir: &Path, logs: Stdio, log_level: &str, env: &[(&str, &str)]
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
     let (sim_tx, sim_rx) = mpsc::channel();
+    let (sms_tx, sms_rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(url) = line.strip_prefix("Parley is listening on ") {
                 let _ = tx.send(url.trim().to_owned());
+            }
+            if let Some(rest) = line.trim().strip_prefix("SMS simulator: ") {
+                let _ = sms_tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
             }
             if let Some(rest) = line.trim().strip_prefix("WhatsApp simulator: ") {
                 let _ = sim_tx.send(
@@ -75,6 +85,7 @@ fn start_env(data_dir: &Path, logs: Stdio, log_level: &str, env: &[(&str, &str)]
             child,
             base,
             sim: sim_rx.recv_timeout(Duration::from_secs(5)).ok(),
+            sms: sms_rx.recv_timeout(Duration::from_secs(5)).ok(),
         },
         Err(_) => {
             let _ = child.kill();
@@ -342,6 +353,61 @@ async fn the_demo_chats_end_to_end_through_the_bundled_whatsapp_simulator() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(delivered, "the agent's reply never reached the simulator");
+
+    // The same over SMS: a contact texts the demo's SMS number, the agent's reply (no
+    // channel named) goes back by SMS.
+    let sms = gw
+        .sms
+        .clone()
+        .expect("the demo prints the SMS simulator's address");
+    let res: serde_json::Value = client
+        .post(format!("{sms}/_sim/inbound"))
+        .json(&json!({"from": "+13105550142", "body": "texting the demo"}))
+        .send()
+        .await
+        .expect("sms inbound")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(res["webhook_status"], 200, "{res}");
+    let found: serde_json::Value = client
+        .get(format!("{}/api/v1/contacts?q=13105550142", gw.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("contacts")
+        .json()
+        .await
+        .expect("json");
+    let contact = found["items"][0]["id"].as_str().expect("sms contact");
+    let res = client
+        .post(format!("{}/api/v1/contacts/{contact}/messages", gw.base))
+        .bearer_auth(&token)
+        .json(&json!({"text": "Got your text!"}))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let mut texted = false;
+    for _ in 0..100 {
+        let sent: serde_json::Value = client
+            .get(format!("{sms}/_sim/sent"))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        if sent
+            .as_array()
+            .is_some_and(|a| a.iter().any(|m| m["body"] == "Got your text!"))
+        {
+            texted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(texted, "the agent's SMS reply never reached the simulator");
     signal(&gw.child, "-TERM");
     assert!(wait_exit(&mut gw.child).success());
     let _ = std::fs::remove_dir_all(&dir);
@@ -365,6 +431,7 @@ async fn secrets_never_appear_in_logs_or_answers() {
         "TOKEN-MUST-NOT-LEAK-7731",
         "APPSECRET-MUST-NOT-LEAK-7731",
         "VERIFY-MUST-NOT-LEAK-7731",
+        "TWILIO-AUTH-MUST-NOT-LEAK-7731",
     ];
     let res = client
         .post(format!("{}/api/v1/channel-accounts", gw.base))
@@ -379,6 +446,30 @@ async fn secrets_never_appear_in_logs_or_answers() {
     let created: serde_json::Value = res.json().await.expect("json");
     let id = created["id"].as_str().expect("id").to_owned();
     let mut answers = created.to_string();
+    // An SMS account, and a Twilio webhook with a bad signature.
+    let res = client
+        .post(format!("{}/api/v1/channel-accounts", gw.base))
+        .bearer_auth(&admin)
+        .json(&json!({"provider": "twilio_sms", "name": "SMS", "account_sid": format!("AC{}", "7".repeat(32)),
+                      "from": "+15005550001", "auth_token": secrets[3],
+                      "public_url": "https://parley.example.com", "api_base_url": format!("{sim}/2010-04-01")}))
+        .send()
+        .await
+        .expect("create sms");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let sms: serde_json::Value = res.json().await.expect("json");
+    answers.push_str(&sms.to_string());
+    let _ = client
+        .post(format!(
+            "{}/webhooks/twilio_sms/{}",
+            gw.base,
+            sms["id"].as_str().unwrap_or_default()
+        ))
+        .header("x-twilio-signature", "AAAA")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("MessageSid=SM1&From=%2B1")
+        .send()
+        .await;
     for path in [
         "/api/v1/channel-accounts".to_owned(),
         format!("/api/v1/channel-accounts/{id}"),

@@ -291,6 +291,25 @@ pub async fn update(
     .map_err(map_db)
 }
 
+/// Replace an account's provider configuration (validated by the caller).
+pub async fn set_provider_config(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+    config: &Value,
+) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as::<_, Account>(concat!(
+        "UPDATE channel_accounts SET provider_config = $3, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2 RETURNING ",
+        account_columns!()
+    ))
+    .bind(tenant.0)
+    .bind(id)
+    .bind(config)
+    .fetch_optional(conn)
+    .await
+}
+
 /// The tenant's WhatsApp account a conversation with `contact` uses (see
 /// [`for_contact_on`]).
 pub async fn for_contact(

@@ -227,7 +227,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Err(e) => tracing::warn!(error = ?e, "demo templates could not be synced; POST …/templates/sync tries again"),
             }
         });
-        Some(url)
+        let sms = start_sms_simulator(
+            &pool,
+            SocketAddr::new(sim_listen.ip(), sim_listen.port().saturating_add(1)),
+            addr,
+            &workers,
+            &shutdown,
+        )
+        .await?;
+        Some((url, sms))
     } else {
         None
     };
@@ -243,9 +251,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "  try: curl -s http://{addr}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_AGENT}\",\"password\":\"{DEMO_PASSWORD}\"}}'"
         );
     }
-    if let Some(url) = &sim_url {
+    if let Some((url, sms)) = &sim_url {
         println!(
             "  WhatsApp simulator: {url} (a contact writes: curl -s {url}/_sim/inbound -H 'content-type: application/json' -d '{{\"from\":\"+14155552671\",\"name\":\"Ana\",\"text\":\"hola\"}}')"
+        );
+        println!(
+            "  SMS simulator: {sms} (a contact texts: curl -s {sms}/_sim/inbound -H 'content-type: application/json' -d '{{\"from\":\"+13105550142\",\"body\":\"hi\"}}')"
         );
     }
     let _ = std::io::stdout().flush();
@@ -350,6 +361,95 @@ async fn start_simulator(
         &cfg.app_secret,
     );
     Ok((format!("http://{sim_addr}"), tenant, account.id))
+}
+
+/// Start the bundled SMS (Twilio) simulator next to the WhatsApp one (any free port when
+/// that one is taken) and bind the demo tenant's SMS account to it.
+async fn start_sms_simulator(
+    pool: &PgPool,
+    listen: SocketAddr,
+    gateway: SocketAddr,
+    workers: &tokio_util::task::TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<String> {
+    let listener = match bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%listen, error = %e, "the SMS simulator's usual address is taken; using a free port");
+            bind(SocketAddr::new(listen.ip(), 0))
+                .await
+                .context("starting the SMS simulator")?
+        }
+    };
+    let sim_addr = listener.local_addr()?;
+    let sim = sms_sim::Simulator::new(sms_sim::SimConfig::default());
+    workers.spawn(sms_sim::serve(listener, sim.clone(), shutdown.clone()));
+    let base = format!("http://{sim_addr}/2010-04-01");
+    let mut tx = pool.begin().await?;
+    let tenant = accounts::tenant_of_email(&mut tx, DEMO_ADMIN)
+        .await?
+        .context("the simulator needs the demo tenant; set PARLEY_DEMO=1")?;
+    let existing = channel_connector::accounts::list(&mut tx, tenant)
+        .await?
+        .into_iter()
+        .find(|a| a.provider == "twilio_sms" && a.phone_number_id == sim.number());
+    let account = match existing {
+        Some(a) => {
+            channel_connector::accounts::update(
+                &mut tx,
+                tenant,
+                a.id,
+                &channel_connector::accounts::AccountPatch {
+                    api_base_url: Some(base.clone()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            channel_connector::accounts::set_provider_config(
+                &mut tx,
+                tenant,
+                a.id,
+                &serde_json::json!({
+                    "account_sid": sim.account_sid(),
+                    "public_url": format!("http://{gateway}"),
+                }),
+            )
+            .await?
+            .context("demo SMS account vanished")?
+        }
+        None => {
+            channel_connector::accounts::create(
+                &mut tx,
+                tenant,
+                &channel_connector::accounts::NewAccount {
+                    provider: channel_connector::providers::Provider::TwilioSms,
+                    provider_config: serde_json::json!({
+                        "account_sid": sim.account_sid(),
+                        "public_url": format!("http://{gateway}"),
+                    }),
+                    name: "Demo SMS (simulator)".to_owned(),
+                    phone_number_id: sim.number(),
+                    waba_id: None,
+                    display_phone_number: Some(sim.number()),
+                    secrets: channel_connector::accounts::Secrets {
+                        access_token: sim.auth_token(),
+                        app_secret: sim.auth_token(),
+                        verify_token: String::new(),
+                    },
+                    api_base_url: base,
+                    mark_read: false,
+                },
+            )
+            .await?
+        }
+    };
+    tx.commit().await?;
+    let webhook = account
+        .twilio()
+        .map(|c| c.webhook_url)
+        .context("the demo SMS account is a Twilio account")?;
+    sim.set_webhook(&webhook);
+    Ok(format!("http://{sim_addr}"))
 }
 
 /// Templates the demo's simulator holds approved, so notifications work out of the box:
