@@ -263,6 +263,14 @@ async fn the_channel_accounts_default_queue_takes_its_interactions() {
             .is_some_and(|q| q.to_string() == vip)
     })
     .await;
+    // The interaction records the account it came in on (which is how the router found
+    // the account's queue).
+    let account: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT channel_account_id FROM interactions")
+            .fetch_one(&app.db)
+            .await
+            .expect("interaction");
+    assert_eq!(account, Some(wa.account_id));
     // Without a default, the tenant's first queue that takes the channel.
     let r = app
         .patch(

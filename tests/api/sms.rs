@@ -325,3 +325,56 @@ async fn one_contact_on_whatsapp_and_sms_has_one_transcript_and_replies_follow_t
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_sms_conversation_joins_the_sms_accounts_queue() {
+    let app = spawn_app().await;
+    let sms = app.sms().await;
+    let queue = |body: Value| {
+        let app = &app;
+        async move {
+            let r = app.post("/api/v1/queues", &app.admin.token, &body).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            r.json["id"].as_str().expect("id").to_owned()
+        }
+    };
+    queue(json!({"name": "WhatsApp only", "channels": ["whatsapp"]})).await;
+    let texts = queue(json!({"name": "Texts", "channels": ["sms"]})).await;
+    let vip = queue(json!({"name": "VIP texts", "channels": ["sms"]})).await;
+    // No default: the first queue that takes SMS.
+    writes(&sms, "+13105550142", "first").await;
+    let queued_in = |phone: &'static str| {
+        let app = &app;
+        async move {
+            sqlx::query_scalar::<_, Option<uuid::Uuid>>(
+                "SELECT i.queue_id FROM interactions i JOIN channel_identities c
+                   ON c.contact_id = i.contact_id AND c.address = $1",
+            )
+            .bind(phone)
+            .fetch_optional(&app.db)
+            .await
+            .ok()
+            .flatten()
+            .flatten()
+            .map(|q| q.to_string())
+        }
+    };
+    app.eventually("the SMS chat joined the SMS queue", || async {
+        queued_in("+13105550142").await.as_deref() == Some(texts.as_str())
+    })
+    .await;
+    // The account's default queue comes first.
+    let r = app
+        .patch(
+            &format!("/api/v1/channel-accounts/{}", sms.account_id),
+            &app.admin.token,
+            &json!({"default_queue_id": vip}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    writes(&sms, "+13105550143", "second").await;
+    app.eventually("the next one joined the account's queue", || async {
+        queued_in("+13105550143").await.as_deref() == Some(vip.as_str())
+    })
+    .await;
+}

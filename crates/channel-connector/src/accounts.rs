@@ -320,9 +320,9 @@ pub async fn for_contact(
     for_contact_on(conn, tenant, contact, Provider::WhatsappCloud).await
 }
 
-/// The tenant's `provider` account a conversation with `contact` uses: the one its last
-/// message on that provider's channel came through, else the tenant's first account of
-/// that provider.
+/// The tenant's `provider` account a conversation with `contact` uses: the one the
+/// contact's latest interaction on that provider's channel came in on, else the tenant's
+/// first account of that provider.
 pub async fn for_contact_on(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -330,10 +330,11 @@ pub async fn for_contact_on(
     provider: Provider,
 ) -> Result<Option<Account>, sqlx::Error> {
     let last: Option<Uuid> = sqlx::query_scalar(
-        "SELECT m.channel_account_id FROM messages m
-         JOIN channel_accounts a ON a.id = m.channel_account_id AND a.provider = $4
-         WHERE m.tenant_id = $1 AND m.contact_id = $2 AND m.channel = $3
-         ORDER BY m.created_at DESC LIMIT 1",
+        "SELECT i.channel_account_id FROM interactions i
+         JOIN channel_accounts a ON a.id = i.channel_account_id AND a.provider = $4
+         WHERE i.tenant_id = $1 AND i.contact_id = $2 AND i.channel = $3
+           AND i.channel_account_id IS NOT NULL
+         ORDER BY i.created_at DESC LIMIT 1",
     )
     .bind(tenant.0)
     .bind(contact)

@@ -121,9 +121,15 @@ pub async fn ingest_inbound(
 
     let (contact_id, identity_id, identity_status, contact_created) =
         find_or_create_contact(conn, tenant, inbound).await?;
-    let (mut interaction, interaction_created) =
-        interactions::open_or_create(conn, tenant, contact_id, inbound.channel, Some(identity_id))
-            .await?;
+    let (mut interaction, interaction_created) = interactions::open_or_create(
+        conn,
+        tenant,
+        contact_id,
+        inbound.channel,
+        Some(identity_id),
+        inbound.channel_account_id,
+    )
+    .await?;
     // A new interaction (the contact's first, or the first after a Done) is announced to
     // supervisors (queue views); agents learn of it from its `message.created`, which
     // names it, and from their offer.

@@ -128,22 +128,25 @@ pub async fn list_for_contact(
 }
 
 /// The contact's open (not done) interaction on `channel`, creating a queued one when
-/// there is none. Returns it and whether it was created. Safe under concurrency: a
-/// partial unique index allows one open interaction per contact and channel.
+/// there is none (recording the channel account it came in on, when known). Returns it
+/// and whether it was created. Safe under concurrency: a partial unique index allows one
+/// open interaction per contact and channel.
 pub async fn open_or_create(
     conn: &mut PgConnection,
     tenant: TenantId,
     contact: ContactId,
     channel: Channel,
     identity: Option<IdentityId>,
+    channel_account: Option<Uuid>,
 ) -> Result<(Interaction, bool), StoreError> {
     // Usually the contact is already in conversation: one read.
     if let Some(open) = open_one(&mut *conn, tenant, contact, channel).await? {
         return Ok((open, false));
     }
     let created = sqlx::query_as::<_, Interaction>(concat!(
-        "INSERT INTO interactions (id, tenant_id, contact_id, channel, identity_id)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO interactions (id, tenant_id, contact_id, channel, identity_id,
+                                   channel_account_id)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tenant_id, contact_id, channel) WHERE state <> 'done' DO NOTHING
          RETURNING ",
         interaction_columns!()
@@ -153,6 +156,7 @@ pub async fn open_or_create(
     .bind(contact.0)
     .bind(channel.as_str())
     .bind(identity.map(|i| i.0))
+    .bind(channel_account)
     .fetch_optional(&mut *conn)
     .await
     .map_err(StoreError::from_db)?;

@@ -155,8 +155,7 @@ pub struct AgentView {
 /// default queue, else its tenant's first queue that takes its channel, else none (any
 /// agent may take it).
 const QUEUE_FOR: &str = "COALESCE(
-    (SELECT ca.default_queue_id FROM messages m JOIN channel_accounts ca ON ca.id = m.channel_account_id
-     WHERE m.interaction_id = i.id AND ca.default_queue_id IS NOT NULL ORDER BY m.created_at LIMIT 1),
+    (SELECT ca.default_queue_id FROM channel_accounts ca WHERE ca.id = i.channel_account_id),
     (SELECT qq.id FROM queues qq WHERE qq.tenant_id = i.tenant_id
        AND (cardinality(qq.channels) = 0 OR i.channel = ANY (qq.channels))
      ORDER BY qq.created_at, qq.id LIMIT 1))";

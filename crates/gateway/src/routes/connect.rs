@@ -566,12 +566,14 @@ pub async fn create_interaction(
         .ok_or_else(|| {
             ApiError::invalid_field("channel", "the contact has no usable WhatsApp address")
         })?;
+    let account = accounts::for_contact(&mut tx, tenant, p.contact_id).await?;
     let (interaction, created) = interactions::open_or_create(
         &mut tx,
         tenant,
         ContactId(p.contact_id),
         Channel::Whatsapp,
         Some(IdentityId(ident.id)),
+        account.map(|a| a.id),
     )
     .await?;
     let interaction = if created {
