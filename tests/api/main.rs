@@ -7,6 +7,7 @@ mod access;
 mod attachments;
 mod auth;
 mod binary;
+mod channels;
 mod consent;
 mod contacts;
 mod deploy;

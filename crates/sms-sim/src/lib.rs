@@ -141,6 +141,11 @@ impl Simulator {
             .webhook_url = Some(url.to_owned());
     }
 
+    /// Where the gateway's message webhook is, once set.
+    pub fn webhook_url(&self) -> Option<String> {
+        self.cfg().webhook_url
+    }
+
     /// The API base for the account (`…/2010-04-01`), once serving.
     pub fn api_base_url(&self) -> String {
         format!(
