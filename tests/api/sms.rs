@@ -378,3 +378,78 @@ async fn an_sms_conversation_joins_the_sms_accounts_queue() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_mms_picture_becomes_an_attachment_of_its_message() {
+    let app = spawn_app().await;
+    let sms = app.sms().await;
+    let (sid, status) = sms
+        .sim
+        .contact_sends_media(
+            "+13105550142",
+            Some("the damaged box"),
+            crate::attachments::PNG.to_vec(),
+            "image/png",
+        )
+        .await
+        .expect("mms");
+    assert_eq!(status, 200);
+    let contact = contact_of(&app, "+13105550142").await;
+    app.eventually("the picture was fetched", || async {
+        transcript(&app, &contact).await.iter().any(|m| {
+            m["provider_message_id"] == sid.as_str()
+                && m["attachments"][0]["mime_type"] == "image/png"
+        })
+    })
+    .await;
+    let msg = transcript(&app, &contact)
+        .await
+        .into_iter()
+        .find(|m| m["provider_message_id"] == sid.as_str())
+        .expect("mms");
+    assert_eq!(msg["text"], "the damaged box");
+    // The bytes are Parley's own now, served from its attachments.
+    let att = msg["attachments"][0]["id"].as_str().expect("attachment");
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/attachments/{att}")))
+        .bearer_auth(&app.agent.token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.bytes().await.expect("bytes").as_ref(),
+        crate::attachments::PNG
+    );
+    // A media URL anywhere but the provider's API host is never fetched.
+    let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let status = sms
+        .sim
+        .post_signed(
+            &app.url(&sms.webhook_path),
+            &[
+                p("MessageSid", &format!("MM{}", "9".repeat(32))),
+                p("From", "+13105550142"),
+                p("To", &sms.sim.number()),
+                p("NumMedia", "1"),
+                p("MediaUrl0", "http://169.254.169.254/latest/meta-data/"),
+                p("MediaContentType0", "image/png"),
+            ],
+        )
+        .await
+        .expect("post");
+    assert_eq!(status, 200);
+    app.eventually("the foreign URL was refused", || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT state FROM media_downloads WHERE media_id LIKE 'http://169.254%'",
+        )
+        .fetch_optional(&app.db)
+        .await
+        .ok()
+        .flatten()
+        .as_deref()
+            == Some("failed")
+    })
+    .await;
+}

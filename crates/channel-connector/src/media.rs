@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::accounts;
+use crate::{accounts, providers::Provider};
 
 /// The NOTIFY channel that wakes the fetcher.
 pub const CHANNEL: &str = "parley_media";
@@ -134,6 +134,80 @@ impl MediaFetcher {
         let (Ok(Some(account)), Ok(Some(secrets))) = (account, secrets) else {
             return Fetch::Gone("the channel account no longer exists".to_owned());
         };
+        match account.provider() {
+            Some(Provider::WhatsappCloud) => self.fetch_whatsapp(job, &account, &secrets).await,
+            Some(Provider::TwilioSms) => self.fetch_twilio(job, &account, &secrets).await,
+            None => Fetch::Gone(format!("provider `{}` is not known", account.provider)),
+        }
+    }
+
+    /// Twilio: the media reference is its URL on the account's API host, fetched with the
+    /// account's credentials; Twilio redirects to a CDN, and the credentials are not sent
+    /// on across hosts. A URL on any other host is refused (a webhook must not make
+    /// Parley fetch arbitrary addresses).
+    async fn fetch_twilio(
+        &self,
+        job: &Job,
+        account: &accounts::Account,
+        secrets: &accounts::Secrets,
+    ) -> Fetch {
+        let origin = |u: &str| {
+            reqwest::Url::parse(u).ok().map(|u| {
+                (
+                    u.scheme().to_owned(),
+                    u.host_str().map(str::to_owned),
+                    u.port_or_known_default(),
+                )
+            })
+        };
+        if origin(&job.media_id).is_none() || origin(&job.media_id) != origin(&account.api_base_url)
+        {
+            return Fetch::Gone("the media URL is not on the provider's API host".to_owned());
+        }
+        let sid = account.twilio().map(|c| c.account_sid).unwrap_or_default();
+        let res = self
+            .http
+            .get(&job.media_id)
+            .basic_auth(sid, Some(&secrets.access_token))
+            .send()
+            .await;
+        let mime = job
+            .mime_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        match res {
+            Ok(r) if r.status().is_success() => {
+                let mime = r
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+                    .unwrap_or(mime);
+                match r.bytes().await {
+                    Ok(b) if b.len() <= MAX_MEDIA_BYTES => Fetch::Done(b.to_vec(), mime),
+                    Ok(_) => Fetch::Gone("media larger than 100 MB".to_owned()),
+                    Err(e) => Fetch::Retry(format!("download: {e}")),
+                }
+            }
+            // Media can be missing for a moment while it propagates.
+            Ok(r) if r.status().as_u16() == 404 && job.attempts < 5 => {
+                Fetch::Retry("media not there yet (404)".to_owned())
+            }
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                Fetch::Gone(format!("media download answered {}", r.status()))
+            }
+            Ok(r) => Fetch::Retry(format!("media download answered {}", r.status())),
+            Err(e) => Fetch::Retry(format!("network: {e}")),
+        }
+    }
+
+    /// WhatsApp: look the media id up, then download it with the token.
+    async fn fetch_whatsapp(
+        &self,
+        job: &Job,
+        account: &accounts::Account,
+        secrets: &accounts::Secrets,
+    ) -> Fetch {
         let info_url = format!(
             "{}/{}",
             account.api_base_url.trim_end_matches('/'),

@@ -98,6 +98,7 @@ pub struct Sent {
 
 #[derive(Debug, Default)]
 struct Inner {
+    media: std::collections::HashMap<String, (Vec<u8>, String)>,
     sent: Vec<Sent>,
     fail_next: VecDeque<Failure>,
     unsubscribed: HashSet<String>,
@@ -265,6 +266,48 @@ impl Simulator {
         Ok((sid, status))
     }
 
+    /// The contact sends an MMS: `body` (none for a picture alone) and one media file,
+    /// served by the simulator under the account's API (Basic auth) as Twilio serves it.
+    pub async fn contact_sends_media(
+        &self,
+        from: &str,
+        body: Option<&str>,
+        bytes: Vec<u8>,
+        mime: &str,
+    ) -> Result<(String, u16), String> {
+        let cfg = self.cfg();
+        let url = cfg.webhook_url.clone().ok_or("no webhook URL set")?;
+        let sid = self.next_sid("MM");
+        let media_id = self.next_sid("ME");
+        self.inner()
+            .media
+            .insert(media_id.clone(), (bytes, mime.to_owned()));
+        let media_url = format!(
+            "{}/Accounts/{}/Messages/{sid}/Media/{media_id}",
+            self.api_base_url(),
+            cfg.account_sid
+        );
+        let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let mut params = vec![
+            p("MessageSid", &sid),
+            p("SmsMessageSid", &sid),
+            p("AccountSid", &cfg.account_sid),
+            p("From", from),
+            p("To", &cfg.number),
+            p("NumMedia", "1"),
+            p("MediaContentType0", mime),
+            p("MediaUrl0", &media_url),
+            p("NumSegments", "1"),
+            p("SmsStatus", "received"),
+            p("ApiVersion", "2010-04-01"),
+        ];
+        if let Some(b) = body {
+            params.push(p("Body", b));
+        }
+        let status = self.post_signed(&url, &params).await?;
+        Ok((sid, status))
+    }
+
     /// Post a status callback for `sent` (as Twilio would).
     pub async fn status(
         &self,
@@ -413,6 +456,22 @@ async fn create_message(
     (StatusCode::CREATED, Json(answer)).into_response()
 }
 
+/// `GET …/Messages/{sid}/Media/{id}`: a media file, with the account's credentials.
+async fn media(
+    State(sim): State<Simulator>,
+    Path((account, _message, media)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let cfg = sim.cfg();
+    if account != cfg.account_sid || !basic_auth_ok(&headers, &cfg) {
+        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    match sim.inner().media.get(&media).cloned() {
+        Some((bytes, mime)) => (StatusCode::OK, [("content-type", mime)], bytes).into_response(),
+        None => twilio_error(StatusCode::NOT_FOUND, 20404, "Not found"),
+    }
+}
+
 /// What `POST /_sim/inbound` takes.
 #[derive(Debug, Deserialize)]
 struct InboundIn {
@@ -462,6 +521,10 @@ pub fn router(sim: Simulator) -> Router {
         .route(
             "/2010-04-01/Accounts/{account}/Messages.json",
             post(create_message),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account}/Messages/{message}/Media/{media}",
+            get(media),
         )
         .route("/_sim/inbound", post(control_inbound))
         .route("/_sim/sent", get(control_sent))

@@ -186,6 +186,19 @@ async fn store_inbound(
             _ => ConsentSignal::Other,
         };
         apply_consent(tx, tenant, Channel::Sms, &address, stored, signal).await?;
+        // MMS media are fetched after the answer, into attachments of this message.
+        for (url, mime) in &m.media {
+            channel_connector::media::enqueue(
+                tx,
+                tenant,
+                stored.id,
+                account_id,
+                url,
+                mime.as_deref(),
+                None,
+            )
+            .await?;
+        }
     }
     Ok(())
 }
