@@ -464,6 +464,37 @@ pub async fn settle_by_status(
     Ok(n > 0)
 }
 
+/// The newest message sent to `recipient` of `contact` through the outbox: its status,
+/// the provider's error and when it was queued (Validate's evidence).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LastSend {
+    /// Its status.
+    pub status: String,
+    /// The provider's error, when it failed.
+    pub status_error: Option<Value>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+}
+
+/// See [`LastSend`].
+pub async fn last_send_to(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: Uuid,
+    recipient: &str,
+) -> Result<Option<LastSend>, sqlx::Error> {
+    sqlx::query_as::<_, LastSend>(
+        "SELECT m.status, m.status_error, m.created_at FROM messages m JOIN outbox o ON o.message_id = m.id
+         WHERE m.tenant_id = $1 AND m.contact_id = $2 AND o.recipient = $3
+         ORDER BY m.created_at DESC LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(contact)
+    .bind(recipient)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Exponential backoff with jitter: base·2^(attempt-1), capped, ±20 %.
 pub fn backoff(cfg: &DispatchConfig, attempt: i32) -> Duration {
     let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 20)).unwrap_or(0);

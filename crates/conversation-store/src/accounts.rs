@@ -551,3 +551,18 @@ pub async fn revoke_user_tokens(
         .await?;
     announce_auth_change(conn).await
 }
+
+/// A user's display name.
+pub async fn display_name(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: parley_core::UserId,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1 AND tenant_id = $2")
+            .bind(user.0)
+            .bind(tenant.0)
+            .fetch_optional(conn)
+            .await?,
+    )
+}

@@ -428,6 +428,66 @@ pub async fn reindex_stale(conn: &mut PgConnection, batch: i64) -> Result<u64, S
     Ok(done.rows_affected())
 }
 
+/// The address a send to `contact` on `channel` goes to: the one named (`identity`), else
+/// the one the contact last wrote from; with what the send checks (consent, window).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SendTarget {
+    /// The identity.
+    pub id: Uuid,
+    /// Its address.
+    pub address: String,
+    /// Its status (consent).
+    pub status: String,
+    /// When the contact last wrote from it.
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    /// When the provider said the reply window closed.
+    pub window_closed_at: Option<DateTime<Utc>>,
+}
+
+/// See [`SendTarget`].
+pub async fn send_target(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channel: Channel,
+    identity: Option<Uuid>,
+) -> Result<Option<SendTarget>, StoreError> {
+    Ok(sqlx::query_as::<_, SendTarget>(
+        "SELECT id, address, status, last_inbound_at, window_closed_at FROM channel_identities
+         WHERE tenant_id = $1 AND contact_id = $2 AND channel = $4
+           AND ($3::uuid IS NULL OR id = $3)
+         ORDER BY last_inbound_at DESC NULLS LAST, created_at LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(identity)
+    .bind(channel.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Of `channels`, the one the contact last wrote on (or, if they never wrote, the one
+/// of their oldest address).
+pub async fn last_written_channel(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channels: &[Channel],
+) -> Result<Option<Channel>, StoreError> {
+    let spelt: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+    let found: Option<String> = sqlx::query_scalar(
+        "SELECT channel FROM channel_identities
+         WHERE tenant_id = $1 AND contact_id = $2 AND channel = ANY($3)
+         ORDER BY last_inbound_at DESC NULLS LAST, created_at LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(&spelt)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.and_then(|c| c.parse().ok()))
+}
+
 /// Change a contact: a new name, and/or attributes merged in (a `null` value removes
 /// that attribute).
 pub async fn update_contact(

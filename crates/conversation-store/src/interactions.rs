@@ -110,6 +110,65 @@ macro_rules! interaction_columns {
     };
 }
 
+/// The tenant's newest interactions (at most `limit`), optionally in one state and/or of
+/// one agent.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    state: Option<&str>,
+    agent: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Interaction>, StoreError> {
+    Ok(sqlx::query_as::<_, Interaction>(concat!(
+        "SELECT ",
+        interaction_columns!(),
+        " FROM interactions WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2)
+           AND ($3::uuid IS NULL OR agent_id = $3)
+         ORDER BY created_at DESC LIMIT $4"
+    ))
+    .bind(tenant.0)
+    .bind(state)
+    .bind(agent)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The contact and channel of an interaction of the tenant.
+pub async fn contact_and_channel(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: InteractionId,
+) -> Result<Option<(ContactId, Option<Channel>)>, StoreError> {
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT contact_id, channel FROM interactions WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(c, ch)| (ContactId(c), ch.parse().ok())))
+}
+
+/// The id of the contact's open (not done) interaction on `channel`, if any.
+pub async fn open_id(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    contact: ContactId,
+    channel: Channel,
+) -> Result<Option<InteractionId>, StoreError> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3
+           AND state <> 'done'",
+    )
+    .bind(tenant.0)
+    .bind(contact.0)
+    .bind(channel.as_str())
+    .fetch_optional(conn)
+    .await?;
+    Ok(id.map(InteractionId))
+}
+
 /// Every interaction with a contact, newest first.
 pub async fn list_for_contact(
     conn: &mut PgConnection,

@@ -48,3 +48,17 @@ pub(crate) fn batch_rows(arrays: &[&str], columns: &str, len: usize) -> String {
 /// The migrations of the whole product (one root `migrations/` folder), embedded in the
 /// binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Whether the database answers (`SELECT 1`), for readiness checks.
+pub async fn ping(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(conn).await.map(|_| ())
+}
+
+/// Make the caller's transaction one read-only snapshot (for exports that read several
+/// tables and must see them at one moment). Call first in the transaction.
+pub async fn snapshot_read_only(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}

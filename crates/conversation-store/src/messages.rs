@@ -680,6 +680,22 @@ async fn anchor(
     })
 }
 
+/// The channel account a message of the tenant came or went through.
+pub async fn channel_account_of(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: MessageId,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<Uuid>>(
+        "SELECT channel_account_id FROM messages WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
 /// What of a message search looks in: its text and a media caption.
 fn searchable_text(body: Option<&str>, payload: &Value) -> String {
     let mut text = body.unwrap_or_default().to_owned();

@@ -218,3 +218,50 @@ pub async fn waiting(
     .fetch_all(conn)
     .await?)
 }
+
+/// The tenant's Not Ready reason codes and their labels, by code.
+pub async fn reasons(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<Vec<(String, String)>, RouterError> {
+    Ok(sqlx::query_as(
+        "SELECT code, label FROM not_ready_reasons WHERE tenant_id = $1 ORDER BY code",
+    )
+    .bind(tenant.0)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Add a Not Ready reason, or relabel it.
+pub async fn save_reason(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    code: &str,
+    label: &str,
+) -> Result<(), RouterError> {
+    sqlx::query(
+        "INSERT INTO not_ready_reasons (tenant_id, code, label) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, code) DO UPDATE SET label = $3",
+    )
+    .bind(tenant.0)
+    .bind(code)
+    .bind(label)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Remove a Not Ready reason; whether it existed.
+pub async fn delete_reason(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    code: &str,
+) -> Result<bool, RouterError> {
+    let n = sqlx::query("DELETE FROM not_ready_reasons WHERE tenant_id = $1 AND code = $2")
+        .bind(tenant.0)
+        .bind(code)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}

@@ -3,8 +3,12 @@
 //! WhatsApp interaction.
 
 use axum::{extract::State, http::StatusCode};
-use channel_connector::{accounts, whatsapp::request};
-use chrono::{DateTime, Duration, Utc};
+use channel_connector::{
+    accounts,
+    providers::{FailureEffect, Provider},
+    whatsapp::request,
+};
+use chrono::{Duration, Utc};
 use conversation_store::{
     contacts::{self, Identity},
     interactions,
@@ -364,13 +368,6 @@ pub(crate) async fn apply_connect_answer(
     Ok(())
 }
 
-#[derive(sqlx::FromRow)]
-struct LastSend {
-    status: String,
-    status_error: Option<Value>,
-    created_at: DateTime<Utc>,
-}
-
 /// Is this number reachable on WhatsApp now? The Cloud API has no number check, so this
 /// judges from evidence: a message from the contact or a delivered/read status within the
 /// account's evidence period → `connected`; the last send failed with 131026 →
@@ -403,30 +400,23 @@ pub async fn validate_identity(
         None => None,
     };
     let since = Utc::now() - Duration::days(i64::from(days));
-    let last_send = sqlx::query_as::<_, LastSend>(
-        "SELECT m.status, m.status_error, m.created_at FROM messages m JOIN outbox o ON o.message_id = m.id
-         WHERE m.tenant_id = $1 AND m.contact_id = $2 AND o.recipient = $3
-         ORDER BY m.created_at DESC LIMIT 1",
-    )
-    .bind(tenant.0)
-    .bind(p.contact_id)
-    .bind(&ident.address)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let last_send =
+        channel_connector::outbox::last_send_to(&mut tx, tenant, p.contact_id, &ident.address)
+            .await?;
+    // The evidence is read; the provider is asked (if at all) with no transaction open,
+    // and the verdict is written in a transaction of its own.
+    tx.commit().await?;
     let recent_inbound = ident.last_inbound_at.filter(|t| *t >= since);
     let recent_delivery = last_send.as_ref().filter(|s| {
         matches!(s.status.as_str(), "delivered" | "read" | "played") && s.created_at >= since
     });
     let undeliverable = last_send.as_ref().filter(|s| {
         s.status == "failed"
-            && s.status_error
-                .as_ref()
-                .and_then(|e| e.get("code"))
-                .and_then(Value::as_i64)
-                == Some(131026)
+            && s.status_error.as_ref().is_some_and(|e| {
+                Provider::WhatsappCloud.failure_effect(e) == FailureEffect::AddressUnreachable
+            })
     });
-    // The provider's contacts check, when it has one (outside the transaction would be
-    // better; it is one short call with a timeout and happens before any write).
+    // The provider's contacts check, when it has one.
     let checked = match (
         &check,
         recent_inbound.is_none() && recent_delivery.is_none(),
@@ -493,7 +483,10 @@ pub async fn validate_identity(
             ),
         )
     };
-    // Validate never overrides the contact's own answer to Connect.
+    // Validate never overrides the contact's own answer to Connect (read again: it may
+    // have come while the provider was asked).
+    let mut tx = state.db.begin().await?;
+    let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
     let keep =
         matches!(ident.status.as_str(), "declined" | "connect_requested") && status != "invalid";
     let ident = if keep || ident.status == status {

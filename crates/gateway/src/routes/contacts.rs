@@ -552,9 +552,7 @@ pub async fn export_contact(
     let id = ContactId(path.contact_id);
     // One snapshot for the whole export.
     let mut tx = state.db.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    conversation_store::snapshot_read_only(&mut tx).await?;
     let contact = contacts::get_contact(&mut tx, principal.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("contact"))?;
@@ -801,13 +799,7 @@ async fn read_receipt_target(
         return Ok(None);
     };
     let (Some(account_id), Some(wamid)) = (
-        sqlx::query_scalar::<_, Option<Uuid>>(
-            "SELECT channel_account_id FROM messages WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(p.tenant_id.0)
-        .bind(m.id)
-        .fetch_one(&mut *conn)
-        .await?,
+        messages::channel_account_of(conn, p.tenant_id, MessageId(m.id)).await?,
         m.provider_message_id
             .filter(|_| m.direction == "inbound" && m.channel == "whatsapp"),
     ) else {

@@ -43,7 +43,7 @@ pub async fn healthz() -> axum::Json<HealthOut> {
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthOut>, ApiError> {
     let probe = async {
         let mut conn = state.db.acquire().await?;
-        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        conversation_store::ping(&mut conn).await?;
         Ok::<_, sqlx::Error>(())
     };
     match tokio::time::timeout(Duration::from_secs(3), probe).await {

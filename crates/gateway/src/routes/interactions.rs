@@ -279,15 +279,13 @@ pub async fn list_interactions(
         Some(principal.user_id.0)
     };
     let mut conn = state.db.acquire().await?;
-    let rows = sqlx::query_as::<_, conversation_store::interactions::Interaction>(
-        "SELECT id, contact_id, channel, state, agent_id, ended_by, disposition, queue_id, created_at, accepted_at, ended_at, done_at
-         FROM interactions WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR agent_id = $3)
-         ORDER BY created_at DESC LIMIT 200",
+    let rows = conversation_store::interactions::list(
+        &mut conn,
+        principal.tenant_id,
+        q.state.as_deref(),
+        agent,
+        200,
     )
-    .bind(principal.tenant_id.0)
-    .bind(&q.state)
-    .bind(agent)
-    .fetch_all(&mut *conn)
     .await?;
     Ok(axum::Json(
         rows.into_iter().map(InteractionOut::from).collect(),
@@ -487,12 +485,15 @@ pub async fn send_interaction_message(
 ) -> Result<(axum::http::StatusCode, axum::Json<serde_json::Value>), ApiError> {
     let contact: Uuid = {
         let mut conn = state.db.acquire().await?;
-        sqlx::query_scalar("SELECT contact_id FROM interactions WHERE tenant_id = $1 AND id = $2")
-            .bind(principal.tenant_id.0)
-            .bind(p.interaction_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| ApiError::not_found("interaction"))?
+        conversation_store::interactions::contact_and_channel(
+            &mut conn,
+            principal.tenant_id,
+            parley_core::InteractionId(p.interaction_id),
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("interaction"))?
+        .0
+        .0
     };
     crate::routes::outbound::send(
         &state,

@@ -6,7 +6,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 use channel_connector::{accounts, outbox, providers::Provider};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use conversation_store::{
     contacts,
     idempotency::{self, Claim},
@@ -78,15 +78,6 @@ pub struct SendIn {
     pub identity_id: Option<Uuid>,
     /// Up to three reply buttons under `text` (an interactive message).
     pub buttons: Option<Vec<ButtonIn>>,
-}
-
-#[derive(sqlx::FromRow)]
-struct Target {
-    id: Uuid,
-    address: String,
-    status: String,
-    last_inbound_at: Option<DateTime<Utc>>,
-    window_closed_at: Option<DateTime<Utc>>,
 }
 
 /// Send a message to the contact over WhatsApp. Refused up front (422
@@ -252,27 +243,17 @@ pub(crate) async fn send(
         }
         None => {}
     }
-    let target = sqlx::query_as::<_, Target>(
-        "SELECT id, address, status, last_inbound_at, window_closed_at FROM channel_identities
-         WHERE tenant_id = $1 AND contact_id = $2 AND channel = $4
-           AND ($3::uuid IS NULL OR id = $3)
-         ORDER BY last_inbound_at DESC NULLS LAST, created_at LIMIT 1",
-    )
-    .bind(tenant.0)
-    .bind(contact.0)
-    .bind(input.identity_id)
-    .bind(channel.as_str())
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| {
-        ApiError::invalid_field(
-            "identity_id",
-            format!(
-                "the contact has no {} address; add one first",
-                channel.as_str()
-            ),
-        )
-    })?;
+    let target = contacts::send_target(&mut tx, tenant, contact, channel, input.identity_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "identity_id",
+                format!(
+                    "the contact has no {} address; add one first",
+                    channel.as_str()
+                ),
+            )
+        })?;
     crate::routes::connect::check_consent(&target.status, true, false)?;
     if provider.capabilities().reply_window_hours.is_some() {
         let end = contacts::window_end(target.last_inbound_at, target.window_closed_at);
@@ -396,31 +377,16 @@ async fn default_channel(
     contact: ContactId,
     interaction: Option<InteractionId>,
 ) -> Result<Channel, ApiError> {
-    let sendable: Vec<&str> = Provider::ALL.iter().map(|p| p.channel().as_str()).collect();
-    let spelt: Option<String> = match interaction {
-        Some(i) => {
-            sqlx::query_scalar("SELECT channel FROM interactions WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.0)
-                .bind(i.0)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
-        None => {
-            sqlx::query_scalar(
-                "SELECT channel FROM channel_identities
-                 WHERE tenant_id = $1 AND contact_id = $2 AND channel = ANY($3)
-                 ORDER BY last_inbound_at DESC NULLS LAST, created_at LIMIT 1",
-            )
-            .bind(tenant.0)
-            .bind(contact.0)
-            .bind(&sendable)
-            .fetch_optional(&mut *tx)
+    let found = match interaction {
+        Some(i) => conversation_store::interactions::contact_and_channel(tx, tenant, i)
             .await?
+            .and_then(|(_, ch)| ch),
+        None => {
+            let sendable: Vec<Channel> = Provider::ALL.iter().map(|p| p.channel()).collect();
+            contacts::last_written_channel(tx, tenant, contact, &sendable).await?
         }
     };
-    Ok(spelt
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(Channel::Whatsapp))
+    Ok(found.unwrap_or(Channel::Whatsapp))
 }
 
 /// Refuse up front (422 naming the field) what the channel cannot carry.
@@ -524,21 +490,14 @@ pub(crate) async fn queue(
     let channel = account
         .provider()
         .map_or(Channel::Whatsapp, Provider::channel);
-    let open_interaction: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3
-           AND state <> 'done'",
-    )
-    .bind(tenant.0)
-    .bind(contact.0)
-    .bind(channel.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let open_interaction =
+        conversation_store::interactions::open_id(tx, tenant, contact, channel).await?;
     let message = messages::insert(
         tx,
         tenant,
         &NewMessage {
             contact_id: contact,
-            interaction_id: open_interaction.map(InteractionId),
+            interaction_id: open_interaction,
             channel,
             direction: Direction::Outbound,
             sender_user_id: Some(principal.user_id),

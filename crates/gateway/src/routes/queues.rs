@@ -356,13 +356,12 @@ pub async fn list_reasons(
     principal: Principal,
 ) -> Result<axum::Json<Vec<ReasonIn>>, ApiError> {
     let mut conn = state.db.acquire().await?;
+    let reasons = interaction_router::queues::reasons(&mut conn, principal.tenant_id).await?;
     Ok(axum::Json(
-        sqlx::query_as::<_, ReasonIn>(
-            "SELECT code, label FROM not_ready_reasons WHERE tenant_id = $1 ORDER BY code",
-        )
-        .bind(principal.tenant_id.0)
-        .fetch_all(&mut *conn)
-        .await?,
+        reasons
+            .into_iter()
+            .map(|(code, label)| ReasonIn { code, label })
+            .collect(),
     ))
 }
 
@@ -381,15 +380,7 @@ pub async fn create_reason(
     let label = c.text("label", &input.label, 100);
     c.finish()?;
     let mut conn = state.db.acquire().await?;
-    sqlx::query(
-        "INSERT INTO not_ready_reasons (tenant_id, code, label) VALUES ($1, $2, $3)
-         ON CONFLICT (tenant_id, code) DO UPDATE SET label = $3",
-    )
-    .bind(principal.tenant_id.0)
-    .bind(&code)
-    .bind(&label)
-    .execute(&mut *conn)
-    .await?;
+    interaction_router::queues::save_reason(&mut conn, principal.tenant_id, &code, &label).await?;
     Ok((StatusCode::CREATED, axum::Json(ReasonIn { code, label })))
 }
 
@@ -411,13 +402,7 @@ pub async fn delete_reason(
 ) -> Result<StatusCode, ApiError> {
     principal.require(Role::Admin)?;
     let mut conn = state.db.acquire().await?;
-    let n = sqlx::query("DELETE FROM not_ready_reasons WHERE tenant_id = $1 AND code = $2")
-        .bind(principal.tenant_id.0)
-        .bind(&p.code)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if n == 0 {
+    if !interaction_router::queues::delete_reason(&mut conn, principal.tenant_id, &p.code).await? {
         return Err(ApiError::not_found("reason"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -458,11 +458,9 @@ async fn context(
         .await?
         .ok_or_else(|| ApiError::invalid_field("contact_id", "no such contact in this tenant"))?;
     let agent: String =
-        sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1 AND tenant_id = $2")
-            .bind(principal.user_id.0)
-            .bind(principal.tenant_id.0)
-            .fetch_one(&mut *conn)
-            .await?;
+        conversation_store::accounts::display_name(conn, principal.tenant_id, principal.user_id)
+            .await?
+            .unwrap_or_default();
     let phone = c
         .identities
         .iter()
@@ -742,6 +740,18 @@ pub(crate) async fn sync_account(
             .ok_or_else(|| ApiError::not_found("channel account"))?;
         (a, s)
     };
+    if !account
+        .provider()
+        .is_some_and(|p| p.capabilities().templates)
+    {
+        return Err(ApiError::invalid_field(
+            "account_id",
+            format!(
+                "a `{}` account has no notification templates",
+                account.provider
+            ),
+        ));
+    }
     let listed = client::message_templates(&state.provider_http, &account, &secrets)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", e))?;
