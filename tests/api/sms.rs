@@ -153,6 +153,22 @@ async fn forged_or_unsigned_webhooks_store_nothing_and_unreadable_ones_are_kept(
         let res = req.send().await.expect("post");
         assert_eq!(res.status(), want);
     }
+    // An SMS account's id on the WhatsApp route, signed with its auth token: no such
+    // WhatsApp account.
+    let wa_body = json!({"object": "whatsapp_business_account", "entry": []}).to_string();
+    let res = app
+        .client
+        .post(app.url(&format!("/webhooks/whatsapp/{}", sms.account_id)))
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            channel_connector::signature::sign(sms.sim.auth_token().as_bytes(), wa_body.as_bytes()),
+        )
+        .body(wa_body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let r = app
         .get("/api/v1/contacts?q=13105550142", &app.agent.token)
         .await;

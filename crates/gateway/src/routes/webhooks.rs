@@ -14,7 +14,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use channel_connector::{
-    accounts, dead_letters, signature, status,
+    accounts, dead_letters,
+    providers::Provider,
+    signature, status,
     whatsapp::webhook::{self, InboundMessage},
 };
 use conversation_store::{
@@ -78,6 +80,7 @@ pub async fn verify_whatsapp(
     let mut conn = state.db.acquire().await?;
     let (_, secrets) = accounts::for_webhook(&mut conn, path.channel_account_id)
         .await?
+        .filter(|(a, _)| a.provider() == Some(Provider::WhatsappCloud))
         .ok_or_else(|| ApiError::not_found("channel account"))?;
     let token_ok = q.verify_token.as_deref().is_some_and(|t| {
         crate::auth::constant_time_eq(t.as_bytes(), secrets.verify_token.as_bytes())
@@ -140,8 +143,11 @@ pub async fn receive_whatsapp(
         }
         _ => {
             let mut conn = state.db.acquire().await?;
+            // The account in the URL must be a WhatsApp account: another provider's
+            // secret must never admit a WhatsApp body.
             let (account, secrets) = accounts::for_webhook(&mut conn, account_id)
                 .await?
+                .filter(|(a, _)| a.provider() == Some(Provider::WhatsappCloud))
                 .ok_or_else(|| ApiError::not_found("channel account"))?;
             drop(conn);
             let tenant = TenantId(account.tenant_id);
