@@ -167,25 +167,11 @@ fn hex_of(s: &str) -> String {
 }
 
 async fn contact_of(app: &TestApp) -> String {
-    let r = app
-        .get("/api/v1/contacts?q=13105550142", &app.agent.token)
-        .await;
-    r.json["items"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the contact: {}", r.text))
-        .to_owned()
+    app.contact_id_of(CONTACT).await
 }
 
 async fn transcript(app: &TestApp, contact: &str) -> Vec<Value> {
-    app.get(
-        &format!("/api/v1/contacts/{contact}/messages?limit=200"),
-        &app.agent.token,
-    )
-    .await
-    .json["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    app.transcript_of(contact).await
 }
 
 /// Wait until message `id` is `want` or further (a provider that reports reads moves on

@@ -7,26 +7,11 @@ use sms_sim::Failure;
 use test_support::{Sms, TestApp, spawn_app};
 
 async fn contact_of(app: &TestApp, phone: &str) -> String {
-    let r = app
-        .get(
-            &format!("/api/v1/contacts?q={}", phone.trim_start_matches('+')),
-            &app.agent.token,
-        )
-        .await;
-    r.json["items"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a contact for {phone}: {}", r.text))
-        .to_owned()
+    app.contact_id_of(phone).await
 }
 
 async fn transcript(app: &TestApp, contact: &str) -> Vec<Value> {
-    let r = app
-        .get(
-            &format!("/api/v1/contacts/{contact}/messages?limit=200"),
-            &app.agent.token,
-        )
-        .await;
-    r.json["items"].as_array().cloned().unwrap_or_default()
+    app.transcript_of(contact).await
 }
 
 async fn identity(app: &TestApp, contact: &str, channel: &str) -> Value {

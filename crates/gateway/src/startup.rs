@@ -281,6 +281,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     served.context("serving HTTP")
 }
 
+/// Bind a demo simulator's address; when its usual address is taken (another Parley?)
+/// and it was not set explicitly, any free port will do.
+async fn bind_simulator(
+    listen: SocketAddr,
+    listen_set: bool,
+    what: &str,
+) -> anyhow::Result<TcpListener> {
+    match bind(listen).await {
+        Ok(l) => Ok(l),
+        Err(e) if !listen_set => {
+            tracing::warn!(%listen, error = %e, simulator = what, "the simulator's usual address is taken; using a free port");
+            bind(SocketAddr::new(listen.ip(), 0))
+                .await
+                .with_context(|| format!("starting the {what} simulator"))
+        }
+        Err(e) => Err(e.context(format!("starting the {what} simulator"))),
+    }
+}
+
 /// Start the bundled WhatsApp simulator and bind the demo tenant's channel account to it
 /// (created on first run, re-pointed at the simulator's new port on later runs).
 async fn start_simulator(
@@ -292,17 +311,7 @@ async fn start_simulator(
     workers: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(String, TenantId, uuid::Uuid)> {
-    let listener = match bind(listen).await {
-        Ok(l) => l,
-        // The demo's usual address is taken (another Parley?): any free port will do.
-        Err(e) if !listen_set => {
-            tracing::warn!(%listen, error = %e, "the simulator's usual address is taken; using a free port");
-            bind(SocketAddr::new(listen.ip(), 0))
-                .await
-                .context("starting the WhatsApp simulator")?
-        }
-        Err(e) => return Err(e.context("starting the WhatsApp simulator")),
-    };
+    let listener = bind_simulator(listen, listen_set, "WhatsApp").await?;
     let sim_addr = listener.local_addr()?;
     let _ = bound.set(sim_addr);
     let cfg = whatsapp_sim::SimConfig::default();
@@ -372,15 +381,7 @@ async fn start_sms_simulator(
     workers: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<String> {
-    let listener = match bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(%listen, error = %e, "the SMS simulator's usual address is taken; using a free port");
-            bind(SocketAddr::new(listen.ip(), 0))
-                .await
-                .context("starting the SMS simulator")?
-        }
-    };
+    let listener = bind_simulator(listen, false, "SMS").await?;
     let sim_addr = listener.local_addr()?;
     let sim = sms_sim::Simulator::new(sms_sim::SimConfig::default());
     workers.spawn(sms_sim::serve(listener, sim.clone(), shutdown.clone()));

@@ -641,6 +641,33 @@ impl TestApp {
         }
     }
 
+    /// The id of the contact with this phone number (the directory's search).
+    pub async fn contact_id_of(&self, phone: &str) -> String {
+        let r = self
+            .get(
+                &format!("/api/v1/contacts?q={}", phone.trim_start_matches('+')),
+                &self.agent.token,
+            )
+            .await;
+        r.json["items"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a contact for {phone}: {}", r.text))
+            .to_owned()
+    }
+
+    /// The contact's transcript (up to 200 messages, oldest first), as the agent reads it.
+    pub async fn transcript_of(&self, contact: &str) -> Vec<Value> {
+        self.get(
+            &format!("/api/v1/contacts/{contact}/messages?limit=200"),
+            &self.agent.token,
+        )
+        .await
+        .json["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Wait (up to 10 s) until `check` holds, polling.
     pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
     where
