@@ -61,3 +61,49 @@ async fn a_token_naming_another_tenant_for_a_real_user_is_refused() {
     let r = app.get("/api/v1/users", &token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn each_state_machine_has_the_databases_spellings() {
+    use parley_core::state::{
+        AgentState, IdentityStatus, InteractionState, OfferState, OutboxState,
+    };
+    let app = test_support::spawn_app().await;
+    for (constraint, ours) in [
+        (
+            "interactions_state_check",
+            InteractionState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "offers_state_check",
+            OfferState::ALL.iter().map(|s| s.as_str()).collect(),
+        ),
+        (
+            "agent_states_state_check",
+            AgentState::ALL.iter().map(|s| s.as_str()).collect(),
+        ),
+        (
+            "channel_identities_status_check",
+            IdentityStatus::ALL.iter().map(|s| s.as_str()).collect(),
+        ),
+        (
+            "outbox_state_check",
+            OutboxState::ALL.iter().map(|s| s.as_str()).collect(),
+        ),
+    ] {
+        let def: String = sqlx::query_scalar(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = $1",
+        )
+        .bind(constraint)
+        .fetch_one(&app.db)
+        .await
+        .unwrap_or_else(|e| panic!("{constraint}: {e}"));
+        let mut allowed: Vec<&str> = def.split('\'').skip(1).step_by(2).collect();
+        allowed.sort_unstable();
+        let mut ours = ours;
+        ours.sort_unstable();
+        assert_eq!(allowed, ours, "{constraint}: {def}");
+    }
+}

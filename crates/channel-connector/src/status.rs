@@ -3,37 +3,25 @@
 //! error for a message we don't know (another app on the same number).
 
 use parley_core::{TenantId, channel::Channel};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use conversation_store::events::{self, Audience};
+use parley_core::state::MessageStatus;
 
 use crate::providers::{FailureEffect, Provider};
 
-/// How far along a status is. `failed` is handled apart.
+/// How far along a status is (`-1`: not an outbound delivery status).
 pub fn rank(status: &str) -> i32 {
-    match status {
-        "queued" => 0,
-        "sent" => 1,
-        "delivered" => 2,
-        "read" => 3,
-        "played" => 4,
-        _ => -1,
-    }
+    MessageStatus::parse(status)
+        .and_then(MessageStatus::rank)
+        .map_or(-1, i32::from)
 }
 
-/// Whether a message at `current` may move to `new`.
-pub fn may_move(current: &str, new: &str) -> bool {
-    match new {
-        // A failure can only follow a message that has not been delivered.
-        "failed" => matches!(current, "queued" | "sent"),
-        _ => current != "failed" && rank(new) > rank(current),
-    }
-}
-
-/// Move message `id` to `new` if that is forward; set the provider id if it was not known.
-/// Returns whether anything changed (and then an event was appended).
+/// Move message `id` to `new` if that is forward (see [`MessageStatus::may_move_to`]);
+/// set the provider id if it was not known. The message row is written by the store;
+/// what a failure means for the address (its provider's [`FailureEffect`]) is applied
+/// here. Returns whether anything changed (and then an event was appended).
 pub async fn advance(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -42,52 +30,27 @@ pub async fn advance(
     provider_message_id: Option<&str>,
     error: Option<&Value>,
 ) -> Result<bool, sqlx::Error> {
-    let row: Option<(String, Uuid, String)> = sqlx::query_as(
-        "SELECT status, contact_id, channel FROM messages
-         WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(tenant.0)
-    .bind(message_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((current, contact_id, channel)) = row else {
+    let Some(new) = MessageStatus::parse(new) else {
         return Ok(false);
     };
-    if let Some(pid) = provider_message_id {
-        sqlx::query(
-            "UPDATE messages SET provider_message_id = $3
-             WHERE tenant_id = $1 AND id = $2 AND provider_message_id IS NULL",
-        )
-        .bind(tenant.0)
-        .bind(message_id)
-        .bind(pid)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !may_move(&current, new) {
-        return Ok(false);
-    }
-    sqlx::query(
-        "UPDATE messages SET status = $3, status_error = COALESCE($4, status_error)
-         WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant.0)
-    .bind(message_id)
-    .bind(new)
-    .bind(error)
-    .execute(&mut *conn)
-    .await?;
-    events::append(
+    let moved = conversation_store::messages::advance_status(
         conn,
         tenant,
-        Audience::Tenant,
-        "message.status",
-        &json!({ "message_id": message_id, "contact_id": contact_id, "status": new, "error": error }),
+        parley_core::MessageId(message_id),
+        new,
+        provider_message_id,
+        error,
     )
-    .await?;
-    if new == "failed"
+    .await
+    .map_err(|e| match e {
+        conversation_store::StoreError::Database(d) => d,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })?;
+    let Some((contact_id, channel)) = moved else {
+        return Ok(false);
+    };
+    if new == MessageStatus::Failed
         && let Some(err) = error
-        && let Ok(channel) = channel.parse::<Channel>()
     {
         failure_effects(conn, tenant, message_id, contact_id, channel, err).await?;
     }
@@ -215,6 +178,14 @@ pub async fn apply_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `advance` allows, by spelling (an unknown spelling moves nothing).
+    fn may_move(current: &str, new: &str) -> bool {
+        match (MessageStatus::parse(current), MessageStatus::parse(new)) {
+            (Some(c), Some(n)) => c.may_move_to(n),
+            _ => false,
+        }
+    }
 
     #[test]
     fn statuses_only_move_forward() {

@@ -3,7 +3,9 @@
 //! answers the contact's history.
 
 use chrono::{DateTime, Utc};
-use parley_core::{ContactId, IdentityId, InteractionId, TenantId, channel::Channel};
+use parley_core::{
+    ContactId, IdentityId, InteractionId, TenantId, channel::Channel, state::InteractionState,
+};
 use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -115,7 +117,7 @@ macro_rules! interaction_columns {
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
-    state: Option<&str>,
+    state: Option<InteractionState>,
     agent: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Interaction>, StoreError> {
@@ -127,7 +129,7 @@ pub async fn list(
          ORDER BY created_at DESC LIMIT $4"
     ))
     .bind(tenant.0)
-    .bind(state)
+    .bind(state.map(InteractionState::as_str))
     .bind(agent)
     .bind(limit)
     .fetch_all(conn)

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use parley_core::{
     AttachmentId, ContactId, InteractionId, MessageId, TenantId, UserId,
     channel::{Channel, Media},
+    state::MessageStatus,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -694,6 +695,68 @@ pub async fn channel_account_of(
     .fetch_optional(conn)
     .await?
     .flatten())
+}
+
+/// Move an outbound message to `new` if that is forward
+/// ([`MessageStatus::may_move_to`]), recording the provider's id if it was not known and
+/// the provider's error; a `message.status` event tells the tenant. Returns the message's
+/// contact and channel when it moved.
+pub async fn advance_status(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: MessageId,
+    new: MessageStatus,
+    provider_message_id: Option<&str>,
+    error: Option<&Value>,
+) -> Result<Option<(Uuid, Channel)>, StoreError> {
+    let row: Option<(String, Uuid, String)> = sqlx::query_as(
+        "SELECT status, contact_id, channel FROM messages
+         WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((current, contact_id, channel)) = row else {
+        return Ok(None);
+    };
+    if let Some(pid) = provider_message_id {
+        sqlx::query(
+            "UPDATE messages SET provider_message_id = $3
+             WHERE tenant_id = $1 AND id = $2 AND provider_message_id IS NULL",
+        )
+        .bind(tenant.0)
+        .bind(id.0)
+        .bind(pid)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let (Some(current), Ok(channel)) = (MessageStatus::parse(&current), channel.parse::<Channel>())
+    else {
+        return Ok(None);
+    };
+    if !current.may_move_to(new) {
+        return Ok(None);
+    }
+    sqlx::query(
+        "UPDATE messages SET status = $3, status_error = COALESCE($4, status_error)
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .bind(new.as_str())
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    crate::events::append(
+        conn,
+        tenant,
+        crate::events::Audience::Tenant,
+        "message.status",
+        &serde_json::json!({ "message_id": id.0, "contact_id": contact_id, "status": new.as_str(), "error": error }),
+    )
+    .await?;
+    Ok(Some((contact_id, channel)))
 }
 
 /// What of a message search looks in: its text and a media caption.

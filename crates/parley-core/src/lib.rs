@@ -6,6 +6,7 @@
 
 pub mod channel;
 pub mod outbound;
+pub mod state;
 pub mod storable;
 
 use std::{fmt, str::FromStr};

@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use interaction_router::{self as router, AgentView, RouterError};
+use parley_core::state::InteractionState;
 use parley_core::{InteractionId, Principal, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -265,28 +266,24 @@ pub async fn list_interactions(
     principal: Principal,
     ApiQuery(q): ApiQuery<InteractionQuery>,
 ) -> Result<axum::Json<Vec<InteractionOut>>, ApiError> {
-    if let Some(s) = &q.state
-        && !["queued", "offered", "active", "ended", "done"].contains(&s.as_str())
-    {
-        return Err(ApiError::invalid_field(
-            "state",
-            "must be queued, offered, active, ended or done",
-        ));
-    }
+    let wanted = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(InteractionState::parse(s).ok_or_else(|| {
+            ApiError::invalid_field(
+                "state",
+                format!("must be one of {}", InteractionState::spellings()),
+            )
+        })?),
+    };
     let agent = if principal.has_role(Role::Supervisor) {
         q.agent
     } else {
         Some(principal.user_id.0)
     };
     let mut conn = state.db.acquire().await?;
-    let rows = conversation_store::interactions::list(
-        &mut conn,
-        principal.tenant_id,
-        q.state.as_deref(),
-        agent,
-        200,
-    )
-    .await?;
+    let rows =
+        conversation_store::interactions::list(&mut conn, principal.tenant_id, wanted, agent, 200)
+            .await?;
     Ok(axum::Json(
         rows.into_iter().map(InteractionOut::from).collect(),
     ))
