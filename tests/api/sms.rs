@@ -180,6 +180,20 @@ async fn forged_or_unsigned_webhooks_store_nothing_and_unreadable_ones_are_kept(
     let kept = r.json.as_array().cloned().unwrap_or_default();
     assert_eq!(kept.len(), 1, "{}", r.text);
     assert_eq!(kept[0]["reason"], "MessageSid is missing");
+    // Replayed through Twilio's own path: still unreadable, said so, nothing stored.
+    let r = app
+        .post(
+            &format!(
+                "/api/v1/channel-accounts/{}/dead-letters/{}/replay",
+                sms.account_id, kept[0]["id"]
+            ),
+            &app.admin.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.json["code"], "still_unreadable");
+    assert!(r.text.contains("MessageSid"), "{}", r.text);
 }
 
 #[tokio::test]
