@@ -315,6 +315,11 @@ pub async fn run_search_reindex(db: sqlx::PgPool, shutdown: CancellationToken) {
                     logged = done_messages;
                     tracing::info!(messages = done_messages, "search re-index in progress");
                 }
+                // Leave the database room for the traffic it serves meanwhile.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "search re-index failed; retrying in 30 s");
