@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod services;
 pub mod startup;
 pub mod validate;
 

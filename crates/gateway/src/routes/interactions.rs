@@ -492,13 +492,15 @@ pub async fn send_interaction_message(
         .0
         .0
     };
-    crate::routes::outbound::send(
+    let key = crate::routes::outbound::idempotency_key(&headers)?;
+    let (status, body) = crate::services::outbound::send(
         &state,
         principal,
         parley_core::ContactId(contact),
         Some(InteractionId(p.interaction_id)),
-        &headers,
+        key,
         input,
     )
-    .await
+    .await?;
+    Ok((status, axum::Json(body)))
 }

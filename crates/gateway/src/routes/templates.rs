@@ -550,8 +550,8 @@ pub async fn send_notification(
     ));
     let tenant = principal.tenant_id;
     let mut tx = state.db.begin().await?;
-    if let Some(replay) = claim(&mut tx, principal, key.as_deref(), &hash).await? {
-        return Ok(replay);
+    if let Some((status, body)) = claim(&mut tx, principal, key.as_deref(), &hash).await? {
+        return Ok((status, axum::Json(body)));
     }
     if !contacts::lock_for_write(&mut tx, tenant, ContactId(path.contact_id)).await? {
         return Err(ApiError::not_found("contact"));

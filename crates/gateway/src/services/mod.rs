@@ -1,0 +1,4 @@
+//! The use cases behind the HTTP handlers, free of HTTP extraction: a handler parses
+//! and authorises its request, calls one function here, and serialises the answer.
+
+pub mod outbound;
