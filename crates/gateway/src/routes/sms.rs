@@ -26,10 +26,8 @@ use crate::{
     app::AppState,
     error::{ApiError, CommonErrors},
     extract::{ApiJson, ApiPath},
-    routes::{
-        connect::{ConsentSignal, apply_consent},
-        webhooks::{Taken, WebhookPath},
-    },
+    routes::webhooks::{Taken, WebhookPath},
+    services::consent::{ConsentSignal, apply_consent},
 };
 
 pub(crate) fn webhooks() -> OpenApiRouter<AppState> {

@@ -599,7 +599,7 @@ pub async fn send_notification(
     let window_open = ident
         .window_expires_at()
         .is_some_and(|e| e > chrono::Utc::now());
-    crate::routes::connect::check_consent(&ident.status, window_open, true)?;
+    crate::services::consent::check_consent(&ident.status, window_open, true)?;
     let b: Bindings = serde_json::from_value(t.bindings.clone()).unwrap_or_default();
     let rendered = fill::render(&def, &b, &input.fields, &ctx);
     for k in &rendered.blank {

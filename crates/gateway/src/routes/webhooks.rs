@@ -338,7 +338,7 @@ pub(crate) async fn apply_batch(
             && m.bsuid.is_none()
             && m.media.is_none()
             && m.reply_to.is_none()
-            && !crate::routes::connect::is_opt_out(m.body.as_deref())
+            && !crate::services::consent::is_opt_out(m.body.as_deref())
     };
     let mut full_path: HashSet<(Uuid, String)> = HashSet::new();
     for d in batch {
@@ -468,12 +468,12 @@ async fn ingest_one(
     if let Some(stored) = &got.message {
         // Consent first: a "No" to a Connect request must not read as writing again
         // after declining.
-        let signal = if crate::routes::connect::is_opt_out(stored.body.as_deref()) {
-            crate::routes::connect::ConsentSignal::OptOut
+        let signal = if crate::services::consent::is_opt_out(stored.body.as_deref()) {
+            crate::services::consent::ConsentSignal::OptOut
         } else {
-            crate::routes::connect::ConsentSignal::Other
+            crate::services::consent::ConsentSignal::Other
         };
-        crate::routes::connect::apply_consent(
+        crate::services::consent::apply_consent(
             conn,
             tenant,
             Channel::Whatsapp,
@@ -483,7 +483,7 @@ async fn ingest_one(
         )
         .await?;
         if got.identity_status == "connect_requested" {
-            crate::routes::connect::apply_connect_answer(conn, tenant, &address_used, stored)
+            crate::services::consent::apply_connect_answer(conn, tenant, &address_used, stored)
                 .await?;
         }
     }

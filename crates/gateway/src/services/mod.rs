@@ -1,4 +1,5 @@
 //! The use cases behind the HTTP handlers, free of HTTP extraction: a handler parses
 //! and authorises its request, calls one function here, and serialises the answer.
 
+pub mod consent;
 pub mod outbound;
