@@ -363,9 +363,9 @@ async fn store_and_answer(db: &PgPool, metrics: &crate::metrics::Metrics, mut ba
 }
 
 async fn store_all(db: &PgPool, jobs: &[Job]) -> Result<(), ApiError> {
-    let batch: Vec<crate::routes::webhooks::Delivery<'_>> = jobs
+    let batch: Vec<crate::services::whatsapp_inbound::Delivery<'_>> = jobs
         .iter()
-        .map(|j| crate::routes::webhooks::Delivery {
+        .map(|j| crate::services::whatsapp_inbound::Delivery {
             tenant: j.tenant,
             account: j.account,
             envelope: &j.envelope,
@@ -374,7 +374,7 @@ async fn store_all(db: &PgPool, jobs: &[Job]) -> Result<(), ApiError> {
     let mut tx = db
         .begin_with(conversation_store::events::BEGIN_DEFERRING_WAKEUP)
         .await?;
-    crate::routes::webhooks::apply_batch(&mut tx, &batch).await?;
+    crate::services::whatsapp_inbound::apply_batch(&mut tx, &batch).await?;
     tx.commit().await?;
     Ok(())
 }

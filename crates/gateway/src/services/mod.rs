@@ -3,3 +3,5 @@
 
 pub mod consent;
 pub mod outbound;
+pub mod sms_inbound;
+pub mod whatsapp_inbound;
