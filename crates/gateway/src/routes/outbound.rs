@@ -9,7 +9,7 @@ use parley_core::{ContactId, Principal};
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(crate) use crate::services::outbound::{Queued, SendIn, claim, queue};
+pub(crate) use crate::services::outbound::{Queued, SendIn, queue};
 use crate::{
     app::AppState,
     error::{ApiError, CommonErrors},

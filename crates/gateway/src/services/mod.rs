@@ -2,6 +2,7 @@
 //! and authorises its request, calls one function here, and serialises the answer.
 
 pub mod consent;
+pub mod notifications;
 pub mod outbound;
 pub mod sms_inbound;
 pub mod whatsapp_inbound;
