@@ -222,7 +222,23 @@ fn without_prefixes(word: &str) -> Vec<String> {
 /// The tokens of `text` with every lexeme each one stores.
 fn analyse(text: &str) -> Vec<Token> {
     let mut toks: Vec<Token> = Vec::new();
-    for (start, seg) in text.split_word_bound_indices() {
+    // White space first, then word boundaries (UAX #29) within each piece: a query's
+    // words are split at every white space, so a text must be too (UAX #29 alone joins
+    // some words across spaces, U+202F being `ExtendNumLet`, and segments a piece
+    // differently in context than alone).
+    let mut spans: Vec<(usize, &str)> = Vec::new();
+    let mut at = 0;
+    for piece in text.split(char::is_whitespace) {
+        spans.push((at, piece));
+        at += piece.len();
+        at += text[at..].chars().next().map_or(0, char::len_utf8);
+    }
+    let pieces = spans.into_iter().flat_map(|(at, piece)| {
+        piece
+            .split_word_bound_indices()
+            .map(move |(o, seg)| (at + o, seg))
+    });
+    for (start, seg) in pieces {
         let end = start + seg.len();
         // (A mark after a space is in the space's segment.)
         let folded: String = fold(seg)
