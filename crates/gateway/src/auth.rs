@@ -457,7 +457,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 
 /// Compare secrets without leaking where they differ (the length may leak).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    channel_connector::signature::constant_time_eq(a, b)
 }
 
 /// Role guard: `principal.require(Role::Admin)?`.
