@@ -468,3 +468,75 @@ async fn an_mms_picture_becomes_an_attachment_of_its_message() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_image_goes_out_as_mms_by_a_signed_link_only_twilio_can_use() {
+    let app = spawn_app().await;
+    let sms = app.sms().await;
+    writes(&sms, "+13105550142", "can you send the label?").await;
+    let contact = contact_of(&app, "+13105550142").await;
+    let part = reqwest::multipart::Part::bytes(crate::attachments::PNG.to_vec())
+        .file_name("label.png")
+        .mime_str("image/png")
+        .expect("mime");
+    let up = app
+        .client
+        .post(app.url("/api/v1/attachments"))
+        .bearer_auth(&app.agent.token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(up.status(), StatusCode::CREATED);
+    let att = up.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = send(
+        &app,
+        &contact,
+        json!({"channel": "sms", "attachment_id": att, "caption": "here it is"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.json["id"].as_str().expect("id").to_owned();
+    wait_status(&app, &contact, &id, "delivered").await;
+    let sent = sms.sim.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body, "here it is");
+    // Twilio fetched the very bytes, with their type, from Parley's link.
+    assert_eq!(
+        sent[0].media,
+        vec![("image/png".to_owned(), crate::attachments::PNG.to_vec())]
+    );
+    let link = sent[0].media_urls[0].clone();
+    assert!(
+        link.starts_with(&app.url(&format!("{}/media/{att}?expires=", sms.webhook_path))),
+        "{link}"
+    );
+    // The link works as given and not otherwise: another signature, another
+    // attachment, a later expiry, no signature.
+    let get = |url: String| {
+        let client = app.client.clone();
+        async move { client.get(url).send().await.expect("get").status() }
+    };
+    assert_eq!(get(link.clone()).await, StatusCode::OK);
+    let (base, sig) = link.split_once("&sig=").expect("sig");
+    let mut forged = sig.to_owned();
+    let last = if forged.ends_with('A') { 'B' } else { 'A' };
+    forged.pop();
+    forged.push(last);
+    assert_eq!(
+        get(format!("{base}&sig={forged}")).await,
+        StatusCode::FORBIDDEN
+    );
+    let other = uuid::Uuid::new_v4().to_string();
+    assert_eq!(get(link.replace(&att, &other)).await, StatusCode::FORBIDDEN);
+    let (_, expires) = base.split_once("expires=").expect("expires");
+    let later: i64 = expires.parse::<i64>().expect("number") + 1;
+    assert_eq!(
+        get(link.replace(&format!("expires={expires}"), &format!("expires={later}"))).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(get(base.to_owned()).await, StatusCode::BAD_REQUEST);
+}

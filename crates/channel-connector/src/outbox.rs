@@ -342,11 +342,30 @@ impl Dispatcher {
                 client::send(&self.http, account, secrets, &body).await
             }
             Some(Provider::TwilioSms) => {
-                let (Some(cfg), Content::Text { body }) = (account.twilio(), &outbound.content)
-                else {
+                let Some(cfg) = account.twilio() else {
                     return SendOutcome::Permanent(
-                        serde_json::json!({"title": "SMS carries text only"}),
+                        serde_json::json!({"title": "the account's Twilio configuration is incomplete"}),
                     );
+                };
+                // MMS media go by URL: a signed link to the attachment that Twilio fetches.
+                let (body, media) = match &outbound.content {
+                    Content::Text { body } => (body.as_str(), None),
+                    Content::Image {
+                        attachment_id,
+                        caption,
+                    } => (
+                        caption.as_deref().unwrap_or_default(),
+                        Some(cfg.media_link(
+                            &secrets.access_token,
+                            &attachment_id.to_string(),
+                            Utc::now().timestamp() + twilio_sms::MEDIA_LINK_SECONDS,
+                        )),
+                    ),
+                    _ => {
+                        return SendOutcome::Permanent(
+                            serde_json::json!({"title": "SMS carries text and images only"}),
+                        );
+                    }
                 };
                 twilio_sms::send(
                     &self.http,
@@ -354,6 +373,7 @@ impl Dispatcher {
                     &secrets.access_token,
                     &outbound.to,
                     body,
+                    media.as_deref(),
                     &message_id.to_string(),
                 )
                 .await

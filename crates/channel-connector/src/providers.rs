@@ -66,8 +66,8 @@ impl Provider {
                 outside_window: OutsideWindow::Anything,
                 max_text_chars: crate::twilio_sms::MAX_BODY_CHARS,
                 max_buttons: 0,
-                // (MMS sends need a public link to the attachment: not yet.)
-                images: false,
+                // MMS: Twilio fetches the image from a signed link to the attachment.
+                images: true,
                 reactions: false,
                 templates: false,
                 read_receipts: false,

@@ -37,7 +37,48 @@ impl Config {
             self.webhook_url.trim_end_matches('/')
         )
     }
+
+    /// A link Twilio can fetch attachment `attachment_id` from (MMS media go by URL),
+    /// valid until `expires` (Unix seconds): the webhook URL plus
+    /// `/media/{attachment_id}?expires=…&sig=…`, signed with the account's auth token so
+    /// that nobody else can make one and the link names nothing guessable.
+    pub fn media_link(&self, auth_token: &str, attachment_id: &str, expires: i64) -> String {
+        format!(
+            "{}/media/{attachment_id}?expires={expires}&sig={}",
+            self.webhook_url.trim_end_matches('/'),
+            media_signature(auth_token, attachment_id, expires)
+        )
+    }
 }
+
+/// The signature in a media link: HMAC-SHA256 over `"{attachment_id}.{expires}"`,
+/// URL-safe base64.
+fn media_signature(auth_token: &str, attachment_id: &str, expires: i64) -> String {
+    let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(auth_token.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(format!("{attachment_id}.{expires}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// Is `sig` the signature of a media link for `attachment_id` until `expires`, and has
+/// it not expired at `now` (Unix seconds)?
+pub fn media_link_ok(
+    auth_token: &str,
+    attachment_id: &str,
+    expires: i64,
+    sig: &str,
+    now: i64,
+) -> bool {
+    now <= expires
+        && crate::signature::constant_time_eq(
+            media_signature(auth_token, attachment_id, expires).as_bytes(),
+            sig.as_bytes(),
+        )
+}
+
+/// How long a media link stays valid: long enough for the outbox's retries, short enough
+/// that a leaked link soon stops working.
+pub const MEDIA_LINK_SECONDS: i64 = 24 * 3600;
 
 // ---------------------------------------------------------------------------------------
 // Signatures
@@ -242,6 +283,7 @@ fn error_title(code: &str) -> &'static str {
         "30006" => "landline or unreachable carrier",
         "30007" => "filtered by the carrier",
         "30008" => "unknown error",
+        "11200" | "12300" => "Twilio could not fetch the media from Parley's link",
         _ => "delivery failed",
     }
 }
@@ -352,6 +394,7 @@ pub async fn send(
     auth_token: &str,
     to: &str,
     body: &str,
+    media_url: Option<&str>,
     message_id: &str,
 ) -> SendOutcome {
     let url = format!(
@@ -365,12 +408,15 @@ pub async fn send(
         "From"
     };
     let callback = cfg.status_callback(message_id);
-    let form = [
-        ("To", to),
-        (sender, cfg.from.as_str()),
-        ("Body", body),
-        ("StatusCallback", callback.as_str()),
-    ];
+    let mut form = vec![("To", to), (sender, cfg.from.as_str())];
+    // An MMS may go without text.
+    if !body.is_empty() || media_url.is_none() {
+        form.push(("Body", body));
+    }
+    if let Some(url) = media_url {
+        form.push(("MediaUrl", url));
+    }
+    form.push(("StatusCallback", callback.as_str()));
     let encoded = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
@@ -417,6 +463,40 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_links_verify_only_as_made_and_until_they_expire() {
+        let cfg = Config {
+            account_sid: "AC1".into(),
+            from: "+15005550006".into(),
+            webhook_url: "https://parley.example/webhooks/twilio_sms/acc/".into(),
+            api_base_url: String::new(),
+        };
+        let link = cfg.media_link("token", "att-1", 1_000);
+        assert!(link.starts_with(
+            "https://parley.example/webhooks/twilio_sms/acc/media/att-1?expires=1000&sig="
+        ));
+        let sig = link.rsplit("sig=").next().unwrap_or_default();
+        assert!(media_link_ok("token", "att-1", 1_000, sig, 999));
+        assert!(media_link_ok("token", "att-1", 1_000, sig, 1_000));
+        assert!(
+            !media_link_ok("token", "att-1", 1_000, sig, 1_001),
+            "expired"
+        );
+        assert!(
+            !media_link_ok("token", "att-2", 1_000, sig, 0),
+            "another attachment"
+        );
+        assert!(
+            !media_link_ok("token", "att-1", 2_000, sig, 0),
+            "a later expiry"
+        );
+        assert!(
+            !media_link_ok("other", "att-1", 1_000, sig, 0),
+            "another account's key"
+        );
+        assert!(!media_link_ok("token", "att-1", 1_000, "", 0));
+    }
 
     #[test]
     fn signatures_match_twilios_published_vectors() {

@@ -94,6 +94,11 @@ pub struct Sent {
     pub body: String,
     /// `StatusCallback`.
     pub status_callback: Option<String>,
+    /// The media fetched from each `MediaUrl` (as Twilio fetches them): content type and
+    /// bytes.
+    pub media: Vec<(String, Vec<u8>)>,
+    /// Each `MediaUrl` as given.
+    pub media_urls: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -426,19 +431,40 @@ async fn create_message(
     let from = get("From")
         .or_else(|| get("MessagingServiceSid"))
         .unwrap_or_default();
+    // Twilio fetches each MediaUrl (and fails the message with 11200 when it cannot).
+    let mut media = Vec::new();
+    let mut media_error = None;
+    for (_, url) in params.iter().filter(|(k, _)| k == "MediaUrl") {
+        match fetch_media(&sim.http, url).await {
+            Ok(m) => media.push(m),
+            Err(e) => {
+                tracing::debug!(error = %e, %url, "media not retrievable");
+                media_error = Some("11200");
+            }
+        }
+    }
+    if text.is_empty() && params.iter().all(|(k, _)| k != "MediaUrl") {
+        return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
+    }
     let sent = Sent {
         sid: sim.next_sid("SM"),
         to: to.clone(),
         from: from.clone(),
         body: text.clone(),
         status_callback: get("StatusCallback"),
+        media,
+        media_urls: params
+            .iter()
+            .filter(|(k, _)| k == "MediaUrl")
+            .map(|(_, v)| v.clone())
+            .collect(),
     };
     sim.inner().sent.push(sent.clone());
     let segments = twilio_sms::segments(&text).segments;
     let answer = json!({
         "sid": sent.sid, "account_sid": cfg.account_sid, "to": to, "from": from,
         "body": text, "status": "queued", "num_segments": segments.to_string(),
-        "num_media": "0", "direction": "outbound-api", "error_code": null,
+        "num_media": sent.media.len().to_string(), "direction": "outbound-api", "error_code": null,
         "error_message": null, "api_version": "2010-04-01",
     });
     // Statuses follow, as separate requests (Twilio does not order them; these come
@@ -446,6 +472,13 @@ async fn create_message(
     let delay = cfg.status_delay;
     let later = sim;
     tokio::spawn(async move {
+        if let Some(code) = media_error {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = later.status(&sent, "failed", Some(code)).await {
+                tracing::debug!(error = %e, "status callback not delivered");
+            }
+            return;
+        }
         for status in ["sent", "delivered"] {
             tokio::time::sleep(delay).await;
             if let Err(e) = later.status(&sent, status, None).await {
@@ -454,6 +487,22 @@ async fn create_message(
         }
     });
     (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+/// Fetch an MMS's `MediaUrl`: its content type and bytes.
+async fn fetch_media(http: &reqwest::Client, url: &str) -> Result<(String, Vec<u8>), String> {
+    let res = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("{}", res.status()));
+    }
+    let mime = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+    Ok((mime, bytes.to_vec()))
 }
 
 /// `GET …/Messages/{sid}/Media/{id}`: a media file, with the account's credentials.
@@ -492,7 +541,10 @@ async fn control_sent(State(sim): State<Simulator>) -> Json<Value> {
     Json(Value::Array(
         sim.sent()
             .into_iter()
-            .map(|s| json!({"sid": s.sid, "to": s.to, "from": s.from, "body": s.body}))
+            .map(|s| {
+                json!({"sid": s.sid, "to": s.to, "from": s.from, "body": s.body,
+                    "media": s.media.iter().map(|(mime, bytes)| json!({"content_type": mime, "bytes": bytes.len()})).collect::<Vec<_>>()})
+            })
             .collect(),
     ))
 }

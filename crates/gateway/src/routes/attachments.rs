@@ -7,7 +7,7 @@ use axum::{
     response::Response,
 };
 use conversation_store::attachments::{self, MAX_IMAGE_BYTES, UploadError};
-use parley_core::{AttachmentId, Principal};
+use parley_core::{AttachmentId, Principal, TenantId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -213,27 +213,34 @@ pub async fn download_attachment(
     principal: Principal,
     ApiPath(path): ApiPath<AttachmentPath>,
 ) -> Result<Response, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let meta = attachments::get(
-        &mut conn,
+    serve(
+        &state,
         principal.tenant_id,
         AttachmentId(path.attachment_id),
     )
-    .await?
-    .ok_or_else(|| ApiError::not_found("attachment"))?;
+    .await
+}
+
+/// Attachment `id` of `tenant` as a response: its bytes, a type a browser cannot run,
+/// and a safe file name.
+pub(crate) async fn serve(
+    state: &AppState,
+    tenant: TenantId,
+    id: AttachmentId,
+) -> Result<Response, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let meta = attachments::get(&mut conn, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("attachment"))?;
     drop(conn);
-    let bytes = state
-        .blobs
-        .get(principal.tenant_id, &meta.sha256)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, attachment = %meta.id, "attachment bytes missing");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "the attachment's bytes could not be read",
-            )
-        })?;
+    let bytes = state.blobs.get(tenant, &meta.sha256).await.map_err(|e| {
+        tracing::error!(error = %e, attachment = %meta.id, "attachment bytes missing");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the attachment's bytes could not be read",
+        )
+    })?;
     // A safe name: no path, no quotes or control characters (the original, percent-encoded,
     // in filename*).
     let original = meta.filename.as_deref().unwrap_or("attachment");

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     error::{ApiError, CommonErrors},
-    extract::{ApiJson, ApiPath},
+    extract::{ApiJson, ApiPath, ApiQuery},
     routes::webhooks::{Taken, WebhookPath},
 };
 
@@ -30,6 +30,7 @@ pub(crate) fn webhooks() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(receive_twilio_sms))
         .routes(routes!(twilio_sms_status))
+        .routes(routes!(twilio_sms_media))
 }
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -193,6 +194,72 @@ pub async fn twilio_sms_status(
     }
     tx.commit().await?;
     Ok(StatusCode::OK)
+}
+
+/// A media link's path: the account and the attachment.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct MediaPath {
+    /// The channel account's id.
+    pub channel_account_id: Uuid,
+    /// The attachment's id.
+    pub attachment_id: Uuid,
+}
+
+/// A media link's signature.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MediaQuery {
+    /// Until when the link works (Unix seconds).
+    pub expires: i64,
+    /// The link's signature (made with the account's auth token).
+    pub sig: String,
+}
+
+/// An MMS image for Twilio to fetch: Twilio takes media by URL, so an image an agent
+/// sends by SMS goes as this link, signed with the account's auth token and valid for a
+/// day. Anyone without a valid, unexpired link gets 403 and learns nothing.
+#[utoipa::path(get, path = "/webhooks/twilio_sms/{channel_account_id}/media/{attachment_id}", tag = "webhooks",
+    params(MediaPath, MediaQuery),
+    responses(
+        (status = 200, description = "The file, with its content type", content(
+            (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/gif"))),
+        (status = 400, description = "A malformed path or query", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a valid link, or expired", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such attachment", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn twilio_sms_media(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<MediaPath>,
+    ApiQuery(q): ApiQuery<MediaQuery>,
+) -> Result<Response, ApiError> {
+    let refused = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_link",
+            "not a valid media link",
+        )
+    };
+    let mut conn = state.db.acquire().await?;
+    let (account, secrets) = accounts::for_webhook(&mut conn, path.channel_account_id)
+        .await?
+        .filter(|(a, _)| a.provider() == Some(Provider::TwilioSms))
+        .ok_or_else(refused)?;
+    drop(conn);
+    if !twilio_sms::media_link_ok(
+        &secrets.access_token,
+        &path.attachment_id.to_string(),
+        q.expires,
+        &q.sig,
+        chrono::Utc::now().timestamp(),
+    ) {
+        return Err(refused());
+    }
+    crate::routes::attachments::serve(
+        &state,
+        TenantId(account.tenant_id),
+        parley_core::AttachmentId(path.attachment_id),
+    )
+    .await
 }
 
 /// A text to price as SMS.
