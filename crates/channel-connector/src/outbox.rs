@@ -489,7 +489,8 @@ pub async fn settle_by_status(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LastSend {
     /// Its status.
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: parley_core::state::MessageStatus,
     /// The provider's error, when it failed.
     pub status_error: Option<Value>,
     /// When it was queued.

@@ -2,6 +2,7 @@
 //! arrives), reconciled by the provider's id or by our own id echoed back, and never an
 //! error for a message we don't know (another app on the same number).
 
+use parley_core::state::IdentityStatus;
 use parley_core::{TenantId, channel::Channel};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -92,8 +93,8 @@ async fn failure_effects(
                 .await?;
             return Ok(());
         }
-        FailureEffect::AddressUnreachable => "invalid",
-        FailureEffect::OptedOut => "opted_out",
+        FailureEffect::AddressUnreachable => IdentityStatus::Invalid,
+        FailureEffect::OptedOut => IdentityStatus::OptedOut,
     };
     let identity =
         conversation_store::contacts::find_identity(conn, tenant, channel, &recipient).await?;

@@ -1,7 +1,7 @@
 //! The contact directory: contacts, their free attributes and channel identities.
 
 use chrono::{DateTime, Utc};
-use parley_core::{ContactId, IdentityId, TenantId, channel::Channel};
+use parley_core::{ContactId, IdentityId, TenantId, channel::Channel, state::IdentityStatus};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -20,8 +20,8 @@ pub struct Identity {
     pub channel: String,
     /// Normalised address (E.164 for phone channels).
     pub address: String,
-    /// `unverified`, `connect_requested`, `connected`, `declined` or `invalid`.
-    pub status: String,
+    /// Consent and reachability.
+    pub status: IdentityStatus,
     /// The provider's last error for an `invalid` identity.
     pub last_error: Option<Value>,
     /// When the contact last wrote from this address (WhatsApp's 24-hour window).
@@ -78,7 +78,8 @@ impl From<IdentityRow> for Identity {
             contact_id: r.contact_id,
             channel: r.channel,
             address: r.address,
-            status: r.status,
+            // The table's CHECK constraint allows only these spellings.
+            status: IdentityStatus::parse(&r.status).unwrap_or(IdentityStatus::Unverified),
             last_error: r.last_error,
             last_inbound_at: r.last_inbound_at,
             window_closed_at: r.window_closed_at,
@@ -437,7 +438,8 @@ pub struct SendTarget {
     /// Its address.
     pub address: String,
     /// Its status (consent).
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: IdentityStatus,
     /// When the contact last wrote from it.
     pub last_inbound_at: Option<DateTime<Utc>>,
     /// When the provider said the reply window closed.
@@ -694,7 +696,7 @@ pub async fn set_identity_status(
     conn: &mut PgConnection,
     tenant: TenantId,
     identity: IdentityId,
-    status: &str,
+    status: IdentityStatus,
     last_error: Option<&Value>,
     consent: Option<&Value>,
 ) -> Result<Option<Identity>, StoreError> {
@@ -707,7 +709,7 @@ pub async fn set_identity_status(
     ))
     .bind(tenant.0)
     .bind(identity.0)
-    .bind(status)
+    .bind(status.as_str())
     .bind(last_error)
     .bind(consent)
     .fetch_optional(&mut *conn)

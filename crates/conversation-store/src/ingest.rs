@@ -282,7 +282,7 @@ async fn create_contact(
             contact,
             IdentityId(identity.id),
             true,
-            Some(identity.status),
+            Some(identity.status.as_str().to_owned()),
         )),
         // Another transaction created it first (it committed while we waited on the
         // unique index): use theirs and drop ours.

@@ -38,6 +38,15 @@ macro_rules! states {
             }
         }
 
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            /// For rows read from the database (`#[sqlx(try_from = "String")]`).
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(&s).ok_or_else(|| format!("unknown {} `{s}`", stringify!($name)))
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())

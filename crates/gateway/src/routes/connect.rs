@@ -3,21 +3,9 @@
 //! WhatsApp interaction.
 
 use axum::{extract::State, http::StatusCode};
-use channel_connector::{
-    accounts,
-    providers::{FailureEffect, Provider},
-    whatsapp::request,
-};
-use chrono::{Duration, Utc};
-use conversation_store::{
-    contacts::{self, Identity},
-    interactions,
-    messages::Message,
-};
-use parley_core::outbound::{Content, TemplateButton, TemplateContent};
-use parley_core::{ContactId, IdentityId, InteractionId, Principal, TenantId, channel::Channel};
+use parley_core::{ContactId, IdentityId, Principal, channel::Channel};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -29,11 +17,9 @@ use crate::{
     routes::{
         contacts::{ContactPath, IdentityOut, InteractionOut},
         messages::MessageOut,
-        outbound::{Queued, queue},
     },
+    services::channel_actions,
 };
-
-use crate::services::consent::check_consent;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -86,29 +72,6 @@ pub struct CreateInteractionIn {
     pub channel: Channel,
 }
 
-async fn whatsapp_identity(
-    conn: &mut sqlx::PgConnection,
-    tenant: TenantId,
-    contact: Uuid,
-    identity: Uuid,
-) -> Result<Identity, ApiError> {
-    let c = contacts::get_contact(conn, tenant, ContactId(contact))
-        .await?
-        .ok_or_else(|| ApiError::not_found("contact"))?;
-    let ident = c
-        .identities
-        .into_iter()
-        .find(|i| i.id == identity)
-        .ok_or_else(|| ApiError::not_found("identity"))?;
-    if ident.channel != "whatsapp" {
-        return Err(ApiError::invalid_field(
-            "identity_id",
-            "is not a WhatsApp address",
-        ));
-    }
-    Ok(ident)
-}
-
 /// Ask the contact to connect on WhatsApp: sends the account's opt-in template with
 /// "Yes" / "No" quick replies (allowed outside the 24-hour window) and sets the identity
 /// `connect_requested`. The contact's answer sets it `connected` (with the consent kept as
@@ -126,67 +89,17 @@ pub async fn connect_identity(
     principal: Principal,
     ApiPath(p): ApiPath<IdentityActionPath>,
 ) -> Result<(StatusCode, axum::Json<ConnectOut>), ApiError> {
-    let tenant = principal.tenant_id;
-    let mut tx = state.db.begin().await?;
-    // Like every send: the contact first (see `contacts::lock_for_write`).
-    contacts::lock_for_write(&mut tx, tenant, ContactId(p.contact_id)).await?;
-    let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
-    // A contact who said no (or STOP) is not asked again until they write.
-    if matches!(ident.status.as_str(), "declined" | "opted_out") {
-        check_consent(&ident.status, false, true)?;
-    }
-    let account = accounts::for_contact(&mut tx, tenant, p.contact_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::invalid_field("channel", "the tenant has no WhatsApp channel account")
-        })?;
-    let content = Content::Template(TemplateContent {
-        name: account.optin_template_name.clone(),
-        language: account.optin_template_language.clone(),
-        header: None,
-        body: vec![],
-        buttons: [request::CONNECT_YES, request::CONNECT_NO]
-            .into_iter()
-            .enumerate()
-            .map(|(index, payload)| TemplateButton::QuickReply {
-                index,
-                payload: payload.to_owned(),
-            })
-            .collect(),
-    });
-    let message: Message = queue(
-        &mut tx,
+    let (identity, message) = channel_actions::connect(
+        &state,
         principal,
         ContactId(p.contact_id),
-        &account,
-        &ident.address,
-        Queued {
-            kind: "template",
-            body: Some(format!("Connect request ({})", account.optin_template_name)),
-            payload: json!({ "template": account.optin_template_name, "purpose": "connect" }),
-            content,
-            attachment_ids: vec![],
-            reply_to: None,
-            reply_ctx: None,
-        },
+        IdentityId(p.identity_id),
     )
     .await?;
-    let consent = json!({ "requested_at": Utc::now(), "requested_by": principal.user_id, "request_message_id": message.id });
-    let ident = contacts::set_identity_status(
-        &mut tx,
-        tenant,
-        IdentityId(ident.id),
-        "connect_requested",
-        None,
-        Some(&consent),
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("identity"))?;
-    tx.commit().await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(ConnectOut {
-            identity: ident.into(),
+            identity: identity.into(),
             message: message.into(),
         }),
     ))
@@ -209,137 +122,19 @@ pub async fn validate_identity(
     principal: Principal,
     ApiPath(p): ApiPath<IdentityActionPath>,
 ) -> Result<axum::Json<ValidateOut>, ApiError> {
-    let tenant = principal.tenant_id;
-    let mut tx = state.db.begin().await?;
-    let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
-    let account = accounts::for_contact(&mut tx, tenant, p.contact_id).await?;
-    let days = account.as_ref().map_or(30, |a| a.evidence_days);
-    let check = match &account {
-        Some(a) => match &a.contacts_check_url {
-            Some(url) => accounts::secrets(&mut tx, tenant, a.id)
-                .await?
-                .map(|s| (url.clone(), s)),
-            None => None,
-        },
-        None => None,
-    };
-    let since = Utc::now() - Duration::days(i64::from(days));
-    let last_send =
-        channel_connector::outbox::last_send_to(&mut tx, tenant, p.contact_id, &ident.address)
-            .await?;
-    // The evidence is read; the provider is asked (if at all) with no transaction open,
-    // and the verdict is written in a transaction of its own.
-    tx.commit().await?;
-    let recent_inbound = ident.last_inbound_at.filter(|t| *t >= since);
-    let recent_delivery = last_send.as_ref().filter(|s| {
-        matches!(s.status.as_str(), "delivered" | "read" | "played") && s.created_at >= since
-    });
-    let undeliverable = last_send.as_ref().filter(|s| {
-        s.status == "failed"
-            && s.status_error.as_ref().is_some_and(|e| {
-                Provider::WhatsappCloud.failure_effect(e) == FailureEffect::AddressUnreachable
-            })
-    });
-    // The provider's contacts check, when it has one.
-    let checked = match (
-        &check,
-        recent_inbound.is_none() && recent_delivery.is_none(),
-    ) {
-        (Some((url, secrets)), true) if !parley_core::channel::is_bsuid(&ident.address) => {
-            channel_connector::whatsapp::client::contacts_check(
-                &state.provider_http,
-                url,
-                secrets,
-                &ident.address,
-            )
-            .await
-        }
-        _ => None,
-    };
-    let (status, reason, evidence, advice) = if let Some(at) = recent_inbound {
-        (
-            "connected",
-            format!("the contact wrote from this number at {at}"),
-            json!({"last_inbound_at": at}),
-            None,
-        )
-    } else if let Some(s) = recent_delivery {
-        (
-            "connected",
-            format!(
-                "a message to this number was {} at {}",
-                s.status, s.created_at
-            ),
-            json!({"last_send_status": s.status, "sent_at": s.created_at}),
-            None,
-        )
-    } else if let Some(valid) = checked {
-        if valid {
-            (
-                "connected",
-                "the provider's contacts check says this number is on WhatsApp".to_owned(),
-                json!({"contacts_check": "valid"}),
-                None,
-            )
-        } else {
-            (
-                "invalid",
-                "the provider's contacts check says this number is not on WhatsApp".to_owned(),
-                json!({"contacts_check": "invalid"}),
-                Some("check the number with the contact, or use another channel".to_owned()),
-            )
-        }
-    } else if let Some(s) = undeliverable {
-        (
-            "invalid",
-            "the last message to this number was undeliverable (131026): it is probably not on WhatsApp".to_owned(),
-            json!({"last_send_error": s.status_error, "sent_at": s.created_at}),
-            Some("check the number with the contact, or use another channel".to_owned()),
-        )
-    } else {
-        (
-            "unverified",
-            format!("no message from or delivered to this number in the last {days} days"),
-            json!({}),
-            Some(
-                "send the Connect template; a delivered or answered template proves the number"
-                    .to_owned(),
-            ),
-        )
-    };
-    // Validate never overrides the contact's own answer to Connect (read again: it may
-    // have come while the provider was asked).
-    let mut tx = state.db.begin().await?;
-    let ident = whatsapp_identity(&mut tx, tenant, p.contact_id, p.identity_id).await?;
-    let keep =
-        matches!(ident.status.as_str(), "declined" | "connect_requested") && status != "invalid";
-    let ident = if keep || ident.status == status {
-        ident
-    } else {
-        contacts::set_identity_status(
-            &mut tx,
-            tenant,
-            IdentityId(ident.id),
-            status,
-            undeliverable
-                .and_then(|s| s.status_error.clone())
-                .or_else(|| {
-                    (checked == Some(false))
-                        .then(|| json!({"code": "contacts_check", "title": "not a WhatsApp user"}))
-                })
-                .as_ref(),
-            None,
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found("identity"))?
-    };
-    tx.commit().await?;
+    let v = channel_actions::validate(
+        &state,
+        principal.tenant_id,
+        ContactId(p.contact_id),
+        IdentityId(p.identity_id),
+    )
+    .await?;
     Ok(axum::Json(ValidateOut {
-        identity: ident.into(),
-        status: status.to_owned(),
-        reason,
-        evidence,
-        advice,
+        identity: v.identity.into(),
+        status: v.status.as_str().to_owned(),
+        reason: v.reason,
+        evidence: v.evidence,
+        advice: v.advice,
     }))
 }
 
@@ -364,55 +159,13 @@ pub async fn create_interaction(
     ApiPath(p): ApiPath<ContactPath>,
     ApiJson(input): ApiJson<CreateInteractionIn>,
 ) -> Result<(StatusCode, axum::Json<InteractionOut>), ApiError> {
-    if input.channel != Channel::Whatsapp {
-        return Err(ApiError::invalid_field(
-            "channel",
-            "only whatsapp interactions can be started today",
-        ));
-    }
-    let tenant = principal.tenant_id;
-    let mut tx = state.db.begin().await?;
-    let contact = contacts::get_contact(&mut tx, tenant, ContactId(p.contact_id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("contact"))?;
-    let ident = contact
-        .identities
-        .iter()
-        .filter(|i| i.channel == "whatsapp" && i.status != "invalid" && i.status != "declined")
-        .max_by_key(|i| i.last_inbound_at)
-        .ok_or_else(|| {
-            ApiError::invalid_field("channel", "the contact has no usable WhatsApp address")
-        })?;
-    let account = accounts::for_contact(&mut tx, tenant, p.contact_id).await?;
-    let (interaction, created) = interactions::open_or_create(
-        &mut tx,
-        tenant,
+    let (interaction, created) = channel_actions::create_interaction(
+        &state,
+        principal,
         ContactId(p.contact_id),
-        Channel::Whatsapp,
-        Some(IdentityId(ident.id)),
-        account.map(|a| a.id),
+        input.channel,
     )
     .await?;
-    let interaction = if created {
-        interaction_router::make_active(
-            &mut tx,
-            tenant,
-            InteractionId(interaction.id),
-            principal.user_id,
-        )
-        .await?
-    } else {
-        // Open already (say the contact answered a Connect request and it is waiting to
-        // be routed): the caller takes it, unless another agent is handling it.
-        interaction_router::take_over(
-            &mut tx,
-            tenant,
-            principal.user_id,
-            InteractionId(interaction.id),
-        )
-        .await?
-    };
-    tx.commit().await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -88,7 +88,7 @@ impl From<Identity> for IdentityOut {
             id: i.id,
             channel: i.channel,
             address: i.address,
-            status: i.status,
+            status: i.status.as_str().to_owned(),
             last_error: i.last_error,
             last_inbound_at: i.last_inbound_at,
             created_at: i.created_at,

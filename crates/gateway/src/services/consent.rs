@@ -5,6 +5,7 @@
 use channel_connector::whatsapp::request;
 use chrono::Utc;
 use conversation_store::{contacts, messages::Message};
+use parley_core::state::IdentityStatus;
 use parley_core::{IdentityId, TenantId, channel::Channel};
 use serde_json::{Value, json};
 
@@ -69,16 +70,19 @@ pub async fn apply_consent(
         return Ok(());
     };
     let reopens = match (signal, channel) {
-        (ConsentSignal::OptIn, _) => ident.status == "opted_out",
+        (ConsentSignal::OptIn, _) => ident.status == IdentityStatus::OptedOut,
         (ConsentSignal::Other, Channel::Whatsapp) => {
-            matches!(ident.status.as_str(), "opted_out" | "declined")
+            matches!(
+                ident.status,
+                IdentityStatus::OptedOut | IdentityStatus::Declined
+            )
         }
         _ => false,
     };
     let (status, note) = match signal {
-        ConsentSignal::OptOut if ident.status == "opted_out" => return Ok(()),
-        ConsentSignal::OptOut => ("opted_out", "opted_out_at"),
-        _ if reopens => ("unverified", "reopened_at"),
+        ConsentSignal::OptOut if ident.status == IdentityStatus::OptedOut => return Ok(()),
+        ConsentSignal::OptOut => (IdentityStatus::OptedOut, "opted_out_at"),
+        _ if reopens => (IdentityStatus::Unverified, "reopened_at"),
         _ => return Ok(()),
     };
     let mut consent = contacts::identity_consent(conn, tenant, IdentityId(ident.id))
@@ -104,22 +108,22 @@ pub async fn apply_consent(
 /// (business-initiated) also need an opt-in: a Connect the contact said yes to, or the
 /// contact having written within the 24-hour window.
 pub fn check_consent(
-    status: &str,
+    status: IdentityStatus,
     window_open: bool,
     business_initiated: bool,
 ) -> Result<(), ApiError> {
     match status {
-        "opted_out" => Err(ApiError::new(
+        IdentityStatus::OptedOut => Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "contact_opted_out",
             "the contact opted out (wrote STOP); nothing is sent until they write again (on SMS: until they write START)",
         )),
-        "declined" => Err(ApiError::new(
+        IdentityStatus::Declined => Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "contact_declined",
             "the contact declined to connect; nothing is sent until they write again",
         )),
-        "connected" => Ok(()),
+        IdentityStatus::Connected => Ok(()),
         _ if business_initiated && !window_open => Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "no_opt_in",
@@ -144,7 +148,7 @@ pub async fn apply_connect_answer(
     else {
         return Ok(());
     };
-    if ident.status != "connect_requested" {
+    if ident.status != IdentityStatus::ConnectRequested {
         return Ok(());
     }
     let payload = message
@@ -160,9 +164,9 @@ pub async fn apply_connect_answer(
         .to_lowercase();
     let text = text.trim_end_matches(['.', '!']);
     let answer = if payload == Some(request::CONNECT_YES) || YES.contains(&text) {
-        "connected"
+        IdentityStatus::Connected
     } else if payload == Some(request::CONNECT_NO) || NO.contains(&text) {
-        "declined"
+        IdentityStatus::Declined
     } else {
         return Ok(());
     };

@@ -3,6 +3,7 @@
 //! filled, the header image, consent), and queued like any message. Also the helpers
 //! rendering shares: the fill context and a template's parsed definition.
 
+use parley_core::state::IdentityStatus;
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
@@ -143,8 +144,8 @@ pub async fn send(
     let ident = contact
         .identities
         .iter()
-        .filter(|i| i.channel == "whatsapp" && i.status != "invalid")
-        .max_by_key(|i| (i.last_inbound_at, i.status == "connected"))
+        .filter(|i| i.channel == "whatsapp" && i.status != IdentityStatus::Invalid)
+        .max_by_key(|i| (i.last_inbound_at, i.status == IdentityStatus::Connected))
         .cloned();
     let Some(ident) = ident else {
         return Err(ApiError::invalid_field(
@@ -158,7 +159,7 @@ pub async fn send(
     let window_open = ident
         .window_expires_at()
         .is_some_and(|e| e > chrono::Utc::now());
-    crate::services::consent::check_consent(&ident.status, window_open, true)?;
+    crate::services::consent::check_consent(ident.status, window_open, true)?;
     let b: Bindings = serde_json::from_value(t.bindings.clone()).unwrap_or_default();
     let rendered = fill::render(&def, &b, &input.fields, &ctx);
     for k in &rendered.blank {

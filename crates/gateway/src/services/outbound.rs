@@ -212,7 +212,7 @@ pub async fn send(
                 ),
             )
         })?;
-    crate::services::consent::check_consent(&target.status, true, false)?;
+    crate::services::consent::check_consent(target.status, true, false)?;
     if provider.capabilities().reply_window_hours.is_some() {
         let end = contacts::window_end(target.last_inbound_at, target.window_closed_at);
         if end.is_none_or(|e| e <= Utc::now()) {

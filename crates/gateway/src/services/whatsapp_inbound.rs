@@ -11,6 +11,7 @@ use conversation_store::{
     StoreError, contacts,
     ingest::{Inbound, ingest_inbound},
 };
+use parley_core::state::IdentityStatus;
 use parley_core::{ContactId, TenantId, channel::Channel};
 use uuid::Uuid;
 
@@ -78,8 +79,12 @@ pub async fn apply_batch(
         let short = k.as_ref().is_some_and(|k| {
             k.replay
                 || (!matches!(
-                    k.identity_status.as_str(),
-                    "connect_requested" | "opted_out" | "declined"
+                    IdentityStatus::parse(&k.identity_status),
+                    Some(
+                        IdentityStatus::ConnectRequested
+                            | IdentityStatus::OptedOut
+                            | IdentityStatus::Declined
+                    )
                 ) && k
                     .open_interaction
                     .as_ref()
@@ -195,7 +200,7 @@ async fn ingest_one(
             signal,
         )
         .await?;
-        if got.identity_status == "connect_requested" {
+        if got.identity_status == IdentityStatus::ConnectRequested.as_str() {
             crate::services::consent::apply_connect_answer(conn, tenant, &address_used, stored)
                 .await?;
         }
