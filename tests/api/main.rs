@@ -9,6 +9,7 @@ mod auth;
 mod binary;
 mod channels;
 mod consent;
+mod console;
 mod contacts;
 mod deploy;
 mod drills;

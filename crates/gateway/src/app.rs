@@ -123,6 +123,7 @@ pub fn build_router(state: AppState) -> Router {
             "/openapi.yaml",
             axum::routing::get(routes::health::openapi_yaml),
         )
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -6,6 +6,8 @@
 //! (`CREATE DATABASE … TEMPLATE …`, milliseconds). The cluster stops and its files are
 //! removed when the test process exits, even if it is killed.
 
+pub mod browser;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,

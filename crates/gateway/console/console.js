@@ -1,0 +1,845 @@
+// Parley agent console: a reference client of the public API (REST under /api/v1 and
+// the event stream). No framework and no build step. Everything a contact sends is put
+// on the page as text (textContent), never as HTML.
+"use strict";
+
+const API = "/api/v1";
+const $ = (id) => document.getElementById(id);
+const STATE_LABELS = {
+  ready: "Ready", not_ready: "Not Ready", after_work: "After Work",
+  not_responding: "Not Responding", offline: "Offline",
+};
+const EMOJI = ["😊", "👍", "🙏", "🎉", "❤️", "😅", "👋", "✅", "📦", "🙂"];
+
+const S = {
+  session: null,      // {access_token, refresh_token, expires_at}
+  me: null,
+  reasons: [],
+  queues: [],
+  agents: [],
+  offers: new Map(),  // interaction_id -> offer
+  interactions: [],
+  contacts: new Map(),
+  current: null,      // {interaction, contact}
+  transcript: [],     // messages shown, in time order
+  prevCursor: null,
+  lastEvent: null,
+  socket: null,
+  socketRetry: 0,
+  attachment: null,   // {file, url}
+  convSelected: null,
+  refreshTimer: null,
+};
+
+// ---------------------------------------------------------------------------------------
+// Session
+
+function loadSession() {
+  try { S.session = JSON.parse(sessionStorage.getItem("parley.session") || "null"); } catch { S.session = null; }
+  const last = sessionStorage.getItem("parley.lastEvent");
+  S.lastEvent = last ? Number(last) : null;
+}
+
+function saveSession(tokens) {
+  S.session = {
+    access_token: tokens.access_token,
+    refresh_token: tokens.refresh_token,
+    expires_at: Date.now() + tokens.expires_in * 1000,
+  };
+  sessionStorage.setItem("parley.session", JSON.stringify(S.session));
+  scheduleRefresh();
+}
+
+function scheduleRefresh() {
+  clearTimeout(S.refreshTimer);
+  if (!S.session) return;
+  const wait = Math.max(5000, S.session.expires_at - Date.now() - 60000);
+  S.refreshTimer = setTimeout(() => refresh().catch(() => {}), wait);
+}
+
+let refreshing = null;
+async function refresh() {
+  if (!S.session) throw new Error("signed out");
+  if (!refreshing) {
+    refreshing = (async () => {
+      const res = await fetch(`${API}/auth/refresh`, {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ refresh_token: S.session.refresh_token }),
+      });
+      if (!res.ok) throw new Error("refresh refused");
+      saveSession(await res.json());
+    })().finally(() => { refreshing = null; });
+  }
+  return refreshing;
+}
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem || {};
+  }
+}
+
+// A call to the API with the session's token; a 401 is answered by one refresh, and
+// if that fails the agent signs in again (drafts stay in local storage).
+async function api(method, path, body, extra = {}) {
+  const call = () => {
+    const headers = { authorization: `Bearer ${S.session ? S.session.access_token : ""}`, ...(extra.headers || {}) };
+    let payload = body;
+    if (body !== undefined && !(body instanceof FormData)) {
+      headers["content-type"] = "application/json";
+      payload = JSON.stringify(body);
+    }
+    return fetch(path.startsWith("/") ? path : `${API}/${path}`, { method, headers, body: payload });
+  };
+  let res = await call();
+  if (res.status === 401 && S.session) {
+    try { await refresh(); res = await call(); } catch { /* falls through */ }
+  }
+  if (res.status === 401) {
+    signedOut("Your session ended: sign in again (your drafts are kept).");
+    throw new ApiError(401, null);
+  }
+  if (!res.ok) {
+    let problem = null;
+    try { problem = await res.json(); } catch { /* not json */ }
+    throw new ApiError(res.status, problem);
+  }
+  if (res.status === 204) return null;
+  const type = res.headers.get("content-type") || "";
+  return type.includes("json") ? res.json() : res.text();
+}
+
+function signedOut(message) {
+  clearTimeout(S.refreshTimer);
+  S.session = null;
+  sessionStorage.removeItem("parley.session");
+  if (S.socket) { S.socket.onclose = null; S.socket.close(); S.socket = null; }
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-error").textContent = message || "";
+  $("login-email").focus();
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  $("login-error").textContent = "";
+  const res = await fetch(`${API}/auth/login`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email: $("login-email").value, password: $("login-password").value }),
+  });
+  if (!res.ok) {
+    let p = {};
+    try { p = await res.json(); } catch { /* not json */ }
+    $("login-error").textContent = p.detail || p.title || "Sign-in failed";
+    return;
+  }
+  saveSession(await res.json());
+  $("login-password").value = "";
+  await start();
+}
+
+async function logout() {
+  try { await api("POST", "auth/logout"); } catch { /* signed out anyway */ }
+  sessionStorage.removeItem("parley.lastEvent");
+  S.lastEvent = null;
+  signedOut("");
+}
+
+// ---------------------------------------------------------------------------------------
+// Small DOM helpers (text only)
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+const time = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+const shortTime = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "");
+
+function banner(text) {
+  $("banner").textContent = text || "";
+  $("banner").hidden = !text;
+}
+
+function notify(title, body) {
+  if (!document.hidden || !("Notification" in window)) return;
+  if (Notification.permission === "granted") new Notification(title, { body });
+}
+
+// ---------------------------------------------------------------------------------------
+// State
+
+function showState(agent) {
+  const st = agent.state;
+  const label = STATE_LABELS[st] || st;
+  const reason = agent.reason ? ` (${reasonLabel(agent.reason)})` : "";
+  $("state-now").textContent = label + reason;
+  $("state-now").dataset.state = st;
+  const value = st === "not_ready" && agent.reason ? `not_ready:${agent.reason}` : st;
+  const sel = $("state-select");
+  if ([...sel.options].some((o) => o.value === value)) sel.value = value;
+  else sel.value = "";
+  banner(agent.warning || "");
+}
+
+function reasonLabel(code) {
+  const r = S.reasons.find((x) => x.code === code);
+  return r ? r.label : code;
+}
+
+function fillStateSelect() {
+  const sel = $("state-select");
+  sel.replaceChildren(el("option", { value: "", text: "Change state…" }));
+  sel.append(el("option", { value: "ready", text: "Ready" }));
+  if (S.reasons.length === 0) sel.append(el("option", { value: "not_ready", text: "Not Ready" }));
+  for (const r of S.reasons) sel.append(el("option", { value: `not_ready:${r.code}`, text: `Not Ready: ${r.label}` }));
+  sel.append(el("option", { value: "after_work", text: "After Work" }));
+}
+
+async function setState() {
+  const v = $("state-select").value;
+  if (!v) return;
+  const [state, reason] = v.split(":");
+  try {
+    const agent = await api("PUT", "me/state", reason ? { state, reason } : { state });
+    showState(agent);
+    if (state === "ready" && "Notification" in window && Notification.permission === "default") {
+      Notification.requestPermission().catch(() => {});
+    }
+  } catch (e) {
+    banner(e.message);
+  }
+}
+
+async function loadMyState() {
+  const mine = await api("GET", "me/state");
+  showState(mine);
+  S.offers = new Map(mine.offers.map((o) => [o.interaction_id, o]));
+  await renderOffers();
+}
+
+// ---------------------------------------------------------------------------------------
+// Contacts
+
+async function contact(id, fresh = false) {
+  if (!fresh && S.contacts.has(id)) return S.contacts.get(id);
+  const c = await api("GET", `contacts/${id}`);
+  S.contacts.set(id, c);
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------
+// Offers
+
+async function renderOffers() {
+  const box = $("offers");
+  const cards = [];
+  for (const o of S.offers.values()) {
+    let c = null;
+    let first = "";
+    try {
+      c = await contact(o.contact_id);
+      const page = await api("GET", `contacts/${o.contact_id}/messages?limit=1`);
+      const m = page.items[page.items.length - 1];
+      first = m ? messageText(m) : "";
+    } catch { /* shown without */ }
+    const count = el("span", { class: "countdown", dataset: { expires: o.expires_at } });
+    const card = el("article", { class: "offer", "aria-label": `Offer from ${c ? c.name : "a contact"}`, dataset: { interaction: o.interaction_id } },
+      el("strong", { class: "who", text: c ? c.name : o.contact_id, dir: "auto" }),
+      el("span", { class: "muted", text: `${o.channel}${o.transfer ? " · transfer" : ""}` }),
+      el("span", { class: "first", text: first, dir: "auto" }),
+      count,
+      el("div", { class: "actions" },
+        el("button", { type: "button", class: "accept", text: "Accept", onclick: () => accept(o.interaction_id) }),
+        el("button", { type: "button", class: "decline", text: "Decline", onclick: () => decline(o.interaction_id) })));
+    cards.push(card);
+  }
+  box.replaceChildren(...cards);
+  tickCountdowns();
+}
+
+function tickCountdowns() {
+  for (const c of document.querySelectorAll(".countdown")) {
+    const left = Math.max(0, Math.round((new Date(c.dataset.expires) - Date.now()) / 1000));
+    c.textContent = `${left} s to answer`;
+  }
+}
+
+async function accept(id) {
+  try {
+    await api("POST", `interactions/${id}/accept`);
+    S.offers.delete(id);
+    await renderOffers();
+    await loadInteractions();
+    await openInteraction(id);
+  } catch (e) {
+    banner(e.message);
+    await loadMyState();
+  }
+}
+
+async function decline(id) {
+  try { await api("POST", `interactions/${id}/decline`); } catch (e) { banner(e.message); }
+  S.offers.delete(id);
+  await renderOffers();
+}
+
+// ---------------------------------------------------------------------------------------
+// Interactions
+
+async function loadInteractions() {
+  const all = await api("GET", `interactions?agent=${S.me.id}`);
+  S.interactions = all.filter((i) => i.state === "active" || i.state === "ended");
+  const items = [];
+  for (const i of S.interactions) {
+    let name = i.contact_id;
+    try { name = (await contact(i.contact_id)).name; } catch { /* id */ }
+    const current = S.current && S.current.interaction.id === i.id;
+    items.push(el("li", {}, el("button", {
+      type: "button", "aria-current": current ? "true" : "false", dataset: { interaction: i.id },
+      onclick: () => openInteraction(i.id),
+    }, el("span", { text: name, dir: "auto" }), el("span", { class: "muted", text: ` · ${i.channel} · ${i.state}` }))));
+  }
+  $("interaction-list").replaceChildren(...items);
+  if (S.current) {
+    const now = S.interactions.find((i) => i.id === S.current.interaction.id);
+    if (now) { S.current.interaction = now; renderHead(); } else closeInteraction();
+  }
+}
+
+async function openInteraction(id) {
+  saveDraft();
+  const i = S.interactions.find((x) => x.id === id);
+  if (!i) return;
+  const c = await contact(i.contact_id, true);
+  S.current = { interaction: i, contact: c };
+  $("iv").hidden = false;
+  renderHead();
+  fillWrapUp();
+  await fillTransfer();
+  $("compose").value = localStorage.getItem(`parley.draft.${id}`) || "";
+  $("search").value = "";
+  $("search-hits").replaceChildren();
+  await loadTranscript();
+  for (const b of document.querySelectorAll("#interaction-list button")) {
+    b.setAttribute("aria-current", b.dataset.interaction === id ? "true" : "false");
+  }
+  $("compose").focus();
+}
+
+function closeInteraction() {
+  S.current = null;
+  $("iv").hidden = true;
+}
+
+function renderHead() {
+  const { interaction: i, contact: c } = S.current;
+  $("iv-title").textContent = c.name;
+  $("iv-title").dir = "auto";
+  $("iv-meta").textContent = `${i.channel} · ${i.state}${i.accepted_at ? ` · since ${shortTime(i.accepted_at)}` : ""}`;
+  const ident = (c.identities || []).find((x) => x.channel === i.channel);
+  const w = $("iv-window");
+  if (ident && ident.window_expires_at !== undefined && i.channel === "whatsapp") {
+    w.dataset.open = ident.window_open ? "true" : "false";
+    w.textContent = ident.window_open
+      ? `Free-form replies allowed until ${time(ident.window_expires_at)}`
+      : "The 24-hour window is closed: only a notification template can be sent";
+  } else {
+    w.dataset.open = "true";
+    w.textContent = "";
+  }
+  $("iv-end").disabled = i.state !== "active";
+  $("iv-done").disabled = i.state === "done";
+}
+
+function fillWrapUp() {
+  const i = S.current.interaction;
+  const q = S.queues.find((x) => x.id === i.queue_id);
+  const codes = q ? q.wrap_up_codes || [] : [];
+  $("iv-wrapup").replaceChildren(el("option", { value: "", text: "No wrap-up code" }),
+    ...codes.map((c) => el("option", { value: c, text: c })));
+}
+
+async function fillTransfer() {
+  const opts = [el("option", { value: "", text: "Transfer to…" })];
+  for (const q of S.queues) opts.push(el("option", { value: `queue:${q.id}`, text: `Queue: ${q.name}` }));
+  // Agents see queues; supervisors also see who is there (GET /agents is theirs).
+  if (isSupervisor()) try {
+    S.agents = await api("GET", "agents");
+    for (const a of S.agents) {
+      if (a.user_id !== S.me.id) opts.push(el("option", { value: `agent:${a.user_id}`, text: `Agent: ${a.display_name} (${STATE_LABELS[a.state] || a.state})` }));
+    }
+  } catch { /* queues only */ }
+  $("iv-transfer").replaceChildren(...opts);
+}
+
+async function act(what, body) {
+  if (!S.current) return;
+  const id = S.current.interaction.id;
+  try {
+    await api("POST", `interactions/${id}/${what}`, body);
+    if (what === "done" || what === "transfer") {
+      localStorage.removeItem(`parley.draft.${id}`);
+      closeInteraction();
+    }
+    await loadInteractions();
+  } catch (e) {
+    banner(e.message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Transcript
+
+function messageText(m) {
+  if (m.text) return m.text;
+  if (m.payload && m.payload.caption) return m.payload.caption;
+  return m.kind === "text" ? "" : `[${m.kind}]`;
+}
+
+function renderMessage(m, highlight) {
+  const text = messageText(m);
+  const body = el("span", { class: "text", dir: "auto" });
+  if (highlight) markWords(body, text, highlight); else body.textContent = text;
+  const li = el("li", { class: `msg ${m.direction}`, dataset: { id: m.id }, dir: "auto" });
+  for (const a of m.attachments || []) {
+    if ((a.mime_type || "").startsWith("image/")) {
+      const img = el("img", { alt: a.filename || "image" });
+      loadImage(img, a.id);
+      li.append(img);
+    } else {
+      li.append(el("span", { class: "file", text: a.filename || a.mime_type }));
+    }
+  }
+  li.append(body);
+  const who = m.direction === "inbound" ? "" : (m.sender && m.sender.type === "agent" ? "agent · " : "");
+  const status = el("span", { class: "status", dataset: { status: m.status }, text: statusText(m) });
+  li.append(el("span", { class: "meta" }, `${who}${m.channel} · ${shortTime(m.created_at)} · `, status));
+  return li;
+}
+
+function statusText(m) {
+  if (m.status === "failed") {
+    const e = m.status_error || {};
+    return `failed: ${e.title || e.message || e.code || "not delivered"}`;
+  }
+  return m.status;
+}
+
+// Images need the token: fetched and shown from a blob URL.
+async function loadImage(img, id) {
+  try {
+    const res = await fetch(`${API}/attachments/${id}`, { headers: { authorization: `Bearer ${S.session.access_token}` } });
+    if (res.ok) img.src = URL.createObjectURL(await res.blob());
+  } catch { /* left blank */ }
+}
+
+function markWords(node, text, words) {
+  const lower = text.toLowerCase();
+  const ranges = [];
+  for (const w of words) {
+    if (!w) continue;
+    let at = lower.indexOf(w);
+    while (at >= 0) { ranges.push([at, at + w.length]); at = lower.indexOf(w, at + w.length); }
+  }
+  ranges.sort((a, b) => a[0] - b[0]);
+  let pos = 0;
+  for (const [a, b] of ranges) {
+    if (a < pos) continue;
+    node.append(text.slice(pos, a), el("mark", { text: text.slice(a, b) }));
+    pos = b;
+  }
+  node.append(text.slice(pos));
+}
+
+function transcriptQuery(extra) {
+  const media = $("media-filter").value;
+  return `contacts/${S.current.contact.id}/messages?limit=30${media ? `&media=${media}` : ""}${extra || ""}`;
+}
+
+async function loadTranscript(around) {
+  const page = await api("GET", transcriptQuery(around ? `&around=${around}` : ""));
+  S.transcript = page.items;
+  S.prevCursor = page.prev_cursor || null;
+  drawTranscript(around);
+}
+
+function drawTranscript(focus, words) {
+  const list = $("transcript");
+  list.replaceChildren(...S.transcript.map((m) => renderMessage(m, focus === m.id ? words : null)));
+  $("load-earlier").hidden = !S.prevCursor;
+  const target = focus ? list.querySelector(`[data-id="${focus}"]`) : null;
+  if (target) { target.classList.add("focus"); target.scrollIntoView({ block: "center" }); } else list.scrollTop = list.scrollHeight;
+}
+
+async function loadEarlier() {
+  if (!S.prevCursor) return;
+  const list = $("transcript");
+  const height = list.scrollHeight;
+  const page = await api("GET", transcriptQuery(`&before=${S.prevCursor}`));
+  const known = new Set(S.transcript.map((m) => m.id));
+  S.transcript = page.items.filter((m) => !known.has(m.id)).concat(S.transcript);
+  S.prevCursor = page.prev_cursor || null;
+  list.prepend(...page.items.filter((m) => !known.has(m.id)).map((m) => renderMessage(m)));
+  $("load-earlier").hidden = !S.prevCursor;
+  list.scrollTop = list.scrollHeight - height;
+}
+
+function addMessage(m) {
+  if (!S.current || m.contact_id !== S.current.contact.id) return;
+  const media = $("media-filter").value;
+  if (media === "open_media" && m.channel !== "open_media") return;
+  const existing = S.transcript.findIndex((x) => x.id === m.id);
+  const list = $("transcript");
+  if (existing >= 0) {
+    S.transcript[existing] = m;
+    const old = list.querySelector(`[data-id="${m.id}"]`);
+    if (old) old.replaceWith(renderMessage(m));
+    return;
+  }
+  S.transcript.push(m);
+  const near = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  list.append(renderMessage(m));
+  if (near || m.direction === "outbound") list.scrollTop = list.scrollHeight;
+}
+
+function updateStatus(p) {
+  const m = S.transcript.find((x) => x.id === p.message_id);
+  if (!m) return;
+  m.status = p.status;
+  if (p.error) m.status_error = p.error;
+  const s = document.querySelector(`#transcript [data-id="${p.message_id}"] .status`);
+  if (s) { s.dataset.status = m.status; s.textContent = statusText(m); }
+}
+
+async function search(ev) {
+  ev.preventDefault();
+  const q = $("search").value.trim();
+  const hits = $("search-hits");
+  if (!q) { hits.replaceChildren(); return; }
+  const words = q.toLowerCase().split(/\s+/).filter(Boolean);
+  const page = await api("GET", `contacts/${S.current.contact.id}/messages?limit=50&q=${encodeURIComponent(q)}`);
+  if (page.items.length === 0) { hits.replaceChildren(el("li", { class: "muted", text: "No messages match." })); return; }
+  hits.replaceChildren(...page.items.slice().reverse().map((m) => {
+    const label = el("span", { dir: "auto" });
+    markWords(label, messageText(m), words);
+    return el("li", {}, el("button", {
+      type: "button", dataset: { id: m.id },
+      onclick: async () => { await loadTranscript(m.id); drawTranscript(m.id, words); },
+    }, el("span", { class: "muted", text: `${shortTime(m.created_at)} · ` }), label));
+  }));
+}
+
+// ---------------------------------------------------------------------------------------
+// Composer
+
+function saveDraft() {
+  if (!S.current) return;
+  const key = `parley.draft.${S.current.interaction.id}`;
+  const v = $("compose").value;
+  if (v) localStorage.setItem(key, v); else localStorage.removeItem(key);
+}
+
+function setAttachment(file) {
+  clearAttachment();
+  if (!file) return;
+  if (!/^image\/(jpeg|png|webp)$/.test(file.type)) { $("compose-error").textContent = "Only JPEG, PNG or WebP images can be sent."; return; }
+  S.attachment = { file, url: URL.createObjectURL(file) };
+  $("preview").src = S.attachment.url;
+  $("preview").alt = `Image to send: ${file.name}`;
+  $("preview").hidden = false;
+  $("preview-clear").hidden = false;
+}
+
+function clearAttachment() {
+  if (S.attachment) URL.revokeObjectURL(S.attachment.url);
+  S.attachment = null;
+  $("preview").hidden = true;
+  $("preview").removeAttribute("src");
+  $("preview-clear").hidden = true;
+  $("attach").value = "";
+}
+
+async function send(ev) {
+  ev.preventDefault();
+  if (!S.current) return;
+  $("compose-error").textContent = "";
+  const text = $("compose").value.trim();
+  if (!text && !S.attachment) return;
+  const id = S.current.interaction.id;
+  $("send").disabled = true;
+  try {
+    let body;
+    if (S.attachment) {
+      const form = new FormData();
+      form.append("file", S.attachment.file, S.attachment.file.name);
+      const up = await api("POST", "attachments", form);
+      body = { attachment_id: up.id };
+      if (text) body.caption = text;
+    } else {
+      body = { text };
+    }
+    const key = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
+    const m = await api("POST", `interactions/${id}/messages`, body, { headers: { "idempotency-key": key } });
+    $("compose").value = "";
+    localStorage.removeItem(`parley.draft.${id}`);
+    clearAttachment();
+    addMessage(m);
+    await loadInteractions();
+  } catch (e) {
+    const field = e.problem && e.problem.errors && e.problem.errors[0];
+    $("compose-error").textContent = field ? `${field.field}: ${field.message}` : e.message;
+  } finally {
+    $("send").disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Communication tab
+
+async function loadConversations() {
+  const q = $("conv-search").value.trim();
+  const page = await api("GET", `conversations?limit=50${q ? `&q=${encodeURIComponent(q)}` : ""}`);
+  let total = 0;
+  $("conv-list").replaceChildren(...page.items.map((c) => {
+    total += c.unread_count;
+    return el("li", {}, el("button", {
+      type: "button", dataset: { contact: c.contact_id }, "aria-current": S.convSelected === c.contact_id ? "true" : "false",
+      onclick: () => openConversation(c.contact_id),
+    }, el("strong", { text: c.contact_name, dir: "auto" }),
+    c.unread_count ? el("span", { class: "count", text: String(c.unread_count), "aria-label": `${c.unread_count} unread` }) : null,
+    el("span", { class: "muted", text: ` ${messageText(c.last_message).slice(0, 60)}`, dir: "auto" })));
+  }));
+  $("unread-total").textContent = total ? String(total) : "";
+}
+
+async function openConversation(id) {
+  S.convSelected = id;
+  const c = await contact(id, true);
+  $("cv-title").textContent = c.name;
+  $("cv-title").dir = "auto";
+  $("cv-open").hidden = false;
+  const page = await api("GET", `contacts/${id}/messages?limit=50`);
+  $("cv-transcript").replaceChildren(...page.items.map((m) => renderMessage(m)));
+  try { await api("POST", `contacts/${id}/read`, {}); } catch { /* unread stays */ }
+  await loadConversations();
+}
+
+async function openFromConversation() {
+  if (!S.convSelected) return;
+  try {
+    const i = await api("POST", `contacts/${S.convSelected}/interactions`, { channel: "whatsapp" });
+    await loadInteractions();
+    showView("interactions");
+    await openInteraction(i.id);
+  } catch (e) {
+    banner(e.message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Supervisor
+
+async function loadAgents() {
+  S.agents = await api("GET", "agents");
+  renderAgents();
+}
+
+function renderAgents() {
+  $("agents").replaceChildren(...S.agents.map((a) => el("tr", { dataset: { agent: a.user_id } },
+    el("td", { text: a.display_name, dir: "auto" }),
+    el("td", { class: "agent-state", text: STATE_LABELS[a.state] || a.state }),
+    el("td", { text: a.reason ? reasonLabel(a.reason) : "" }),
+    el("td", { text: `${a.load} / ${a.capacity}` }),
+    el("td", { text: shortTime(a.since) }))));
+}
+
+// ---------------------------------------------------------------------------------------
+// Event stream: resume from the last event seen; nothing twice, nothing missed.
+
+function connect() {
+  if (!S.session) return;
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const after = S.lastEvent !== null ? `&after=${S.lastEvent}` : "";
+  const ws = new WebSocket(`${proto}://${location.host}${API}/events?access_token=${encodeURIComponent(S.session.access_token)}${after}`);
+  S.socket = ws;
+  ws.onopen = () => {
+    S.socketRetry = 0;
+    $("conn").textContent = "live";
+    $("conn").dataset.live = "true";
+    // The server marks Ready-without-a-stream; read state again now the stream is open.
+    loadMyState().catch(() => {});
+  };
+  ws.onmessage = (msg) => {
+    let e;
+    try { e = JSON.parse(msg.data); } catch { return; }
+    if (typeof e.id === "number") {
+      if (S.lastEvent !== null && e.id <= S.lastEvent) return;
+      S.lastEvent = e.id;
+      sessionStorage.setItem("parley.lastEvent", String(e.id));
+    }
+    handleEvent(e).catch((err) => console.warn("event", e.kind, err));
+  };
+  ws.onclose = (ev) => {
+    if (S.socket !== ws) return;
+    S.socket = null;
+    $("conn").textContent = "reconnecting…";
+    $("conn").dataset.live = "false";
+    if (ev.code === 4002) { S.lastEvent = null; sessionStorage.removeItem("parley.lastEvent"); resync().catch(() => {}); }
+    const wait = Math.min(10000, 500 * 2 ** S.socketRetry++);
+    setTimeout(async () => {
+      if (!S.session) return;
+      if (ev.code === 4401 || ev.code === 1008) { try { await refresh(); } catch { signedOut("Your session ended: sign in again."); return; } }
+      connect();
+    }, wait);
+  };
+}
+
+async function resync() {
+  await loadMyState();
+  await loadInteractions();
+  if (S.current) await loadTranscript();
+}
+
+async function handleEvent(e) {
+  const p = e.payload || {};
+  switch (e.kind) {
+    case "interaction.offered":
+      await loadMyState();
+      notify("New interaction", "A contact is waiting for you");
+      break;
+    case "interaction.offer_revoked":
+      S.offers.delete(p.interaction_id);
+      await renderOffers();
+      break;
+    case "interaction.accepted": case "interaction.ended": case "interaction.done":
+    case "interaction.resumed": case "interaction.transferred": case "interaction.created":
+      await loadMyState();
+      await loadInteractions();
+      break;
+    case "message.created":
+      if (p.message) {
+        addMessage(p.message);
+        if (p.message.direction === "inbound") {
+          notify("New message", messageText(p.message));
+          if (S.current && p.message.contact_id === S.current.contact.id) {
+            S.current.contact = await contact(p.message.contact_id, true);
+            renderHead();
+          }
+        }
+        if (!$("view-communication").hidden) await loadConversations();
+      }
+      break;
+    case "message.status":
+    case "message.updated":
+      updateStatus(p);
+      break;
+    case "agent.state":
+      if (p.agent) {
+        if (p.agent.user_id === S.me.id) showState(p.agent);
+        const i = S.agents.findIndex((a) => a.user_id === p.agent.user_id);
+        if (i >= 0) S.agents[i] = p.agent; else S.agents.push(p.agent);
+        renderAgents();
+      }
+      break;
+    case "conversation.unread":
+      if (!$("view-communication").hidden) await loadConversations();
+      break;
+    default:
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Views and start-up
+
+const isSupervisor = () => S.me && (S.me.role === "supervisor" || S.me.role === "admin");
+
+function showView(name) {
+  for (const b of document.querySelectorAll(".tabs button")) b.setAttribute("aria-pressed", b.dataset.view === name ? "true" : "false");
+  for (const v of ["interactions", "communication", "supervisor"]) $(`view-${v}`).hidden = v !== name;
+  if (name === "communication") loadConversations().catch((e) => banner(e.message));
+  if (name === "supervisor") loadAgents().catch((e) => banner(e.message));
+}
+
+async function start() {
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  scheduleRefresh();
+  S.me = await api("GET", "me");
+  $("me-name").textContent = S.me.display_name;
+  $("tab-supervisor").hidden = !isSupervisor();
+  try { S.reasons = await api("GET", "not-ready-reasons"); } catch { S.reasons = []; }
+  try { S.queues = await api("GET", "queues"); } catch { S.queues = []; }
+  fillStateSelect();
+  await loadMyState();
+  await loadInteractions();
+  if (S.interactions.length && !S.current) await openInteraction(S.interactions[0].id);
+  connect();
+}
+
+function wire() {
+  $("login-form").addEventListener("submit", (ev) => login(ev).catch((e) => { $("login-error").textContent = e.message; }));
+  $("logout").addEventListener("click", logout);
+  $("state-select").addEventListener("change", setState);
+  for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => showView(b.dataset.view));
+  $("iv-end").addEventListener("click", () => act("end"));
+  $("iv-done").addEventListener("click", () => act("done", $("iv-wrapup").value ? { disposition: $("iv-wrapup").value } : {}));
+  $("iv-transfer-go").addEventListener("click", () => {
+    const v = $("iv-transfer").value;
+    if (!v) return;
+    const [kind, id] = v.split(":");
+    act("transfer", kind === "agent" ? { agent_id: id } : { queue_id: id });
+  });
+  $("load-earlier").addEventListener("click", () => loadEarlier().catch((e) => banner(e.message)));
+  $("search-form").addEventListener("submit", (ev) => search(ev).catch((e) => banner(e.message)));
+  $("media-filter").addEventListener("change", () => loadTranscript().catch((e) => banner(e.message)));
+  $("composer").addEventListener("submit", send);
+  $("compose").addEventListener("input", saveDraft);
+  $("compose").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); $("composer").requestSubmit(); }
+  });
+  $("attach").addEventListener("change", () => setAttachment($("attach").files[0]));
+  $("preview-clear").addEventListener("click", clearAttachment);
+  const drop = $("composer");
+  drop.addEventListener("dragover", (ev) => { ev.preventDefault(); $("drop").classList.add("over"); });
+  drop.addEventListener("dragleave", () => $("drop").classList.remove("over"));
+  drop.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    $("drop").classList.remove("over");
+    if (ev.dataTransfer.files[0]) setAttachment(ev.dataTransfer.files[0]);
+  });
+  const pad = $("emoji");
+  pad.append(...EMOJI.map((e) => el("button", { type: "button", text: e, "aria-label": `Insert ${e}`, onclick: () => {
+    const t = $("compose");
+    const at = t.selectionStart ?? t.value.length;
+    t.value = t.value.slice(0, at) + e + t.value.slice(t.selectionEnd ?? at);
+    t.focus();
+    t.selectionStart = t.selectionEnd = at + e.length;
+    saveDraft();
+  } })));
+  $("emoji-toggle").addEventListener("click", () => {
+    pad.hidden = !pad.hidden;
+    $("emoji-toggle").setAttribute("aria-expanded", pad.hidden ? "false" : "true");
+  });
+  $("conv-search").addEventListener("input", () => loadConversations().catch(() => {}));
+  $("cv-open").addEventListener("click", openFromConversation);
+  setInterval(tickCountdowns, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wire();
+  loadSession();
+  if (S.session) start().catch(() => signedOut("")); else signedOut("");
+});

@@ -1,0 +1,350 @@
+//! The agent console in a real browser (headless Chromium through chromedriver) against
+//! the real gateway, its PostgreSQL and the WhatsApp simulator.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use test_support::{TEST_PASSWORD, TestApp, TestUser, browser::Browser, spawn_app};
+
+/// Where the run leaves its screenshots (the README's come from here).
+fn shots() -> std::path::PathBuf {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+async fn signed_in(app: &TestApp, who: &TestUser) -> Browser {
+    let b = Browser::start().await;
+    b.goto(&app.url("/")).await;
+    b.type_into("#login-email", &who.email).await;
+    // Enter submits the form: the keyboard alone signs in.
+    b.type_into("#login-password", &format!("{TEST_PASSWORD}\u{E007}"))
+        .await;
+    b.wait_text("#state-now", "show the agent's state", |t| !t.is_empty())
+        .await;
+    b
+}
+
+/// The transcript's messages as (direction, text) pairs, in order.
+async fn transcript(b: &Browser) -> Vec<(String, String)> {
+    let v = b
+        .js(
+            "return [...document.querySelectorAll('#transcript .msg')].map(li => \
+               [li.classList.contains('outbound') ? 'out' : 'in', li.querySelector('.text').textContent]);",
+            json!([]),
+        )
+        .await;
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p[0].as_str().unwrap_or_default().to_owned(),
+                        p[1].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_message(b: &Browser, text: &str) {
+    b.wait_js(
+        &format!("`{text}` in the transcript"),
+        "return [...document.querySelectorAll('#transcript .msg .text')].some(t => t.textContent === arguments[0]);",
+        json!([text]),
+    )
+    .await;
+}
+
+async fn interaction_state(app: &TestApp, contact_phone: &str) -> (String, Option<String>) {
+    sqlx::query_as::<_, (String, Option<String>)>(
+        "SELECT i.state, i.disposition FROM interactions i JOIN channel_identities ci
+           ON ci.contact_id = i.contact_id
+         WHERE ci.address IN ($1, ltrim($1, '+')) ORDER BY i.created_at DESC LIMIT 1",
+    )
+    .bind(contact_phone)
+    .fetch_one(&app.db)
+    .await
+    .expect("interaction")
+}
+
+#[tokio::test]
+async fn a_working_day_in_the_console() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let r = app
+        .post(
+            "/api/v1/queues",
+            &app.admin.token,
+            &json!({"name": "Support", "wrap_up_codes": ["resolved", "callback"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // The agent signs in and goes Ready; a supervisor watches in a browser of their own.
+    let b = signed_in(&app, &app.agent).await;
+    let sup = signed_in(&app, &app.supervisor).await;
+    sup.click("#tab-supervisor").await;
+    b.select("#state-select", "ready").await;
+    b.wait_text("#state-now", "say Ready", |t| t == "Ready")
+        .await;
+    b.wait_text("#conn", "be live", |t| t == "live").await;
+    let row = format!("#agents tr[data-agent=\"{}\"] .agent-state", app.agent.id.0);
+    sup.wait_text(&row, "show the agent Ready", |t| t == "Ready")
+        .await;
+
+    // A contact writes; the offer shows who, where and what, with a countdown.
+    let ana = "+14155552671";
+    wa.sim
+        .contact_sends(
+            ana,
+            "Ana",
+            json!({"type": "text", "text": {"body": "¿Dónde está mi pedido?"}}),
+        )
+        .await
+        .expect("inbound");
+    b.wait_text(".offer .who", "name the contact", |t| t == "Ana")
+        .await;
+    b.wait_text(".offer .first", "show the first message", |t| {
+        t == "¿Dónde está mi pedido?"
+    })
+    .await;
+    b.wait_text(".offer .countdown", "count down", |t| {
+        t.ends_with("s to answer")
+    })
+    .await;
+    assert!(
+        b.text_of(&b.wait(".offer").await)
+            .await
+            .contains("whatsapp")
+    );
+    std::fs::write(shots().join("offer.png"), b.screenshot().await).expect("shot");
+    b.click(".offer .accept").await;
+    b.wait_text("#iv-title", "open the interaction", |t| t == "Ana")
+        .await;
+    wait_message(&b, "¿Dónde está mi pedido?").await;
+    b.wait_text("#iv-window", "show the reply window", |t| {
+        t.starts_with("Free-form replies allowed until")
+    })
+    .await;
+
+    // A reply with text and an emoji from the palette (typed keys cannot carry emoji).
+    b.type_into("#compose", "Está en camino ").await;
+    b.click("#emoji-toggle").await;
+    b.click("#emoji button[aria-label=\"Insert 📦\"]").await;
+    b.click("#send").await;
+    wait_message(&b, "Está en camino 📦").await;
+    // The simulated phone reads it: the status follows live.
+    b.wait_js(
+        "the reply to show read",
+        "const li = [...document.querySelectorAll('#transcript .msg.outbound')].pop(); \
+         return !!li && li.querySelector('.status').dataset.status === 'read';",
+        json!([]),
+    )
+    .await;
+    let sent = wa.sim.sent();
+    assert_eq!(sent[0]["text"]["body"], "Está en camino 📦");
+
+    // An image, picked from a file, previewed, sent and shown.
+    let _ = std::fs::create_dir_all(&app.data_dir);
+    let file = app.data_dir.join("receipt.png");
+    std::fs::write(&file, crate::attachments::PNG).expect("png");
+    b.upload("#attach", &file).await;
+    b.wait("#preview").await;
+    b.type_into("#compose", "the receipt").await;
+    b.click("#send").await;
+    b.wait_js(
+        "the image to show in the transcript",
+        "const img = document.querySelector('#transcript .msg.outbound img'); \
+         return !!img && img.complete && img.naturalWidth > 0;",
+        json!([]),
+    )
+    .await;
+    app.eventually("the image reached the phone", || async {
+        wa.sim.sent().iter().any(|m| m["type"] == "image")
+    })
+    .await;
+
+    // The contact answers: it arrives live.
+    wa.sim
+        .contact_sends(
+            ana,
+            "Ana",
+            json!({"type": "text", "text": {"body": "Gracias, lo espero"}}),
+        )
+        .await
+        .expect("inbound");
+    wait_message(&b, "Gracias, lo espero").await;
+    std::fs::write(shots().join("interaction.png"), b.screenshot().await).expect("shot");
+
+    // Search the transcript: the hit is listed, jumped to, and highlighted.
+    b.type_into("#search", "pedido\u{E007}").await;
+    b.click("#search-hits button").await;
+    b.wait_text("#transcript .focus mark", "highlight the hit", |t| {
+        t == "pedido"
+    })
+    .await;
+
+    // End; the contact writes again and the ended interaction resumes.
+    b.click("#iv-end").await;
+    b.wait_text("#iv-meta", "show it ended", |t| t.contains("ended"))
+        .await;
+    wa.sim
+        .contact_sends(
+            ana,
+            "Ana",
+            json!({"type": "text", "text": {"body": "una cosa más"}}),
+        )
+        .await
+        .expect("inbound");
+    b.wait_text("#iv-meta", "show it resumed", |t| t.contains("active"))
+        .await;
+    wait_message(&b, "una cosa más").await;
+
+    // The socket drops; the contact writes twice meanwhile; the console says so,
+    // catches up, and shows each message once.
+    b.js(
+        "const Real = window.WebSocket; \
+         window.WebSocket = class extends Real { constructor(u) { super(window.__offline ? 'ws://127.0.0.1:9/' : u); } }; \
+         window.__offline = true; S.socket.close(); return true;",
+        json!([]),
+    )
+    .await;
+    b.wait_text("#conn", "say reconnecting", |t| t == "reconnecting…")
+        .await;
+    for text in ["primero", "segundo"] {
+        wa.sim
+            .contact_sends(ana, "Ana", json!({"type": "text", "text": {"body": text}}))
+            .await
+            .expect("inbound");
+    }
+    // Stored, but not on screen while the socket is down.
+    app.eventually("both stored", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM messages WHERE body IN ('primero', 'segundo')",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap_or(0)
+            == 2
+    })
+    .await;
+    assert!(!transcript(&b).await.iter().any(|(_, t)| t == "primero"));
+    b.js("window.__offline = false; return true;", json!([]))
+        .await;
+    b.wait_text("#conn", "be live again", |t| t == "live").await;
+    wait_message(&b, "segundo").await;
+    let shown = transcript(&b).await;
+    for text in ["primero", "segundo", "una cosa más", "Gracias, lo espero"] {
+        assert_eq!(
+            shown.iter().filter(|(_, t)| t == text).count(),
+            1,
+            "{text} once: {shown:?}"
+        );
+    }
+    let order: Vec<&str> = shown.iter().map(|(_, t)| t.as_str()).collect();
+    let p = order.iter().position(|t| *t == "primero");
+    let s = order.iter().position(|t| *t == "segundo");
+    assert!(p < s, "in order: {order:?}");
+
+    // End, then Done with the queue's wrap-up code.
+    b.click("#iv-end").await;
+    b.wait_text("#iv-meta", "show it ended", |t| t.contains("ended"))
+        .await;
+    b.select("#iv-wrapup", "resolved").await;
+    b.click("#iv-done").await;
+    b.wait_js(
+        "the interaction view to close",
+        "return document.getElementById('iv').hidden;",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        interaction_state(&app, ana).await,
+        ("done".to_owned(), Some("resolved".to_owned()))
+    );
+
+    // After Done a new chat is offered and opens in a fresh interaction.
+    wa.sim
+        .contact_sends(
+            "+447700900123",
+            "Bob",
+            json!({"type": "text", "text": {"body": "Hello there"}}),
+        )
+        .await
+        .expect("inbound");
+    b.click(".offer .accept").await;
+    b.wait_text("#iv-title", "open Bob's interaction", |t| t == "Bob")
+        .await;
+    wait_message(&b, "Hello there").await;
+
+    // The supervisor sees the agent's state change live.
+    b.select("#state-select", "after_work").await;
+    sup.wait_text(&row, "show After Work", |t| t == "After Work")
+        .await;
+    std::fs::write(shots().join("supervisor.png"), sup.screenshot().await).expect("shot");
+
+    // A reload keeps the agent's state and work.
+    b.goto(&app.url("/")).await;
+    b.wait_text("#state-now", "still After Work", |t| t == "After Work")
+        .await;
+    b.wait_text("#iv-title", "reopen the interaction", |t| t == "Bob")
+        .await;
+
+    // And the narrow window still shows the composer.
+    b.resize(420, 800).await;
+    b.wait("#compose").await;
+
+    assert_eq!(b.script_errors().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn what_a_contact_sends_is_shown_as_text_never_run() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let b = signed_in(&app, &app.agent).await;
+    b.select("#state-select", "ready").await;
+    b.wait_text("#state-now", "say Ready", |t| t == "Ready")
+        .await;
+    let name = "<img src=x onerror=\"window.__xss='name'\">";
+    let text = "<script>window.__xss='text'</script><b>bold</b> שלום";
+    wa.sim
+        .contact_sends(
+            "+14155550199",
+            name,
+            json!({"type": "text", "text": {"body": text}}),
+        )
+        .await
+        .expect("inbound");
+    b.wait_text(".offer .who", "show the name", |t| t == name)
+        .await;
+    b.wait_text(".offer .first", "show the text", |t| t == text)
+        .await;
+    b.click(".offer .accept").await;
+    b.wait_text("#iv-title", "show the name as text", |t| t == name)
+        .await;
+    wait_message(&b, text).await;
+    let v: Value = b
+        .js(
+            "return {xss: window.__xss || null, \
+                     tags: document.querySelectorAll('#transcript b, #transcript script, #iv-title img, #offers img').length};",
+            json!([]),
+        )
+        .await;
+    assert_eq!(v["xss"], Value::Null, "nothing ran: {v}");
+    assert_eq!(v["tags"], 0, "no element made from the contact's text: {v}");
+    // The page refuses inline script outright.
+    let res = app.client.get(app.url("/")).send().await.expect("index");
+    let csp = res
+        .headers()
+        .get("content-security-policy")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(b.script_errors().await, Vec::<String>::new());
+}
