@@ -174,6 +174,10 @@ async fn creating_an_interaction_is_announced() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // As an inbound one is: created (queue views), then accepted by its agent.
+    let e = crate::events::next_event(&mut sup_ws).await;
+    assert_eq!(e["kind"], "interaction.created");
+    assert_eq!(e["payload"]["interaction"]["id"], r.json["id"]);
     let e = crate::events::next_event(&mut sup_ws).await;
     assert_eq!(e["kind"], "interaction.accepted");
     assert_eq!(e["payload"]["interaction"]["id"], r.json["id"]);

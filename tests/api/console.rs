@@ -279,6 +279,130 @@ async fn a_working_day_in_the_console() {
         .await;
     wait_message(&b, "Hello there").await;
 
+    // A notification template: the name filled from Bob's data (and said so), the blank
+    // typed, the header image dropped on its placeholder, the buttons previewed.
+    let bob = app.contact_id_of("+447700900123").await;
+    let r = app
+        .patch(
+            &format!("/api/v1/contacts/{bob}"),
+            &app.agent.token,
+            &json!({"attributes": {"preferred_name": "Bobby"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    wa.sim
+        .set_template(crate::templates::at_provider("APPROVED"));
+    let r = app
+        .post(
+            "/api/v1/templates",
+            &app.supervisor.token,
+            &crate::templates::appointment(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let template = r.json["id"].as_str().expect("id").to_owned();
+    b.click("#iv-notify").await;
+    b.select("#nv-template", &template).await;
+    b.wait_text("#nv-body", "show the filled body", |t| {
+        t == "Hello Bobby, we can offer you an appointment on {{2}}. Does that suit you?"
+    })
+    .await;
+    b.wait_text(
+        "#nv-fields tr[data-key=\"1\"] .source",
+        "say where the name came from",
+        |t| t == "the contact's data",
+    )
+    .await;
+    let blank = b
+        .js(
+            "const i = document.querySelector('#nv-fields input[data-key=\"2\"]'); return [i.required, i.classList.contains('blank')];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        blank,
+        json!([true, true]),
+        "the blank is highlighted and required"
+    );
+    assert_eq!(
+        b.text_of(&b.wait("#nv-buttons").await)
+            .await
+            .replace('\n', " "),
+        "Yes No"
+    );
+    // Sending before the blank is filled is refused, naming the field.
+    b.click("#nv-send").await;
+    b.wait_text("#nv-error", "name what is missing", |t| {
+        t.contains("header image")
+    })
+    .await;
+    b.js(
+        "const bytes = new Uint8Array(arguments[0]);          const dt = new DataTransfer(); dt.items.add(new File([bytes], 'clinic.png', {type: 'image/png'}));          document.getElementById('nv-drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));          return true;",
+        json!([crate::attachments::PNG]),
+    )
+    .await;
+    b.wait("#nv-image-preview").await;
+    b.type_into("#nv-fields input[data-key=\"2\"]", "Monday at 10:00")
+        .await;
+    b.click("#nv-send").await;
+    let sent_text = "Hello Bobby, we can offer you an appointment on Monday at 10:00. Does that suit you?\n\nReply STOP to opt out";
+    wait_message(&b, sent_text).await;
+    let notification = app
+        .transcript_of(&bob)
+        .await
+        .into_iter()
+        .find(|m| m["kind"] == "template")
+        .expect("the notification");
+    let mut wamid = None;
+    for _ in 0..100 {
+        wamid = app
+            .transcript_of(&bob)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == notification["id"])
+            .and_then(|m| m["provider_message_id"].as_str().map(str::to_owned));
+        if wamid.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let wamid = wamid.expect("sent");
+    let template_out = wa
+        .sim
+        .sent()
+        .into_iter()
+        .find(|m| m["type"] == "template")
+        .expect("template at the provider");
+    assert_eq!(
+        template_out["template"]["components"][1]["parameters"][0]["text"],
+        "Bobby"
+    );
+    // Bob taps "Yes": it shows, linked to the notification.
+    wa.sim
+        .contact_sends(
+            "+447700900123",
+            "Bob",
+            json!({"type": "button", "button": {"payload": "APPT_YES", "text": "Yes"},
+                   "context": {"from": "15550001111", "id": wamid}}),
+        )
+        .await
+        .expect("tap");
+    wait_message(&b, "Yes").await;
+    let linked = b
+        .js(
+            "const li = [...document.querySelectorAll('#transcript .msg')].find(l => l.querySelector('.text').textContent === 'Yes');              const r = li && li.querySelector('.reply-to'); return r ? [r.dataset.replyTo, r.textContent] : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(linked[0], notification["id"], "{linked}");
+    assert!(
+        linked[1]
+            .as_str()
+            .is_some_and(|t| t.starts_with("↪ Hello Bobby")),
+        "{linked}"
+    );
+    std::fs::write(shots().join("notification.png"), b.screenshot().await).expect("shot");
+
     // The supervisor sees the agent's state change live.
     b.select("#state-select", "after_work").await;
     sup.wait_text(&row, "show After Work", |t| t == "After Work")
@@ -347,4 +471,155 @@ async fn what_a_contact_sends_is_shown_as_text_never_run() {
         "{csp}"
     );
     assert_eq!(b.script_errors().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_directory_communication_tab_and_supervisor_kpis() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let carla = "+14155550123";
+    wa.sim
+        .contact_sends(
+            carla,
+            "Carla Gómez",
+            json!({"type": "text", "text": {"body": "¿Hay alguien?"}}),
+        )
+        .await
+        .expect("inbound");
+    let b = signed_in(&app, &app.agent).await;
+
+    // Communication tab: the conversation with its unread count; reading it; writing.
+    b.click("button[data-view=\"communication\"]").await;
+    b.wait_text("#conv-list li .count", "count the unread", |t| t == "1")
+        .await;
+    b.click("#conv-list button").await;
+    b.wait_text("#cv-title", "open the conversation", |t| t == "Carla Gómez")
+        .await;
+    b.wait_text("#cv-transcript .msg .text", "show the message", |t| {
+        t == "¿Hay alguien?"
+    })
+    .await;
+    b.wait_js(
+        "the unread count to clear once read",
+        "return !document.querySelector('#conv-list .count');",
+        json!([]),
+    )
+    .await;
+    b.type_into("#cv-compose", "Sí, dígame").await;
+    b.click("#cv-send").await;
+    app.eventually("the reply reached the phone", || async {
+        wa.sim
+            .sent()
+            .iter()
+            .any(|m| m["text"]["body"] == "Sí, dígame")
+    })
+    .await;
+    // The contact's answer shows live in the open conversation.
+    wa.sim
+        .contact_sends(
+            carla,
+            "Carla Gómez",
+            json!({"type": "text", "text": {"body": "Mi factura"}}),
+        )
+        .await
+        .expect("inbound");
+    b.wait_js(
+        "the answer in the Communication tab",
+        "return [...document.querySelectorAll('#cv-transcript .msg .text')].some(t => t.textContent === 'Mi factura');",
+        json!([]),
+    )
+    .await;
+    // Open, it stays read.
+    b.wait_js(
+        "no unread count while the conversation is open",
+        "return !document.querySelector('#conv-list .count');",
+        json!([]),
+    )
+    .await;
+
+    // Directory: found by a word of the name, its channel and state, Validate, a new
+    // number, data edited.
+    b.click("button[data-view=\"directory\"]").await;
+    b.type_into("#dir-search", "gomez").await;
+    b.click("#dir-list button").await;
+    b.wait_text(
+        "#dir-identities li[data-channel=\"whatsapp\"]",
+        "list the WhatsApp number",
+        |t| t.contains("+14155550123"),
+    )
+    .await;
+    b.click("#dir-identities li[data-channel=\"whatsapp\"] .validate")
+        .await;
+    b.wait_text("#dir-verdict", "give the verdict", |t| {
+        t.starts_with("connected: the contact wrote from this number")
+    })
+    .await;
+    b.wait_text(
+        "#dir-identities li[data-channel=\"whatsapp\"] .status",
+        "show connected",
+        |t| t == "connected",
+    )
+    .await;
+    b.select("#dir-add-channel", "sms").await;
+    b.type_into("#dir-add-address", "+1 (310) 555-0142").await;
+    b.click("#dir-add button[type=\"submit\"]").await;
+    b.wait_text(
+        "#dir-identities li[data-channel=\"sms\"]",
+        "list the new number, normalised",
+        |t| t.contains("+13105550142"),
+    )
+    .await;
+    b.type_into("#dir-attr-key", "customer_id").await;
+    b.type_into("#dir-attr-value", "ACME-00042").await;
+    b.click("#dir-attr-form button").await;
+    b.wait_text(
+        "#dir-attrs tr[data-key=\"customer_id\"] td",
+        "show the data",
+        |t| t == "ACME-00042",
+    )
+    .await;
+    // Connect on a second WhatsApp number: the opt-in template goes out.
+    b.select("#dir-add-channel", "whatsapp").await;
+    b.type_into("#dir-add-address", "+14155550124").await;
+    b.click("#dir-add button[type=\"submit\"]").await;
+    let second = "#dir-identities li[data-channel=\"whatsapp\"]:nth-child(3)";
+    b.wait_text(second, "list the second WhatsApp number", |t| {
+        t.contains("+14155550124")
+    })
+    .await;
+    b.click(&format!("{second} .connect")).await;
+    b.wait_text(
+        &format!("{second} .status"),
+        "show connect requested",
+        |t| t == "connect requested",
+    )
+    .await;
+    app.eventually("the opt-in template went out", || async {
+        wa.sim
+            .sent()
+            .iter()
+            .any(|m| m["type"] == "template" && m["to"] == "14155550124")
+    })
+    .await;
+    std::fs::write(shots().join("directory.png"), b.screenshot().await).expect("shot");
+    // Create WhatsApp interaction: it opens in the interaction view, active and mine.
+    b.click("#dir-identities li[data-channel=\"whatsapp\"] .create")
+        .await;
+    b.wait_text("#iv-title", "open the interaction", |t| t == "Carla Gómez")
+        .await;
+    b.wait_text("#iv-meta", "show it active", |t| t.contains("active"))
+        .await;
+
+    // The supervisor: queue depths and the agent's KPIs for today.
+    let sup = signed_in(&app, &app.supervisor).await;
+    sup.click("#tab-supervisor").await;
+    sup.wait_text(
+        &format!("#kpis tr[data-agent=\"{}\"] .handled", app.agent.id.0),
+        "count the agent's interaction",
+        |t| t == "1",
+    )
+    .await;
+    sup.wait("#queue-depths").await;
+    assert_eq!(b.script_errors().await, Vec::<String>::new());
+    assert_eq!(sup.script_errors().await, Vec::<String>::new());
 }

@@ -376,7 +376,7 @@ async fn a_message_on_an_ended_interaction_resumes_it() {
     act(&app, &app.agent, &i, "end").await;
     let again = app.inbound("+14155552671", "one more thing").await;
     assert_eq!(again.interaction.id, a.interaction.id);
-    assert_eq!(again.interaction.state, "active");
+    assert_eq!(again.interaction.state.as_str(), "active");
     assert_eq!(again.interaction.agent_id, Some(app.agent.id.0));
 }
 

@@ -8,7 +8,7 @@ use test_support::{TestApp, Wa, read_reply, spawn_app};
 
 use crate::attachments::{PNG, upload};
 
-fn appointment() -> Value {
+pub(crate) fn appointment() -> Value {
     json!({
         "name": "appointment_proposal", "language": "en", "category": "utility", "status": "approved",
         "components": [
@@ -25,7 +25,7 @@ fn appointment() -> Value {
 }
 
 /// The provider's copy of the same template.
-fn at_provider(status: &str) -> Value {
+pub(crate) fn at_provider(status: &str) -> Value {
     json!({"name": "appointment_proposal", "language": "en", "status": status, "category": "UTILITY",
            "id": "777000111", "components": appointment()["components"].clone()})
 }

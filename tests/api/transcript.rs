@@ -34,7 +34,7 @@ async fn mark_done(app: &TestApp, interaction: uuid::Uuid) {
         &mut conn,
         app.tenant,
         InteractionId(interaction),
-        "done",
+        parley_core::state::InteractionState::Done,
         None,
         None,
         Some("resolved"),
@@ -83,7 +83,7 @@ async fn an_unknown_sender_becomes_a_contact_named_from_the_profile() {
         )
         .await;
     assert!(got.contact_created && got.interaction_created);
-    assert_eq!(got.interaction.state, "queued");
+    assert_eq!(got.interaction.state.as_str(), "queued");
     let c = app
         .get(
             &format!("/api/v1/contacts/{}", got.contact_id),

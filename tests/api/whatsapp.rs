@@ -1207,6 +1207,21 @@ async fn an_agent_starts_a_whatsapp_interaction_with_a_contact() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.json["state"], "active");
     assert_eq!(r.json["agent_id"], app.agent.id.to_string());
+    // Desktops and queue views hear of it as of an inbound one: created, then accepted.
+    let kinds: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind, audience FROM events WHERE payload->'interaction'->>'id' = $1 ORDER BY id",
+    )
+    .bind(r.json["id"].as_str().expect("id"))
+    .fetch_all(&app.db)
+    .await
+    .expect("events");
+    assert_eq!(
+        kinds,
+        vec![
+            ("interaction.created".to_owned(), "supervisors".to_owned()),
+            ("interaction.accepted".to_owned(), "tenant".to_owned())
+        ]
+    );
     let again = app
         .post(
             &format!("/api/v1/contacts/{contact}/interactions"),

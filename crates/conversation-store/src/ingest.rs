@@ -2,7 +2,10 @@
 //! the caller's transaction. Channel connectors parse; this stores.
 
 use chrono::{DateTime, Utc};
-use parley_core::{AttachmentId, ContactId, IdentityId, MessageId, TenantId, channel::Channel};
+use parley_core::{
+    AttachmentId, ContactId, IdentityId, MessageId, TenantId, channel::Channel,
+    state::InteractionState,
+};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
@@ -144,7 +147,7 @@ pub async fn ingest_inbound(
         .await?;
     }
     // Async chat: a message on an ended (not done) interaction resumes it with its agent.
-    if interaction.state == "ended"
+    if interaction.state == InteractionState::Ended
         && let Some(resumed) =
             interactions::resume(conn, tenant, parley_core::InteractionId(interaction.id)).await?
     {
@@ -308,7 +311,7 @@ pub struct Known {
     /// The identity's status (e.g. `connect_requested`).
     pub identity_status: String,
     /// The contact's interaction on this channel that is not done, with its state.
-    pub open_interaction: Option<(parley_core::InteractionId, String)>,
+    pub open_interaction: Option<(parley_core::InteractionId, InteractionState)>,
     /// The provider id is already stored: nothing to do.
     pub replay: bool,
 }
@@ -419,7 +422,11 @@ pub async fn lookup_known(
                 identity_status: r.status,
                 open_interaction: r
                     .interaction_id
-                    .zip(r.interaction_state)
+                    .zip(
+                        r.interaction_state
+                            .as_deref()
+                            .and_then(InteractionState::parse),
+                    )
                     .map(|(id, state)| (parley_core::InteractionId(id), state)),
                 replay: r.replay,
             });
@@ -447,7 +454,7 @@ pub async fn ingest_known(
             });
         }
         match &k.open_interaction {
-            Some((_, state)) if state != "ended" => {}
+            Some((_, state)) if *state != InteractionState::Ended => {}
             _ => {
                 return Err(StoreError::Invalid {
                     field: "interaction",

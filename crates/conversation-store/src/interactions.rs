@@ -24,8 +24,9 @@ pub struct Interaction {
     pub contact_id: Uuid,
     /// The channel.
     pub channel: String,
-    /// `queued`, `offered`, `active`, `ended` or `done`.
-    pub state: String,
+    /// Where it is in its lifecycle.
+    #[sqlx(try_from = "String")]
+    pub state: InteractionState,
     /// The handling agent, once accepted.
     pub agent_id: Option<Uuid>,
     /// Who ended it: `contact`, `agent` or `system`.
@@ -69,7 +70,7 @@ impl Serialize for Interaction {
             id: self.id,
             contact_id: self.contact_id,
             channel: &self.channel,
-            state: &self.state,
+            state: self.state.as_str(),
             agent_id: self.agent_id,
             ended_by: self.ended_by.as_deref(),
             disposition: self.disposition.as_deref(),
@@ -275,7 +276,7 @@ pub async fn set_state(
     conn: &mut PgConnection,
     tenant: TenantId,
     id: InteractionId,
-    state: &str,
+    state: InteractionState,
     agent: Option<Uuid>,
     ended_by: Option<&str>,
     disposition: Option<&str>,
@@ -297,7 +298,7 @@ pub async fn set_state(
     ))
     .bind(tenant.0)
     .bind(id.0)
-    .bind(state)
+    .bind(state.as_str())
     .bind(agent)
     .bind(ended_by)
     .bind(disposition)
@@ -313,7 +314,9 @@ pub async fn resume(
     tenant: TenantId,
     id: InteractionId,
 ) -> Result<Option<Interaction>, StoreError> {
-    let Some(resumed) = set_state(conn, tenant, id, "active", None, None, None).await? else {
+    let Some(resumed) =
+        set_state(conn, tenant, id, InteractionState::Active, None, None, None).await?
+    else {
         return Ok(None);
     };
     crate::events::append(

@@ -29,6 +29,9 @@ const S = {
   attachment: null,   // {file, url}
   convSelected: null,
   refreshTimer: null,
+  templates: [],
+  dirSelected: null,
+  notify: null,       // {template, rendered, image: {file, url} | null}
 };
 
 // ---------------------------------------------------------------------------------------
@@ -298,7 +301,15 @@ async function decline(id) {
 // ---------------------------------------------------------------------------------------
 // Interactions
 
-async function loadInteractions() {
+// One at a time, in call order: a list read before an accept must not overwrite the one
+// read after it.
+let listing = Promise.resolve();
+function loadInteractions() {
+  listing = listing.catch(() => {}).then(readInteractions);
+  return listing;
+}
+
+async function readInteractions() {
   const all = await api("GET", `interactions?agent=${S.me.id}`);
   S.interactions = all.filter((i) => i.state === "active" || i.state === "ended");
   const items = [];
@@ -320,6 +331,7 @@ async function loadInteractions() {
 
 async function openInteraction(id) {
   saveDraft();
+  closeNotify();
   const i = S.interactions.find((x) => x.id === id);
   if (!i) return;
   const c = await contact(i.contact_id, true);
@@ -359,6 +371,10 @@ function renderHead() {
     w.dataset.open = "true";
     w.textContent = "";
   }
+  const closed = i.channel === "whatsapp" && ident && ident.window_open === false;
+  $("window-closed").hidden = !closed;
+  $("compose").disabled = closed;
+  $("send").disabled = closed;
   $("iv-end").disabled = i.state !== "active";
   $("iv-done").disabled = i.state === "done";
 }
@@ -422,7 +438,14 @@ function renderMessage(m, highlight) {
       li.append(el("span", { class: "file", text: a.filename || a.mime_type }));
     }
   }
+  if (m.reply_to_id) {
+    const to = S.transcript.find((x) => x.id === m.reply_to_id);
+    li.append(el("span", { class: "reply-to", dataset: { replyTo: m.reply_to_id }, dir: "auto",
+      text: `↪ ${to ? messageText(to).slice(0, 80) : "an earlier message"}` }));
+  }
   li.append(body);
+  const buttons = (m.payload && Array.isArray(m.payload.buttons)) ? m.payload.buttons : [];
+  if (buttons.length) li.append(el("ul", { class: "chips", "aria-label": "Buttons" }, ...buttons.map((x) => el("li", { text: x.text || x.title || "", dir: "auto" }))));
   const who = m.direction === "inbound" ? "" : (m.sender && m.sender.type === "agent" ? "agent · " : "");
   const status = el("span", { class: "status", dataset: { status: m.status }, text: statusText(m) });
   li.append(el("span", { class: "meta" }, `${who}${m.channel} · ${shortTime(m.created_at)} · `, status));
@@ -606,6 +629,107 @@ async function send(ev) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Notifications: an approved template, filled from the contact's data, blanks typed.
+
+async function openNotify() {
+  if (!S.current) return;
+  $("nv").hidden = false;
+  $("nv-error").textContent = "";
+  S.templates = (await api("GET", "templates?status=approved")).filter((t) => t.known_to_provider !== false);
+  $("nv-template").replaceChildren(el("option", { value: "", text: "Choose a template…" }),
+    ...S.templates.map((t) => el("option", { value: t.id, text: `${t.name} (${t.language})` })));
+  S.notify = null;
+  drawNotify();
+  $("nv-template").focus();
+}
+
+function closeNotify() {
+  if (S.notify && S.notify.image) URL.revokeObjectURL(S.notify.image.url);
+  S.notify = null;
+  $("nv").hidden = true;
+}
+
+// The values the agent typed, by field key.
+function typedFields() {
+  const out = {};
+  for (const input of document.querySelectorAll("#nv-fields input[data-key]")) {
+    if (!input.readOnly && input.value.trim()) out[input.dataset.key] = input.value.trim();
+  }
+  return out;
+}
+
+async function chooseTemplate() {
+  const id = $("nv-template").value;
+  if (!id) { S.notify = null; drawNotify(); return; }
+  S.notify = { template: id, rendered: null, image: null };
+  await renderNotify({});
+}
+
+async function renderNotify(fields) {
+  if (!S.notify) return;
+  S.notify.rendered = await api("POST", `templates/${S.notify.template}/render`, { contact_id: S.current.contact.id, fields });
+  drawNotify();
+}
+
+const SOURCES = { contact_data: "the contact's data", agent_data: "your profile", clock: "the clock",
+  default: "the template's default", agent_input: "typed", blank: "blank: type it" };
+
+function drawNotify() {
+  const r = S.notify && S.notify.rendered;
+  $("nv-drop").hidden = !(r && r.header_media === "IMAGE");
+  $("nv-header").textContent = (r && r.header_text) || "";
+  $("nv-body").textContent = r ? r.body : "";
+  $("nv-footer").textContent = (r && r.footer) || "";
+  $("nv-buttons").replaceChildren(...(r ? r.buttons : []).map((x) => el("li", { text: x.text || "", dir: "auto" })));
+  const keep = typedFields();
+  $("nv-fields").replaceChildren(...(r ? r.fields : []).map((f) => {
+    const typed = f.source === "agent_input" || f.source === "blank";
+    const input = el("input", {
+      "data-key": f.key, value: typed ? (keep[f.key] || f.value || "") : (f.value || ""),
+      "aria-label": `Field ${f.key}`, placeholder: f.example || "", dir: "auto",
+    });
+    input.readOnly = !typed;
+    input.required = typed;
+    if (f.source === "blank") input.classList.add("blank");
+    input.addEventListener("change", () => renderNotify(typedFields()).catch((e) => { $("nv-error").textContent = e.message; }));
+    return el("tr", { dataset: { key: f.key, source: f.source } },
+      el("th", { text: f.key, scope: "row" }), el("td", {}, input),
+      el("td", { class: "source", text: SOURCES[f.source] || f.source }));
+  }));
+  $("nv-send").disabled = !r;
+}
+
+function setNotifyImage(file) {
+  if (!S.notify || !file) return;
+  if (!/^image\/(jpeg|png)$/.test(file.type)) { $("nv-error").textContent = "The header takes a JPEG or PNG image."; return; }
+  if (S.notify.image) URL.revokeObjectURL(S.notify.image.url);
+  S.notify.image = { file, url: URL.createObjectURL(file) };
+  $("nv-image-preview").src = S.notify.image.url;
+  $("nv-image-preview").hidden = false;
+}
+
+async function sendNotify() {
+  if (!S.notify || !S.notify.rendered) return;
+  $("nv-error").textContent = "";
+  const body = { template_id: S.notify.template, fields: typedFields() };
+  try {
+    if (S.notify.rendered.header_media === "IMAGE") {
+      if (!S.notify.image) { $("nv-error").textContent = "Add the header image first."; return; }
+      const form = new FormData();
+      form.append("file", S.notify.image.file, S.notify.image.file.name);
+      body.header_image_attachment_id = (await api("POST", "attachments", form)).id;
+    }
+    const key = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
+    const m = await api("POST", `contacts/${S.current.contact.id}/notifications`, body, { headers: { "idempotency-key": key } });
+    addMessage(m);
+    closeNotify();
+  } catch (e) {
+    const errs = (e.problem && e.problem.errors) || [];
+    $("nv-error").textContent = errs.length ? errs.map((x) => `${x.field}: ${x.message}`).join("; ") : e.message;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Communication tab
 
 async function loadConversations() {
@@ -630,10 +754,29 @@ async function openConversation(id) {
   $("cv-title").textContent = c.name;
   $("cv-title").dir = "auto";
   $("cv-open").hidden = false;
+  $("cv-composer").hidden = false;
   const page = await api("GET", `contacts/${id}/messages?limit=50`);
   $("cv-transcript").replaceChildren(...page.items.map((m) => renderMessage(m)));
-  try { await api("POST", `contacts/${id}/read`, {}); } catch { /* unread stays */ }
+  const newest = page.items[page.items.length - 1];
+  if (newest) {
+    try { await api("POST", `contacts/${id}/read`, { up_to_message_id: newest.id }); } catch { /* unread stays */ }
+  }
   await loadConversations();
+}
+
+async function sendFromConversation(ev) {
+  ev.preventDefault();
+  const text = $("cv-compose").value.trim();
+  if (!text || !S.convSelected) return;
+  $("cv-error").textContent = "";
+  try {
+    const key = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
+    const m = await api("POST", `contacts/${S.convSelected}/messages`, { text }, { headers: { "idempotency-key": key } });
+    $("cv-compose").value = "";
+    $("cv-transcript").append(renderMessage(m));
+  } catch (e) {
+    $("cv-error").textContent = e.message;
+  }
 }
 
 async function openFromConversation() {
@@ -649,11 +792,181 @@ async function openFromConversation() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Standard responses: found by name or shortcut, filled for the contact, put in the draft.
+
+async function findResponses() {
+  const q = $("sr-q").value.trim().replace(/^\//, "");
+  const list = await api("GET", `standard-responses${q ? `?q=${encodeURIComponent(q)}` : ""}`);
+  $("sr-list").replaceChildren(...list.map((r) => el("li", {}, el("button", {
+    type: "button", dataset: { response: r.id }, onclick: () => useResponse(r.id),
+  }, el("strong", { text: r.name, dir: "auto" }), el("span", { class: "muted", text: r.shortcut ? ` ${r.shortcut}` : "" })))));
+  if (list.length === 0) $("sr-list").replaceChildren(el("li", { class: "muted", text: "No response matches." }));
+}
+
+async function useResponse(id) {
+  if (!S.current) return;
+  const r = await api("POST", `standard-responses/${id}/render`, { contact_id: S.current.contact.id, fields: {} });
+  const t = $("compose");
+  t.value = t.value ? `${t.value} ${r.body}` : r.body;
+  $("compose-error").textContent = r.blank && r.blank.length ? `Fill in: ${r.blank.map((k) => `{{${k}}}`).join(", ")}` : "";
+  $("sr").hidden = true;
+  $("sr-toggle").setAttribute("aria-expanded", "false");
+  saveDraft();
+  t.focus();
+}
+
+// ---------------------------------------------------------------------------------------
+// Directory: a contact's channels with their state, numbers, data and history, and the
+// WhatsApp channel actions.
+
+const IDENTITY_STATES = {
+  unverified: "not verified", connect_requested: "connect requested", connected: "connected",
+  declined: "declined", invalid: "invalid", opted_out: "opted out",
+};
+
+async function loadDirectory() {
+  const q = $("dir-search").value.trim();
+  const page = await api("GET", `contacts?limit=50${q ? `&q=${encodeURIComponent(q)}` : ""}`);
+  $("dir-list").replaceChildren(...page.items.map((c) => el("li", {}, el("button", {
+    type: "button", dataset: { contact: c.id }, "aria-current": S.dirSelected === c.id ? "true" : "false",
+    onclick: () => openContact(c.id),
+  }, el("span", { text: c.name, dir: "auto" })))));
+}
+
+async function openContact(id) {
+  S.dirSelected = id;
+  $("dir-error").textContent = "";
+  $("dir-verdict").textContent = "";
+  const c = await contact(id, true);
+  $("dir-detail").hidden = false;
+  $("dir-name").value = c.name;
+  drawIdentities(c);
+  $("dir-attrs").replaceChildren(...Object.entries(c.attributes || {}).map(([k, v]) => el("tr", { dataset: { key: k } },
+    el("th", { text: k, scope: "row" }), el("td", { text: typeof v === "string" ? v : JSON.stringify(v), dir: "auto" }))));
+  const history = await api("GET", `contacts/${id}/interactions`);
+  $("dir-history").replaceChildren(...history.map((i) => el("tr", {},
+    el("td", { text: time(i.started_at) }), el("td", { text: i.channel }), el("td", { text: i.state }),
+    el("td", { text: i.handle_seconds != null ? `${Math.round(i.handle_seconds)} s` : "" }),
+    el("td", { text: i.disposition || "" }))));
+}
+
+function drawIdentities(c) {
+  $("dir-identities").replaceChildren(...(c.identities || []).map((x) => {
+    const warn = x.status === "invalid" || x.address_warning;
+    const why = x.status === "invalid" && x.last_error ? (x.last_error.title || x.last_error.message || x.last_error.code || "") : "";
+    const li = el("li", { dataset: { identity: x.id, channel: x.channel } },
+      el("strong", { text: x.channel }), el("span", { text: x.address, dir: "ltr" }),
+      el("span", { class: "status", dataset: { status: x.status }, text: IDENTITY_STATES[x.status] || x.status }),
+      warn ? el("span", { class: "warn", role: "img", "aria-label": "warning", title: why || x.address_warning || "", text: "⚠" }) : null,
+      why ? el("span", { class: "why warn", text: String(why) }) : null,
+      x.address_warning ? el("span", { class: "warn", text: x.address_warning }) : null);
+    if (x.channel === "whatsapp") {
+      li.append(
+        el("button", { type: "button", class: "connect", text: "Connect WhatsApp channel", onclick: () => identityAction(x.id, "connect") }),
+        el("button", { type: "button", class: "validate", text: "Validate WhatsApp channel", onclick: () => identityAction(x.id, "validate") }),
+        el("button", { type: "button", class: "create", text: "Create WhatsApp interaction", onclick: () => createFrom(c.id) }));
+    }
+    return li;
+  }));
+}
+
+async function identityAction(identity, what) {
+  const id = S.dirSelected;
+  $("dir-error").textContent = "";
+  try {
+    const r = await api("POST", `contacts/${id}/identities/${identity}/${what}`);
+    $("dir-verdict").textContent = what === "validate"
+      ? `${IDENTITY_STATES[r.status] || r.status}: ${r.reason}${r.advice ? `. ${r.advice}` : ""}`
+      : "Connect request sent: the contact is asked to answer Yes or No.";
+    drawIdentities(await contact(id, true));
+  } catch (e) {
+    $("dir-error").textContent = e.message;
+  }
+}
+
+async function createFrom(contactId) {
+  try {
+    const i = await api("POST", `contacts/${contactId}/interactions`, { channel: "whatsapp" });
+    await loadInteractions();
+    showView("interactions");
+    await openInteraction(i.id);
+  } catch (e) {
+    $("dir-error").textContent = e.message;
+  }
+}
+
+async function saveName(ev) {
+  ev.preventDefault();
+  try {
+    await api("PATCH", `contacts/${S.dirSelected}`, { name: $("dir-name").value });
+    await openContact(S.dirSelected);
+    await loadDirectory();
+  } catch (e) { $("dir-error").textContent = e.message; }
+}
+
+async function saveAttr(ev) {
+  ev.preventDefault();
+  const key = $("dir-attr-key").value.trim();
+  const value = $("dir-attr-value").value;
+  try {
+    await api("PATCH", `contacts/${S.dirSelected}`, { attributes: { [key]: value === "" ? null : value } });
+    $("dir-attr-key").value = "";
+    $("dir-attr-value").value = "";
+    await openContact(S.dirSelected);
+  } catch (e) { $("dir-error").textContent = e.message; }
+}
+
+async function addNumber(ev) {
+  ev.preventDefault();
+  try {
+    await api("POST", `contacts/${S.dirSelected}/identities`, { channel: $("dir-add-channel").value, address: $("dir-add-address").value });
+    $("dir-add-address").value = "";
+    await openContact(S.dirSelected);
+  } catch (e) {
+    const field = e.problem && e.problem.errors && e.problem.errors[0];
+    $("dir-error").textContent = field ? `${field.field}: ${field.message}` : e.message;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Supervisor
 
 async function loadAgents() {
   S.agents = await api("GET", "agents");
   renderAgents();
+  await loadDepths();
+  await loadKpis();
+}
+
+async function loadDepths() {
+  const counts = new Map(S.queues.map((q) => [q.id, { queued: 0, offered: 0, active: 0 }]));
+  const none = { queued: 0, offered: 0, active: 0 };
+  for (const state of ["queued", "offered", "active"]) {
+    for (const i of await api("GET", `interactions?state=${state}`)) {
+      const c = counts.get(i.queue_id) || none;
+      c[state] += 1;
+    }
+  }
+  const rows = S.queues.map((q) => [q.name, counts.get(q.id)]);
+  if (none.queued + none.offered + none.active) rows.push(["(no queue)", none]);
+  $("queue-depths").replaceChildren(...rows.map(([name, c]) => el("tr", {},
+    el("td", { text: name, dir: "auto" }), el("td", { class: "queued", text: String(c.queued) }),
+    el("td", { text: String(c.offered) }), el("td", { text: String(c.active) }))));
+}
+
+const secs = (v) => (v == null ? "–" : v >= 60 ? `${Math.floor(v / 60)} min ${Math.round(v % 60)} s` : `${Math.round(v)} s`);
+
+async function loadKpis() {
+  const days = Number($("kpi-period").value || "1");
+  const to = new Date();
+  const from = new Date();
+  from.setHours(0, 0, 0, 0);
+  from.setDate(from.getDate() - (days - 1));
+  const rows = await api("GET", `reports/agents?from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(new Date(to.getTime() + 1000).toISOString())}`);
+  $("kpis").replaceChildren(...rows.map((r) => el("tr", { dataset: { agent: r.agent_id } },
+    el("td", { text: r.display_name, dir: "auto" }), el("td", { class: "handled", text: String(r.interactions_handled) }),
+    el("td", { text: secs(r.avg_handle_secs) }), el("td", { text: secs(r.avg_first_response_secs) }),
+    el("td", { text: secs(r.total_handle_secs) }), el("td", { text: String(r.offers_refused) }))));
 }
 
 function renderAgents() {
@@ -717,6 +1030,7 @@ async function handleEvent(e) {
   switch (e.kind) {
     case "interaction.offered":
       await loadMyState();
+      if (!$("view-supervisor").hidden) await loadDepths();
       notify("New interaction", "A contact is waiting for you");
       break;
     case "interaction.offer_revoked":
@@ -727,6 +1041,7 @@ async function handleEvent(e) {
     case "interaction.resumed": case "interaction.transferred": case "interaction.created":
       await loadMyState();
       await loadInteractions();
+      if (!$("view-supervisor").hidden) await loadDepths();
       break;
     case "message.created":
       if (p.message) {
@@ -738,7 +1053,14 @@ async function handleEvent(e) {
             renderHead();
           }
         }
-        if (!$("view-communication").hidden) await loadConversations();
+        if (!$("view-communication").hidden) {
+          if (p.message.contact_id === S.convSelected && !document.querySelector(`#cv-transcript [data-id="${p.message.id}"]`)) {
+            $("cv-transcript").append(renderMessage(p.message));
+            // Seen as it arrives: the open conversation stays read.
+            try { await api("POST", `contacts/${S.convSelected}/read`, { up_to_message_id: p.message.id }); } catch { /* unread shows */ }
+          }
+          await loadConversations();
+        }
       }
       break;
     case "message.status":
@@ -768,7 +1090,8 @@ const isSupervisor = () => S.me && (S.me.role === "supervisor" || S.me.role === 
 
 function showView(name) {
   for (const b of document.querySelectorAll(".tabs button")) b.setAttribute("aria-pressed", b.dataset.view === name ? "true" : "false");
-  for (const v of ["interactions", "communication", "supervisor"]) $(`view-${v}`).hidden = v !== name;
+  for (const v of ["interactions", "communication", "directory", "supervisor"]) $(`view-${v}`).hidden = v !== name;
+  if (name === "directory") loadDirectory().catch((e) => banner(e.message));
   if (name === "communication") loadConversations().catch((e) => banner(e.message));
   if (name === "supervisor") loadAgents().catch((e) => banner(e.message));
 }
@@ -833,6 +1156,33 @@ function wire() {
     pad.hidden = !pad.hidden;
     $("emoji-toggle").setAttribute("aria-expanded", pad.hidden ? "false" : "true");
   });
+  $("iv-notify").addEventListener("click", () => openNotify().catch((e) => banner(e.message)));
+  $("window-notify").addEventListener("click", () => openNotify().catch((e) => banner(e.message)));
+  $("nv-close").addEventListener("click", closeNotify);
+  $("nv-template").addEventListener("change", () => chooseTemplate().catch((e) => { $("nv-error").textContent = e.message; }));
+  $("nv-image").addEventListener("change", () => setNotifyImage($("nv-image").files[0]));
+  $("nv-drop").addEventListener("dragover", (ev) => { ev.preventDefault(); $("nv-drop").classList.add("over"); });
+  $("nv-drop").addEventListener("dragleave", () => $("nv-drop").classList.remove("over"));
+  $("nv-drop").addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    $("nv-drop").classList.remove("over");
+    setNotifyImage(ev.dataTransfer.files[0]);
+  });
+  $("nv-send").addEventListener("click", () => sendNotify());
+  $("sr-toggle").addEventListener("click", () => {
+    const pad2 = $("sr");
+    pad2.hidden = !pad2.hidden;
+    $("sr-toggle").setAttribute("aria-expanded", pad2.hidden ? "false" : "true");
+    if (!pad2.hidden) { findResponses().catch((e) => banner(e.message)); $("sr-q").focus(); }
+  });
+  $("sr-q").addEventListener("input", () => findResponses().catch(() => {}));
+  $("sr-q").addEventListener("keydown", (ev) => { if (ev.key === "Enter") ev.preventDefault(); });
+  $("dir-search").addEventListener("input", () => loadDirectory().catch(() => {}));
+  $("dir-name-form").addEventListener("submit", saveName);
+  $("dir-attr-form").addEventListener("submit", saveAttr);
+  $("dir-add").addEventListener("submit", addNumber);
+  $("kpi-period").addEventListener("change", () => loadKpis().catch((e) => banner(e.message)));
+  $("cv-composer").addEventListener("submit", sendFromConversation);
   $("conv-search").addEventListener("input", () => loadConversations().catch(() => {}));
   $("cv-open").addEventListener("click", openFromConversation);
   setInterval(tickCountdowns, 1000);

@@ -16,7 +16,10 @@ use conversation_store::{
     events::{self, Audience},
     interactions::{self, Interaction},
 };
-use parley_core::{InteractionId, TenantId, UserId};
+use parley_core::{
+    InteractionId, TenantId, UserId,
+    state::{AgentState, InteractionState},
+};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -57,7 +60,11 @@ pub enum RouterError {
 }
 
 /// Agent states an agent may set themself.
-pub const SETTABLE: [&str; 3] = ["ready", "not_ready", "after_work"];
+pub const SETTABLE: [AgentState; 3] = [
+    AgentState::Ready,
+    AgentState::NotReady,
+    AgentState::AfterWork,
+];
 
 /// Routing settings that are not per queue.
 #[derive(Debug, Clone, Copy)]
@@ -300,7 +307,7 @@ pub async fn set_state(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
-    state: &str,
+    state: AgentState,
     reason: Option<&str>,
 ) -> Result<AgentView, RouterError> {
     sqlx::query(
@@ -311,7 +318,7 @@ pub async fn set_state(
     )
     .bind(user.0)
     .bind(tenant.0)
-    .bind(state)
+    .bind(state.as_str())
     .bind(reason)
     .execute(&mut *conn)
     .await?;
@@ -348,7 +355,7 @@ pub async fn set_state(
         )
         .await?;
     }
-    if state == "ready" {
+    if state == AgentState::Ready {
         wake(conn).await?;
     }
     Ok(view)
@@ -420,7 +427,7 @@ async fn make_offer(
         tx,
         tenant,
         InteractionId(interaction),
-        "offered",
+        InteractionState::Offered,
         None,
         None,
         None,
@@ -456,7 +463,7 @@ async fn requeue(
         tx,
         tenant,
         InteractionId(interaction),
-        "queued",
+        InteractionState::Queued,
         None,
         None,
         None,
@@ -511,7 +518,7 @@ pub async fn route_round(
             &mut tx,
             tenant,
             UserId(agent),
-            "not_responding",
+            AgentState::NotResponding,
             Some("missed an offer"),
         )
         .await?;
@@ -551,7 +558,14 @@ pub async fn route_round(
     .fetch_all(&mut *tx)
     .await?;
     for (user, tenant) in gone {
-        set_state(&mut tx, TenantId(tenant), UserId(user), "offline", None).await?;
+        set_state(
+            &mut tx,
+            TenantId(tenant),
+            UserId(user),
+            AgentState::Offline,
+            None,
+        )
+        .await?;
         changes += 1;
     }
     // New interactions join their queue (`QUEUE_FOR`). Only tenants
@@ -739,7 +753,7 @@ pub async fn end(
     interaction: InteractionId,
 ) -> Result<Interaction, RouterError> {
     let i = own(conn, tenant, user, interaction).await?;
-    if i.state != "active" {
+    if i.state != InteractionState::Active {
         return Err(RouterError::WrongState(format!(
             "only an active interaction can be ended; it is {}",
             i.state
@@ -759,8 +773,16 @@ async fn end_as(
     by: &str,
     reason: Option<&str>,
 ) -> Result<Option<Interaction>, RouterError> {
-    let Some(i) =
-        interactions::set_state(conn, tenant, interaction, "ended", None, Some(by), None).await?
+    let Some(i) = interactions::set_state(
+        conn,
+        tenant,
+        interaction,
+        InteractionState::Ended,
+        None,
+        Some(by),
+        None,
+    )
+    .await?
     else {
         return Ok(None);
     };
@@ -788,7 +810,7 @@ pub async fn done(
     disposition: Option<&str>,
 ) -> Result<Interaction, RouterError> {
     let i = own(conn, tenant, user, interaction).await?;
-    if !matches!(i.state.as_str(), "active" | "ended") {
+    if !matches!(i.state, InteractionState::Active | InteractionState::Ended) {
         return Err(RouterError::WrongState(format!(
             "only an active or ended interaction can be marked done; it is {}",
             i.state
@@ -811,21 +833,29 @@ pub async fn done(
             ),
         });
     }
-    if i.state == "active" {
+    if i.state == InteractionState::Active {
         interactions::set_state(
             conn,
             tenant,
             interaction,
-            "ended",
+            InteractionState::Ended,
             None,
             Some("agent"),
             None,
         )
         .await?;
     }
-    let i = interactions::set_state(conn, tenant, interaction, "done", None, None, disposition)
-        .await?
-        .ok_or(RouterError::NotFound)?;
+    let i = interactions::set_state(
+        conn,
+        tenant,
+        interaction,
+        InteractionState::Done,
+        None,
+        None,
+        disposition,
+    )
+    .await?
+    .ok_or(RouterError::NotFound)?;
     events::append(
         conn,
         tenant,
@@ -864,11 +894,13 @@ pub async fn transfer(
     let i = interactions::get(conn, tenant, interaction)
         .await?
         .ok_or(RouterError::NotFound)?;
-    match i.state.as_str() {
-        "active" if i.agent_id == Some(by.0) || supervisor => {}
-        "active" => return Err(RouterError::NotYours("the interaction is not yours")),
-        "queued" | "offered" if supervisor => {}
-        "queued" | "offered" => {
+    match i.state {
+        InteractionState::Active if i.agent_id == Some(by.0) || supervisor => {}
+        InteractionState::Active => {
+            return Err(RouterError::NotYours("the interaction is not yours"));
+        }
+        InteractionState::Queued | InteractionState::Offered if supervisor => {}
+        InteractionState::Queued | InteractionState::Offered => {
             return Err(RouterError::NotYours(
                 "only a supervisor may assign a waiting interaction",
             ));
@@ -880,7 +912,7 @@ pub async fn transfer(
         }
     }
     act_as(conn, &by.0.to_string()).await?;
-    if i.state == "offered" {
+    if i.state == InteractionState::Offered {
         withdraw_offer(conn, tenant, interaction, "reassigned").await?;
     }
     let from = i.agent_id;
@@ -903,7 +935,7 @@ pub async fn transfer(
                 .fetch_optional(&mut *conn)
                 .await?
                 .ok_or(RouterError::Missing("agent"))?;
-            if state != "ready" || !free {
+            if state != AgentState::Ready.as_str() || !free {
                 return Err(RouterError::WrongState(format!(
                     "that agent cannot take it now (state {state}{})",
                     if free { "" } else { ", at capacity" }
@@ -995,14 +1027,14 @@ pub async fn take_over(
     let i = interactions::get(conn, tenant, interaction)
         .await?
         .ok_or(RouterError::NotFound)?;
-    match i.state.as_str() {
-        "active" if i.agent_id == Some(user.0) => return Ok(i),
-        "active" => {
+    match i.state {
+        InteractionState::Active if i.agent_id == Some(user.0) => return Ok(i),
+        InteractionState::Active => {
             return Err(RouterError::NotYours(
                 "another agent is handling this contact's chat; ask a supervisor to transfer it",
             ));
         }
-        "queued" | "offered" | "ended" => {}
+        InteractionState::Queued | InteractionState::Offered | InteractionState::Ended => {}
         other => {
             return Err(RouterError::WrongState(format!(
                 "the interaction is {other}"
@@ -1010,7 +1042,7 @@ pub async fn take_over(
         }
     }
     act_as(conn, &user.0.to_string()).await?;
-    if i.state == "offered" {
+    if i.state == InteractionState::Offered {
         withdraw_offer(conn, tenant, interaction, "taken").await?;
     }
     sqlx::query("UPDATE interactions SET transfer_to = NULL WHERE tenant_id = $1 AND id = $2")
@@ -1058,7 +1090,7 @@ pub async fn make_active(
         conn,
         tenant,
         interaction,
-        "active",
+        InteractionState::Active,
         Some(user.0),
         None,
         None,
@@ -1096,7 +1128,10 @@ pub async fn reply_through(
     let i = interactions::get(conn, tenant, interaction)
         .await?
         .ok_or(RouterError::NotFound)?;
-    if matches!(i.state.as_str(), "queued" | "offered") {
+    if matches!(
+        i.state,
+        InteractionState::Queued | InteractionState::Offered
+    ) {
         return Err(RouterError::WrongState(format!(
             "the interaction is {}; accept it first",
             i.state
@@ -1105,19 +1140,19 @@ pub async fn reply_through(
     if i.agent_id != Some(user.0) && !supervisor {
         return Err(RouterError::NotYours("the interaction is not yours"));
     }
-    match i.state.as_str() {
-        "active" => Ok(i),
-        "ended" => {
+    match i.state {
+        InteractionState::Active => Ok(i),
+        InteractionState::Ended => {
             act_as(conn, &user.0.to_string()).await?;
             interactions::resume(conn, tenant, interaction)
                 .await?
                 .ok_or(RouterError::NotFound)
         }
-        "done" => Err(RouterError::WrongState(
+        InteractionState::Done => Err(RouterError::WrongState(
             "the interaction is done; start a new one with POST /contacts/{id}/interactions".into(),
         )),
-        other => Err(RouterError::WrongState(format!(
-            "the interaction is {other}; accept it first"
-        ))),
+        other @ (InteractionState::Queued | InteractionState::Offered) => Err(
+            RouterError::WrongState(format!("the interaction is {other}; accept it first")),
+        ),
     }
 }

@@ -144,12 +144,17 @@ impl Browser {
 
     /// Run `script` (a function body; `arguments` holds `args`) and return its value.
     pub async fn js(&self, script: &str, args: Value) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({"script": script, "args": args})),
+            )
+            .await;
+        if let Some(e) = v.get("error").filter(|_| v.get("message").is_some()) {
+            panic!("script failed ({e}): {}\n{script}", v["message"]);
+        }
+        v
     }
 
     /// The element `css` selects, if any.
@@ -180,10 +185,10 @@ impl Browser {
                     return id;
                 }
             }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "timed out waiting for `{css}` to show"
-            );
+            if start.elapsed() >= PATIENCE {
+                let errors = self.script_errors().await;
+                panic!("timed out waiting for `{css}` to show; script errors: {errors:?}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -199,10 +204,12 @@ impl Browser {
                     return last;
                 }
             }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "timed out waiting for `{css}` to {what}; last text: {last:?}"
-            );
+            if start.elapsed() >= PATIENCE {
+                let errors = self.script_errors().await;
+                panic!(
+                    "timed out waiting for `{css}` to {what}; last text: {last:?}; script errors: {errors:?}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -214,7 +221,10 @@ impl Browser {
             if self.js(script, args.clone()).await == Value::Bool(true) {
                 return;
             }
-            assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+            if start.elapsed() >= PATIENCE {
+                let errors = self.script_errors().await;
+                panic!("timed out waiting for {what}; script errors: {errors:?}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -253,7 +253,7 @@ impl From<Interaction> for InteractionOut {
             id: i.id,
             contact_id: i.contact_id,
             channel: i.channel,
-            state: i.state,
+            state: i.state.as_str().to_owned(),
             agent_id: i.agent_id,
             ended_by: i.ended_by,
             disposition: i.disposition,

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use interaction_router::{self as router, AgentView, RouterError};
-use parley_core::state::InteractionState;
+use parley_core::state::{AgentState, InteractionState};
 use parley_core::{InteractionId, Principal, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -154,7 +154,7 @@ async fn my_state(
             transfer: o.transfer,
         })
         .collect();
-    let warning = (agent.state == "ready" && !agent.event_stream).then(|| {
+    let warning = (agent.state == AgentState::Ready.as_str() && !agent.event_stream).then(|| {
         format!(
             "no event stream is open for you: open GET /api/v1/events to see offers as they come; \
              without one you are made offline {} s after your last socket closed or your state was set",
@@ -190,12 +190,11 @@ pub async fn put_my_state(
     principal: Principal,
     ApiJson(input): ApiJson<StateIn>,
 ) -> Result<axum::Json<MyStateOut>, ApiError> {
-    if !router::SETTABLE.contains(&input.state.as_str()) {
-        return Err(ApiError::invalid_field(
-            "state",
-            "must be ready, not_ready or after_work",
-        ));
-    }
+    let wanted = AgentState::parse(&input.state)
+        .filter(|s| router::SETTABLE.contains(s))
+        .ok_or_else(|| {
+            ApiError::invalid_field("state", "must be ready, not_ready or after_work")
+        })?;
     if input
         .reason
         .as_ref()
@@ -206,20 +205,20 @@ pub async fn put_my_state(
             "must be at most 64 characters",
         ));
     }
-    let reason = if input.state == "not_ready" {
+    let reason = if wanted == AgentState::NotReady {
         input.reason.as_deref()
     } else {
         None
     };
     let mut tx = state.db.begin().await?;
-    if input.state == "not_ready" {
+    if wanted == AgentState::NotReady {
         router::check_reason(&mut tx, principal.tenant_id, reason).await?;
     }
     router::set_state(
         &mut tx,
         principal.tenant_id,
         principal.user_id,
-        &input.state,
+        wanted,
         reason,
     )
     .await?;

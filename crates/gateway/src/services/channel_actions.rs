@@ -356,6 +356,15 @@ pub async fn create_interaction(
     )
     .await?;
     let interaction = if created {
+        // Announced as an inbound one is (supervisors' queue views), then accepted.
+        conversation_store::events::append(
+            &mut tx,
+            tenant,
+            conversation_store::events::Audience::Supervisors,
+            "interaction.created",
+            &json!({ "interaction": interaction }),
+        )
+        .await?;
         interaction_router::make_active(
             &mut tx,
             tenant,

@@ -11,7 +11,7 @@ use conversation_store::{
     StoreError, contacts,
     ingest::{Inbound, ingest_inbound},
 };
-use parley_core::state::IdentityStatus;
+use parley_core::state::{IdentityStatus, InteractionState};
 use parley_core::{ContactId, TenantId, channel::Channel};
 use uuid::Uuid;
 
@@ -88,7 +88,7 @@ pub async fn apply_batch(
                 ) && k
                     .open_interaction
                     .as_ref()
-                    .is_some_and(|(_, state)| state != "ended"))
+                    .is_some_and(|(_, state)| *state != InteractionState::Ended))
         });
         if !short {
             let d = &batch[*di];
