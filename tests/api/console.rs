@@ -548,6 +548,8 @@ async fn the_directory_communication_tab_and_supervisor_kpis() {
         |t| t.contains("+14155550123"),
     )
     .await;
+    b.click("#dir-identities li[data-channel=\"whatsapp\"] summary")
+        .await;
     b.click("#dir-identities li[data-channel=\"whatsapp\"] .validate")
         .await;
     b.wait_text("#dir-verdict", "give the verdict", |t| {
@@ -587,6 +589,7 @@ async fn the_directory_communication_tab_and_supervisor_kpis() {
         t.contains("+14155550124")
     })
     .await;
+    b.click(&format!("{second} summary")).await;
     b.click(&format!("{second} .connect")).await;
     b.wait_text(
         &format!("{second} .status"),
@@ -603,6 +606,8 @@ async fn the_directory_communication_tab_and_supervisor_kpis() {
     .await;
     std::fs::write(shots().join("directory.png"), b.screenshot().await).expect("shot");
     // Create WhatsApp interaction: it opens in the interaction view, active and mine.
+    b.click("#dir-identities li[data-channel=\"whatsapp\"] summary")
+        .await;
     b.click("#dir-identities li[data-channel=\"whatsapp\"] .create")
         .await;
     b.wait_text("#iv-title", "open the interaction", |t| t == "Carla Gómez")
@@ -622,4 +627,95 @@ async fn the_directory_communication_tab_and_supervisor_kpis() {
     sup.wait("#queue-depths").await;
     assert_eq!(b.script_errors().await, Vec::<String>::new());
     assert_eq!(sup.script_errors().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_session_outlives_its_access_token_and_a_lost_one_keeps_the_draft() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let b = signed_in(&app, &app.agent).await;
+    b.select("#state-select", "ready").await;
+    b.wait_text("#state-now", "say Ready", |t| t == "Ready")
+        .await;
+    wa.sim
+        .contact_sends(
+            "+972521234567",
+            "Dana",
+            json!({"type": "text", "text": {"body": "שלום, איפה ההזמנה שלי?"}}),
+        )
+        .await
+        .expect("inbound");
+    b.click(".offer .accept").await;
+    wait_message(&b, "שלום, איפה ההזמנה שלי?").await;
+    // Right-to-left text runs right to left, message by message.
+    let dir = b
+        .js(
+            "return getComputedStyle(document.querySelector('#transcript .msg .text')).direction;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(dir, "rtl");
+    b.type_into("#compose", "half a thought").await;
+
+    // The access token expires: the next call refreshes it and carries on.
+    b.js(
+        "S.session.access_token = 'expired'; return true;",
+        json!([]),
+    )
+    .await;
+    b.click("button[data-view=\"communication\"]").await;
+    b.wait_text("#conv-list", "list the conversation", |t| {
+        t.contains("Dana")
+    })
+    .await;
+    let token = b.js("return S.session.access_token;", json!([])).await;
+    assert!(
+        token
+            .as_str()
+            .is_some_and(|t| t != "expired" && t.len() > 20),
+        "{token}"
+    );
+    assert!(
+        b.find("#login-view:not([hidden])").await.is_none(),
+        "still signed in"
+    );
+
+    // The session is gone for good: back to the sign-in page, the draft kept.
+    b.js(
+        "S.session.access_token = 'gone'; S.session.refresh_token = 'gone'; return true;",
+        json!([]),
+    )
+    .await;
+    b.click("button[data-view=\"directory\"]").await;
+    b.wait_text("#login-error", "say why", |t| {
+        t.starts_with("Your session ended")
+    })
+    .await;
+    // The email is kept; the password typed again.
+    let email = b
+        .js(
+            "return document.getElementById('login-email').value;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(email, app.agent.email.as_str());
+    b.type_into("#login-password", &format!("{TEST_PASSWORD}\u{E007}"))
+        .await;
+    b.click("button[data-view=\"interactions\"]").await;
+    b.wait_text("#iv-title", "reopen the interaction", |t| t == "Dana")
+        .await;
+    let draft = b
+        .js(
+            "return document.getElementById('compose').value;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(draft, "half a thought");
+    // The browser logged the refused calls (the expired token, the lost session and its
+    // refresh), and nothing else.
+    let errors = b.script_errors().await;
+    assert!(
+        !errors.is_empty() && errors.iter().all(|e| e.contains("401 (Unauthorized)")),
+        "{errors:?}"
+    );
 }

@@ -861,10 +861,13 @@ function drawIdentities(c) {
       why ? el("span", { class: "why warn", text: String(why) }) : null,
       x.address_warning ? el("span", { class: "warn", text: x.address_warning }) : null);
     if (x.channel === "whatsapp") {
-      li.append(
-        el("button", { type: "button", class: "connect", text: "Connect WhatsApp channel", onclick: () => identityAction(x.id, "connect") }),
-        el("button", { type: "button", class: "validate", text: "Validate WhatsApp channel", onclick: () => identityAction(x.id, "validate") }),
-        el("button", { type: "button", class: "create", text: "Create WhatsApp interaction", onclick: () => createFrom(c.id) }));
+      // The channel action menu.
+      li.append(el("details", { class: "menu" },
+        el("summary", { text: "Actions", "aria-label": `Actions for ${x.address}` }),
+        el("div", { class: "menu-items" },
+          el("button", { type: "button", class: "connect", text: "Connect WhatsApp channel", onclick: () => identityAction(x.id, "connect") }),
+          el("button", { type: "button", class: "validate", text: "Validate WhatsApp channel", onclick: () => identityAction(x.id, "validate") }),
+          el("button", { type: "button", class: "create", text: "Create WhatsApp interaction", onclick: () => createFrom(c.id) }))));
     }
     return li;
   }));
