@@ -48,6 +48,14 @@ async fn transcript(b: &Browser) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The contact at `phone` (named `name`) writes `text` on the simulated WhatsApp.
+async fn writes(wa: &test_support::Wa, phone: &str, name: &str, text: &str) {
+    wa.sim
+        .contact_sends(phone, name, json!({"type": "text", "text": {"body": text}}))
+        .await
+        .expect("inbound");
+}
+
 async fn wait_message(b: &Browser, text: &str) {
     b.wait_js(
         &format!("`{text}` in the transcript"),
@@ -96,14 +104,7 @@ async fn a_working_day_in_the_console() {
 
     // A contact writes; the offer shows who, where and what, with a countdown.
     let ana = "+14155552671";
-    wa.sim
-        .contact_sends(
-            ana,
-            "Ana",
-            json!({"type": "text", "text": {"body": "¿Dónde está mi pedido?"}}),
-        )
-        .await
-        .expect("inbound");
+    writes(&wa, ana, "Ana", "¿Dónde está mi pedido?").await;
     b.wait_text(".offer .who", "name the contact", |t| t == "Ana")
         .await;
     b.wait_text(".offer .first", "show the first message", |t| {
@@ -167,14 +168,7 @@ async fn a_working_day_in_the_console() {
     .await;
 
     // The contact answers: it arrives live.
-    wa.sim
-        .contact_sends(
-            ana,
-            "Ana",
-            json!({"type": "text", "text": {"body": "Gracias, lo espero"}}),
-        )
-        .await
-        .expect("inbound");
+    writes(&wa, ana, "Ana", "Gracias, lo espero").await;
     wait_message(&b, "Gracias, lo espero").await;
     std::fs::write(shots().join("interaction.png"), b.screenshot().await).expect("shot");
 
@@ -190,14 +184,7 @@ async fn a_working_day_in_the_console() {
     b.click("#iv-end").await;
     b.wait_text("#iv-meta", "show it ended", |t| t.contains("ended"))
         .await;
-    wa.sim
-        .contact_sends(
-            ana,
-            "Ana",
-            json!({"type": "text", "text": {"body": "una cosa más"}}),
-        )
-        .await
-        .expect("inbound");
+    writes(&wa, ana, "Ana", "una cosa más").await;
     b.wait_text("#iv-meta", "show it resumed", |t| t.contains("active"))
         .await;
     wait_message(&b, "una cosa más").await;
@@ -214,10 +201,7 @@ async fn a_working_day_in_the_console() {
     b.wait_text("#conn", "say reconnecting", |t| t == "reconnecting…")
         .await;
     for text in ["primero", "segundo"] {
-        wa.sim
-            .contact_sends(ana, "Ana", json!({"type": "text", "text": {"body": text}}))
-            .await
-            .expect("inbound");
+        writes(&wa, ana, "Ana", text).await;
     }
     // Stored, but not on screen while the socket is down.
     app.eventually("both stored", || async {
@@ -266,14 +250,7 @@ async fn a_working_day_in_the_console() {
     );
 
     // After Done a new chat is offered and opens in a fresh interaction.
-    wa.sim
-        .contact_sends(
-            "+447700900123",
-            "Bob",
-            json!({"type": "text", "text": {"body": "Hello there"}}),
-        )
-        .await
-        .expect("inbound");
+    writes(&wa, "+447700900123", "Bob", "Hello there").await;
     b.click(".offer .accept").await;
     b.wait_text("#iv-title", "open Bob's interaction", |t| t == "Bob")
         .await;
@@ -433,14 +410,7 @@ async fn what_a_contact_sends_is_shown_as_text_never_run() {
         .await;
     let name = "<img src=x onerror=\"window.__xss='name'\">";
     let text = "<script>window.__xss='text'</script><b>bold</b> שלום";
-    wa.sim
-        .contact_sends(
-            "+14155550199",
-            name,
-            json!({"type": "text", "text": {"body": text}}),
-        )
-        .await
-        .expect("inbound");
+    writes(&wa, "+14155550199", name, text).await;
     b.wait_text(".offer .who", "show the name", |t| t == name)
         .await;
     b.wait_text(".offer .first", "show the text", |t| t == text)
@@ -478,14 +448,7 @@ async fn the_directory_communication_tab_and_supervisor_kpis() {
     let app = spawn_app().await;
     let wa = app.whatsapp().await;
     let carla = "+14155550123";
-    wa.sim
-        .contact_sends(
-            carla,
-            "Carla Gómez",
-            json!({"type": "text", "text": {"body": "¿Hay alguien?"}}),
-        )
-        .await
-        .expect("inbound");
+    writes(&wa, carla, "Carla Gómez", "¿Hay alguien?").await;
     let b = signed_in(&app, &app.agent).await;
 
     // Communication tab: the conversation with its unread count; reading it; writing.
@@ -515,14 +478,7 @@ async fn the_directory_communication_tab_and_supervisor_kpis() {
     })
     .await;
     // The contact's answer shows live in the open conversation.
-    wa.sim
-        .contact_sends(
-            carla,
-            "Carla Gómez",
-            json!({"type": "text", "text": {"body": "Mi factura"}}),
-        )
-        .await
-        .expect("inbound");
+    writes(&wa, carla, "Carla Gómez", "Mi factura").await;
     b.wait_js(
         "the answer in the Communication tab",
         "return [...document.querySelectorAll('#cv-transcript .msg .text')].some(t => t.textContent === 'Mi factura');",
@@ -637,14 +593,7 @@ async fn a_session_outlives_its_access_token_and_a_lost_one_keeps_the_draft() {
     b.select("#state-select", "ready").await;
     b.wait_text("#state-now", "say Ready", |t| t == "Ready")
         .await;
-    wa.sim
-        .contact_sends(
-            "+972521234567",
-            "Dana",
-            json!({"type": "text", "text": {"body": "שלום, איפה ההזמנה שלי?"}}),
-        )
-        .await
-        .expect("inbound");
+    writes(&wa, "+972521234567", "Dana", "שלום, איפה ההזמנה שלי?").await;
     b.click(".offer .accept").await;
     wait_message(&b, "שלום, איפה ההזמנה שלי?").await;
     // Right-to-left text runs right to left, message by message.

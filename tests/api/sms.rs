@@ -475,23 +475,16 @@ async fn an_image_goes_out_as_mms_by_a_signed_link_only_twilio_can_use() {
     let sms = app.sms().await;
     writes(&sms, "+13105550142", "can you send the label?").await;
     let contact = contact_of(&app, "+13105550142").await;
-    let part = reqwest::multipart::Part::bytes(crate::attachments::PNG.to_vec())
-        .file_name("label.png")
-        .mime_str("image/png")
-        .expect("mime");
-    let up = app
-        .client
-        .post(app.url("/api/v1/attachments"))
-        .bearer_auth(&app.agent.token)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(up.status(), StatusCode::CREATED);
-    let att = up.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let up = crate::attachments::upload(
+        &app,
+        &app.agent.token,
+        crate::attachments::PNG.to_vec(),
+        "label.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(up.status, StatusCode::CREATED, "{}", up.text);
+    let att = up.json["id"].as_str().expect("id").to_owned();
     let r = send(
         &app,
         &contact,
