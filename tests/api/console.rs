@@ -48,6 +48,13 @@ async fn transcript(b: &Browser) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The agent goes Ready from the state menu.
+async fn ready(b: &Browser) {
+    b.select("#state-select", "ready").await;
+    b.wait_text("#state-now", "say Ready", |t| t == "Ready")
+        .await;
+}
+
 /// The contact at `phone` (named `name`) writes `text` on the simulated WhatsApp.
 async fn writes(wa: &test_support::Wa, phone: &str, name: &str, text: &str) {
     wa.sim
@@ -94,9 +101,7 @@ async fn a_working_day_in_the_console() {
     let b = signed_in(&app, &app.agent).await;
     let sup = signed_in(&app, &app.supervisor).await;
     sup.click("#tab-supervisor").await;
-    b.select("#state-select", "ready").await;
-    b.wait_text("#state-now", "say Ready", |t| t == "Ready")
-        .await;
+    ready(&b).await;
     b.wait_text("#conn", "be live", |t| t == "live").await;
     let row = format!("#agents tr[data-agent=\"{}\"] .agent-state", app.agent.id.0);
     sup.wait_text(&row, "show the agent Ready", |t| t == "Ready")
@@ -405,9 +410,7 @@ async fn what_a_contact_sends_is_shown_as_text_never_run() {
     let app = spawn_app().await;
     let wa = app.whatsapp().await;
     let b = signed_in(&app, &app.agent).await;
-    b.select("#state-select", "ready").await;
-    b.wait_text("#state-now", "say Ready", |t| t == "Ready")
-        .await;
+    ready(&b).await;
     let name = "<img src=x onerror=\"window.__xss='name'\">";
     let text = "<script>window.__xss='text'</script><b>bold</b> שלום";
     writes(&wa, "+14155550199", name, text).await;
@@ -590,9 +593,7 @@ async fn a_session_outlives_its_access_token_and_a_lost_one_keeps_the_draft() {
     let app = spawn_app().await;
     let wa = app.whatsapp().await;
     let b = signed_in(&app, &app.agent).await;
-    b.select("#state-select", "ready").await;
-    b.wait_text("#state-now", "say Ready", |t| t == "Ready")
-        .await;
+    ready(&b).await;
     writes(&wa, "+972521234567", "Dana", "שלום, איפה ההזמנה שלי?").await;
     b.click(".offer .accept").await;
     wait_message(&b, "שלום, איפה ההזמנה שלי?").await;
