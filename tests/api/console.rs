@@ -636,7 +636,9 @@ async fn a_session_outlives_its_access_token_and_a_lost_one_keeps_the_draft() {
         json!([]),
     )
     .await;
-    b.click("button[data-view=\"directory\"]").await;
+    // The next call (whichever comes first: this one, or one an event sets off).
+    b.js("api('GET', 'me').catch(() => {}); return true;", json!([]))
+        .await;
     b.wait_text("#login-error", "say why", |t| {
         t.starts_with("Your session ended")
     })
@@ -668,4 +670,146 @@ async fn a_session_outlives_its_access_token_and_a_lost_one_keeps_the_draft() {
         !errors.is_empty() && errors.iter().all(|e| e.contains("401 (Unauthorized)")),
         "{errors:?}"
     );
+}
+
+#[tokio::test]
+async fn paging_responses_failures_and_transfer_in_the_console() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let r = app
+        .post(
+            "/api/v1/standard-responses",
+            &app.supervisor.token,
+            &json!({"name": "Greeting", "shortcut": "/hi",
+                    "text": "Hi {{first_name}}, I'm {{agent}}. How can I help?",
+                    "bindings": {"first_name": {"bind": "contact.first_name", "default": "there"},
+                                 "agent": {"bind": "agent.first_name"}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = app
+        .post(
+            "/api/v1/queues",
+            &app.admin.token,
+            &json!({"name": "Billing"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let billing = r.json["id"].as_str().expect("id").to_owned();
+    // Forty messages before anyone is there.
+    let eva = "+34612345678";
+    for n in 1..=40 {
+        writes(&wa, eva, "Eva Ruiz", &format!("m{n:02}")).await;
+    }
+    let b = signed_in(&app, &app.agent).await;
+    ready(&b).await;
+    b.click(".offer .accept").await;
+    wait_message(&b, "m40").await;
+    // A page at a time, older ones on request.
+    let shown = transcript(&b).await.len();
+    assert!(shown < 40, "one page first: {shown}");
+    b.click("#load-earlier").await;
+    wait_message(&b, "m01").await;
+    let texts: Vec<String> = transcript(&b).await.into_iter().map(|(_, t)| t).collect();
+    let expected: Vec<String> = (1..=40).map(|n| format!("m{n:02}")).collect();
+    assert_eq!(texts, expected, "every message once, in order");
+
+    // A standard response found by its shortcut, filled for Eva and the agent.
+    b.click("#sr-toggle").await;
+    b.type_into("#sr-q", "/hi").await;
+    b.wait_text("#sr-list", "find the response", |t| t.contains("Greeting"))
+        .await;
+    b.click("#sr-list button").await;
+    b.wait_js(
+        "the filled response in the draft",
+        "return document.getElementById('compose').value === arguments[0];",
+        json!(["Hi Eva, I'm Test. How can I help?"]),
+    )
+    .await;
+    b.click("#send").await;
+    wait_message(&b, "Hi Eva, I'm Test. How can I help?").await;
+
+    // The window closes at the provider (131047): the failure shows with its reason and
+    // the composer offers a template instead.
+    wa.sim.set_window_closed(eva);
+    b.type_into("#compose", "are you there?").await;
+    b.click("#send").await;
+    b.wait_js(
+        "the failure with its reason",
+        "const li = [...document.querySelectorAll('#transcript .msg.outbound')].pop(); \
+         return !!li && li.querySelector('.status').textContent.startsWith('failed: ');",
+        json!([]),
+    )
+    .await;
+    b.wait("#window-closed #window-notify").await;
+    let disabled = b
+        .js(
+            "return document.getElementById('compose').disabled;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(disabled, true);
+    b.click("#window-notify").await;
+    b.wait("#nv-template").await;
+    b.click("#nv-close").await;
+
+    // Transfer to a queue: it leaves the agent's view and waits in Billing.
+    b.select("#iv-transfer", &format!("queue:{billing}")).await;
+    b.click("#iv-transfer-go").await;
+    b.wait_js(
+        "the interaction to leave the view",
+        "return document.getElementById('iv').hidden;",
+        json!([]),
+    )
+    .await;
+    let queue: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT queue_id FROM interactions WHERE state IN ('queued', 'offered') ORDER BY created_at DESC LIMIT 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("queued");
+    assert_eq!(queue.map(|q| q.to_string()), Some(billing));
+
+    // A number not on WhatsApp shows invalid, with a warning and the provider's reason.
+    let finn = "+33612345678";
+    writes(&wa, finn, "Finn", "hello").await;
+    wa.sim.set_no_whatsapp(finn);
+    let contact = app.contact_id_of(finn).await;
+    let r = app
+        .post(
+            &format!("/api/v1/contacts/{contact}/messages"),
+            &app.agent.token,
+            &json!({"channel": "whatsapp", "text": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    app.eventually("the send failed", || async {
+        app.transcript_of(&contact)
+            .await
+            .iter()
+            .any(|m| m["status"] == "failed")
+    })
+    .await;
+    b.click("button[data-view=\"directory\"]").await;
+    b.type_into("#dir-search", "Finn").await;
+    b.click("#dir-list button").await;
+    b.wait_text(
+        "#dir-identities li[data-channel=\"whatsapp\"] .status",
+        "show invalid",
+        |t| t == "invalid",
+    )
+    .await;
+    let warning = b
+        .js(
+            "const li = document.querySelector('#dir-identities li[data-channel=\"whatsapp\"]'); \
+             return [!!li.querySelector('.warn[aria-label=\"warning\"]'), li.querySelector('.why').textContent];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(warning[0], true);
+    assert!(
+        warning[1].as_str().is_some_and(|t| !t.is_empty()),
+        "the provider's reason: {warning}"
+    );
+    assert_eq!(b.script_errors().await, Vec::<String>::new());
 }

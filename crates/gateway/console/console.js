@@ -795,7 +795,7 @@ async function openFromConversation() {
 // Standard responses: found by name or shortcut, filled for the contact, put in the draft.
 
 async function findResponses() {
-  const q = $("sr-q").value.trim().replace(/^\//, "");
+  const q = $("sr-q").value.trim();
   const list = await api("GET", `standard-responses${q ? `?q=${encodeURIComponent(q)}` : ""}`);
   $("sr-list").replaceChildren(...list.map((r) => el("li", {}, el("button", {
     type: "button", dataset: { response: r.id }, onclick: () => useResponse(r.id),
@@ -1069,6 +1069,11 @@ async function handleEvent(e) {
     case "message.status":
     case "message.updated":
       updateStatus(p);
+      // A failure may close the reply window or mark the number invalid.
+      if (p.status === "failed" && S.current && p.contact_id === S.current.contact.id) {
+        S.current.contact = await contact(p.contact_id, true);
+        renderHead();
+      }
       break;
     case "agent.state":
       if (p.agent) {

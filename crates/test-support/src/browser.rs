@@ -238,26 +238,37 @@ impl Browser {
             .to_owned()
     }
 
-    /// Click what `css` selects (waiting for it).
-    pub async fn click(&self, css: &str) {
-        let id = self.wait(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+    /// Send `action` with `body` to what `css` selects, waiting for it to show, and again
+    /// if the page replaced the element between finding it and acting on it.
+    async fn act_on(&self, css: &str, action: &str, body: Value) {
+        let start = Instant::now();
+        loop {
+            let id = self.wait(css).await;
+            let v = self
+                .cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/{action}"),
+                    Some(body.clone()),
+                )
+                .await;
+            let Some(error) = v.get("error").and_then(Value::as_str) else {
+                return;
+            };
+            if start.elapsed() >= PATIENCE {
+                panic!("cannot {action} `{css}`: {error}: {}", v["message"]);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
-    /// Type `text` into what `css` selects (waiting for it).
+    /// Click what `css` selects.
+    pub async fn click(&self, css: &str) {
+        self.act_on(css, "click", json!({})).await;
+    }
+
+    /// Type `text` into what `css` selects.
     pub async fn type_into(&self, css: &str, text: &str) {
-        let id = self.wait(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
+        self.act_on(css, "value", json!({"text": text})).await;
     }
 
     /// Give a file input `css` the file at `path`.
