@@ -813,3 +813,68 @@ async fn paging_responses_failures_and_transfer_in_the_console() {
     );
     assert_eq!(b.script_errors().await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn the_desktop_is_notified_in_the_background_and_the_keyboard_alone_works() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let b = signed_in(&app, &app.agent).await;
+    ready(&b).await;
+    // The window is in the background; the browser's Notification API records what it
+    // would show.
+    b.js(
+        "window.__notes = []; \
+         window.Notification = class { \
+           constructor(title, o) { window.__notes.push([title, (o && o.body) || '']); } \
+           static get permission() { return 'granted'; } \
+           static requestPermission() { return Promise.resolve('granted'); } }; \
+         Object.defineProperty(document, 'hidden', {configurable: true, get: () => true}); \
+         return true;",
+        json!([]),
+    )
+    .await;
+    writes(&wa, "+14155550177", "Gus", "anyone there?").await;
+    b.wait_js(
+        "a desktop notification of the offer",
+        "return window.__notes.some(n => n[0] === 'New interaction');",
+        json!([]),
+    )
+    .await;
+    // Enter on the focused Accept button accepts; the composer takes the focus; Enter
+    // sends.
+    b.type_into(".offer .accept", "\u{E007}").await;
+    b.wait_text("#iv-title", "open the interaction", |t| t == "Gus")
+        .await;
+    let focused = b.js("return document.activeElement.id;", json!([])).await;
+    assert_eq!(focused, "compose");
+    b.type_into("#compose", "yes, here\u{E007}").await;
+    wait_message(&b, "yes, here").await;
+    app.eventually("the reply reached the phone", || async {
+        wa.sim
+            .sent()
+            .iter()
+            .any(|m| m["text"]["body"] == "yes, here")
+    })
+    .await;
+    // The contact's reply, in the background, is notified with its text.
+    writes(&wa, "+14155550177", "Gus", "great, thanks").await;
+    b.wait_js(
+        "a desktop notification of the reply",
+        "return window.__notes.some(n => n[0] === 'New message' && n[1] === 'great, thanks');",
+        json!([]),
+    )
+    .await;
+    // Every control has a name a screen reader can read.
+    let unnamed = b
+        .js(
+            "return [...document.querySelectorAll('button, input, select, textarea')] \
+               .filter(e => e.offsetParent !== null) \
+               .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') \
+                            && !e.textContent.trim() && !e.placeholder) \
+               .map(e => e.id || e.outerHTML.slice(0, 60));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unnamed, json!([]), "controls without a name");
+    assert_eq!(b.script_errors().await, Vec::<String>::new());
+}

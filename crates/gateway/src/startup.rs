@@ -146,6 +146,49 @@ pub async fn seed_demo(pool: &PgPool) -> anyhow::Result<TenantId> {
         )
         .await?;
     }
+    // What a desk has on day one: a queue with wrap-up codes, Not Ready reasons, and a
+    // standard response, so the console shows them all.
+    interaction_router::queues::create(
+        &mut tx,
+        tenant_id,
+        &interaction_router::queues::QueueSpec {
+            name: "Support".to_owned(),
+            channels: vec![],
+            skills: vec![],
+            relax_after_secs: None,
+            relaxable_skills: vec![],
+            offer_timeout_secs: 300,
+            wrap_up_codes: ["resolved", "follow_up", "no_answer"]
+                .map(str::to_owned)
+                .to_vec(),
+            ended_counts: true,
+            inactivity_timeout_secs: None,
+        },
+    )
+    .await?;
+    for (code, label) in [
+        ("break", "Break"),
+        ("lunch", "Lunch"),
+        ("training", "Training"),
+    ] {
+        interaction_router::queues::save_reason(&mut tx, tenant_id, code, label).await?;
+    }
+    notification_templates::store::save_response(
+        &mut tx,
+        tenant_id,
+        None,
+        &notification_templates::store::ResponseSpec {
+            name: "Greeting".to_owned(),
+            category: Some("openers".to_owned()),
+            text: "Hi {{first_name}}, I'm {{agent}}. How can I help?".to_owned(),
+            shortcut: Some("/hi".to_owned()),
+            bindings: serde_json::json!({
+                "first_name": {"bind": "contact.first_name", "default": "there"},
+                "agent": {"bind": "agent.first_name"},
+            }),
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(tenant_id)
 }
