@@ -878,3 +878,59 @@ async fn the_desktop_is_notified_in_the_background_and_the_keyboard_alone_works(
     assert_eq!(unnamed, json!([]), "controls without a name");
     assert_eq!(b.script_errors().await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn an_agent_transfers_to_a_colleague_who_is_ready() {
+    let app = spawn_app().await;
+    let wa = app.whatsapp().await;
+    let b = signed_in(&app, &app.agent).await;
+    ready(&b).await;
+    writes(&wa, "+14155550166", "Hana", "I need billing").await;
+    b.click(".offer .accept").await;
+    b.wait_text("#iv-title", "open the interaction", |t| t == "Hana")
+        .await;
+    // The supervisor is not Ready: not offered as a target.
+    let targets = || async {
+        b.js(
+            "return [...document.querySelectorAll('#iv-transfer option')].map(o => o.value);",
+            json!([]),
+        )
+        .await
+    };
+    let colleague = format!("agent:{}", app.supervisor.id.0);
+    assert!(
+        !targets()
+            .await
+            .as_array()
+            .is_some_and(|a| a.contains(&json!(colleague)))
+    );
+    crate::routing::ready(&app, &app.supervisor).await;
+    // Reopening the interaction reads who can take it now.
+    b.click("#interaction-list button").await;
+    b.wait_js(
+        "the Ready colleague listed",
+        "return [...document.querySelectorAll('#iv-transfer option')].some(o => o.value === arguments[0]);",
+        json!([colleague]),
+    )
+    .await;
+    b.select("#iv-transfer", &colleague).await;
+    b.click("#iv-transfer-go").await;
+    b.wait_js(
+        "the interaction to leave the view",
+        "return document.getElementById('iv').hidden;",
+        json!([]),
+    )
+    .await;
+    let offered = crate::routing::wait_offer(&app, &app.supervisor).await;
+    assert_eq!(
+        offered,
+        sqlx::query_scalar::<_, uuid::Uuid>(
+            "SELECT id FROM interactions ORDER BY created_at DESC LIMIT 1"
+        )
+        .fetch_one(&app.db)
+        .await
+        .expect("interaction")
+        .to_string()
+    );
+    assert_eq!(b.script_errors().await, Vec::<String>::new());
+}

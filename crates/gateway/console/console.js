@@ -390,11 +390,9 @@ function fillWrapUp() {
 async function fillTransfer() {
   const opts = [el("option", { value: "", text: "Transfer to…" })];
   for (const q of S.queues) opts.push(el("option", { value: `queue:${q.id}`, text: `Queue: ${q.name}` }));
-  // Agents see queues; supervisors also see who is there (GET /agents is theirs).
-  if (isSupervisor()) try {
-    S.agents = await api("GET", "agents");
-    for (const a of S.agents) {
-      if (a.user_id !== S.me.id) opts.push(el("option", { value: `agent:${a.user_id}`, text: `Agent: ${a.display_name} (${STATE_LABELS[a.state] || a.state})` }));
+  try {
+    for (const a of await api("GET", "agents/available")) {
+      opts.push(el("option", { value: `agent:${a.user_id}`, text: `Agent: ${a.display_name}` }));
     }
   } catch { /* queues only */ }
   $("iv-transfer").replaceChildren(...opts);

@@ -22,6 +22,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_my_state, put_my_state))
         .routes(routes!(list_agents))
+        .routes(routes!(transfer_targets))
         .routes(routes!(list_interactions))
         .routes(routes!(accept_interaction))
         .routes(routes!(decline_interaction))
@@ -225,6 +226,41 @@ pub async fn put_my_state(
     let out = my_state(&state, &mut tx, &principal).await?;
     tx.commit().await?;
     Ok(axum::Json(out))
+}
+
+/// An agent who can take a transfer now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferTargetOut {
+    /// The agent's user id (`agent_id` in a transfer).
+    pub user_id: Uuid,
+    /// Name.
+    pub display_name: String,
+}
+
+/// The agents a transfer can go to now: Ready, with free capacity, not the caller (any
+/// signed-in user; names only, not states or loads, which are supervisors').
+#[utoipa::path(get, path = "/agents/available", tag = "routing", security(("bearer" = [])),
+    responses((status = 200, description = "Agents who can take a transfer now", body = Vec<TransferTargetOut>), CommonErrors))]
+pub async fn transfer_targets(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<axum::Json<Vec<TransferTargetOut>>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    Ok(axum::Json(
+        router::agents(&mut conn, principal.tenant_id)
+            .await?
+            .into_iter()
+            .filter(|a| {
+                a.user_id != principal.user_id.0
+                    && a.state == AgentState::Ready.as_str()
+                    && a.load < i64::from(a.capacity)
+            })
+            .map(|a| TransferTargetOut {
+                user_id: a.user_id,
+                display_name: a.display_name,
+            })
+            .collect(),
+    ))
 }
 
 /// Every agent's state and load (supervisors).
