@@ -630,15 +630,23 @@ async fn a_session_outlives_its_access_token_and_a_lost_one_keeps_the_draft() {
         "still signed in"
     );
 
-    // The session is gone for good: back to the sign-in page, the draft kept.
-    b.js(
-        "S.session.access_token = 'gone'; S.session.refresh_token = 'gone'; return true;",
-        json!([]),
-    )
-    .await;
-    // The next call (whichever comes first: this one, or one an event sets off).
-    b.js("api('GET', 'me').catch(() => {}); return true;", json!([]))
-        .await;
+    // The socket moved to the new token with the refresh: the contact's next message is
+    // live.
+    writes(&wa, "+972521234567", "Dana", "עדיין כאן?").await;
+    b.click("button[data-view=\"interactions\"]").await;
+    wait_message(&b, "עדיין כאן?").await;
+
+    // The session ends elsewhere (logged out with its token): the server closes the
+    // socket, the refresh is refused, and the console goes back to sign-in, draft kept.
+    let token = b.js("return S.session.access_token;", json!([])).await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(token.as_str().expect("token"))
+        .send()
+        .await
+        .expect("logout");
+    assert!(res.status().is_success(), "{}", res.status());
     b.wait_text("#login-error", "say why", |t| {
         t.starts_with("Your session ended")
     })

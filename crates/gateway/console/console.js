@@ -71,6 +71,15 @@ async function refresh() {
       });
       if (!res.ok) throw new Error("refresh refused");
       saveSession(await res.json());
+      // The socket was opened with the old token, which the server will refuse when it
+      // expires (4401): move to the new one now, resuming from the last event seen.
+      if (S.socket) {
+        const old = S.socket;
+        S.socket = null;
+        old.onclose = null;
+        old.close(1000, "token refreshed");
+        connect();
+      }
     })().finally(() => { refreshing = null; });
   }
   return refreshing;
@@ -1014,7 +1023,11 @@ function connect() {
     const wait = Math.min(10000, 500 * 2 ** S.socketRetry++);
     setTimeout(async () => {
       if (!S.session) return;
-      if (ev.code === 4401 || ev.code === 1008) { try { await refresh(); } catch { signedOut("Your session ended: sign in again."); return; } }
+      // 4401: the socket's credentials lapsed (a refreshed token already moved the socket,
+      // so this is an expired or revoked session): refresh, or sign in again.
+      if (ev.code === 4401) {
+        try { await refresh(); } catch { signedOut("Your session ended: sign in again."); return; }
+      }
       connect();
     }, wait);
   };
