@@ -398,9 +398,16 @@ async fn a_working_day_in_the_console() {
     b.wait_text("#iv-title", "reopen the interaction", |t| t == "Bob")
         .await;
 
-    // And the narrow window still shows the composer.
+    // And the narrow window still shows the composer, with nothing wider than the window.
     b.resize(420, 800).await;
     b.wait("#compose").await;
+    let fits = b
+        .js(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(fits, true, "no horizontal scrolling at 420 px");
 
     assert_eq!(b.script_errors().await, Vec::<String>::new());
 }
@@ -422,6 +429,18 @@ async fn what_a_contact_sends_is_shown_as_text_never_run() {
     b.wait_text("#iv-title", "show the name as text", |t| t == name)
         .await;
     wait_message(&b, text).await;
+    // A long unbroken word wraps inside its bubble.
+    let word = "x".repeat(400);
+    writes(&wa, "+14155550199", name, &word).await;
+    wait_message(&b, &word).await;
+    let wraps = b
+        .js(
+            "const li = [...document.querySelectorAll('#transcript .msg')].pop(); \
+             return li.scrollWidth <= li.clientWidth && li.getBoundingClientRect().right <= window.innerWidth;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(wraps, true, "the long word stays inside its bubble");
     let v: Value = b
         .js(
             "return {xss: window.__xss || null, \
