@@ -22,6 +22,8 @@ async fn signed_in(app: &TestApp, who: &TestUser) -> Browser {
         .await;
     b.wait_text("#state-now", "show the agent's state", |t| !t.is_empty())
         .await;
+    b.wait_text("#conn", "open the event stream", |t| t == "live")
+        .await;
     b
 }
 
@@ -881,6 +883,21 @@ async fn the_desktop_is_notified_in_the_background_and_the_keyboard_alone_works(
             .sent()
             .iter()
             .any(|m| m["text"]["body"] == "yes, here")
+    })
+    .await;
+    // An image dropped on the composer is previewed and sent.
+    b.js(
+        "const dt = new DataTransfer(); \
+         dt.items.add(new File([new Uint8Array(arguments[0])], 'photo.png', {type: 'image/png'})); \
+         document.getElementById('composer').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); \
+         return true;",
+        json!([crate::attachments::PNG]),
+    )
+    .await;
+    b.wait("#preview").await;
+    b.click("#send").await;
+    app.eventually("the dropped image reached the phone", || async {
+        wa.sim.sent().iter().any(|m| m["type"] == "image")
     })
     .await;
     // The contact's reply, in the background, is notified with its text.

@@ -997,12 +997,19 @@ function connect() {
   const after = S.lastEvent !== null ? `&after=${S.lastEvent}` : "";
   const ws = new WebSocket(`${proto}://${location.host}${API}/events?access_token=${encodeURIComponent(S.session.access_token)}${after}`);
   S.socket = ws;
+  const resuming = S.lastEvent !== null;
   ws.onopen = () => {
     S.socketRetry = 0;
     $("conn").textContent = "live";
     $("conn").dataset.live = "true";
     // The server marks Ready-without-a-stream; read state again now the stream is open.
     loadMyState().catch(() => {});
+    // A stream opened without `after` starts from now: read what changed before it
+    // opened (after a resume, the stream itself replays it).
+    if (!resuming) {
+      loadInteractions().catch(() => {});
+      if (!$("view-supervisor").hidden) loadAgents().catch(() => {});
+    }
   };
   ws.onmessage = (msg) => {
     let e;
