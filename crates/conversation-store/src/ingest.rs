@@ -3,8 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use parley_core::{
-    AttachmentId, ContactId, IdentityId, MessageId, TenantId, channel::Channel,
-    state::InteractionState,
+    AttachmentId, ContactId, IdentityId, MessageId, TenantId,
+    channel::Channel,
+    state::{IdentityStatus, InteractionState},
 };
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -82,8 +83,8 @@ pub struct Ingested {
     pub interaction: Interaction,
     /// Whether that interaction was created by this message.
     pub interaction_created: bool,
-    /// The sender identity's status (e.g. `connect_requested`); empty for a replay.
-    pub identity_status: String,
+    /// The sender identity's status (e.g. `connect_requested`); `None` for a replay.
+    pub identity_status: Option<IdentityStatus>,
     /// The stored message; `None` for a replay of one already stored.
     pub message: Option<Message>,
 }
@@ -116,7 +117,7 @@ pub async fn ingest_inbound(
                 contact_created: false,
                 interaction: i,
                 interaction_created: false,
-                identity_status: String::new(),
+                identity_status: None,
                 message: None,
             });
         }
@@ -181,7 +182,8 @@ pub async fn ingest_inbound(
         contact_created,
         interaction,
         interaction_created,
-        identity_status,
+        // The table allows only these spellings.
+        identity_status: IdentityStatus::parse(&identity_status),
         message,
     })
 }
@@ -309,7 +311,7 @@ pub struct Known {
     /// The sender's identity.
     pub identity_id: IdentityId,
     /// The identity's status (e.g. `connect_requested`).
-    pub identity_status: String,
+    pub identity_status: IdentityStatus,
     /// The contact's interaction on this channel that is not done, with its state.
     pub open_interaction: Option<(parley_core::InteractionId, InteractionState)>,
     /// The provider id is already stored: nothing to do.
@@ -419,7 +421,9 @@ pub async fn lookup_known(
             *slot = Some(Known {
                 contact_id: ContactId(r.contact_id),
                 identity_id: IdentityId(r.identity_id),
-                identity_status: r.status,
+                // The table allows only these spellings.
+                identity_status: IdentityStatus::parse(&r.status)
+                    .unwrap_or(IdentityStatus::Unverified),
                 open_interaction: r
                     .interaction_id
                     .zip(

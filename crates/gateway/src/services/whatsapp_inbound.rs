@@ -79,12 +79,10 @@ pub async fn apply_batch(
         let short = k.as_ref().is_some_and(|k| {
             k.replay
                 || (!matches!(
-                    IdentityStatus::parse(&k.identity_status),
-                    Some(
-                        IdentityStatus::ConnectRequested
-                            | IdentityStatus::OptedOut
-                            | IdentityStatus::Declined
-                    )
+                    k.identity_status,
+                    IdentityStatus::ConnectRequested
+                        | IdentityStatus::OptedOut
+                        | IdentityStatus::Declined
                 ) && k
                     .open_interaction
                     .as_ref()
@@ -200,7 +198,7 @@ async fn ingest_one(
             signal,
         )
         .await?;
-        if got.identity_status == IdentityStatus::ConnectRequested.as_str() {
+        if got.identity_status == Some(IdentityStatus::ConnectRequested) {
             crate::services::consent::apply_connect_answer(conn, tenant, &address_used, stored)
                 .await?;
         }
