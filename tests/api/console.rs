@@ -50,6 +50,25 @@ async fn transcript(b: &Browser) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The agent signed in and Ready, with the chat `phone` (`name`) started by writing
+/// `text` accepted and open.
+async fn chatting(
+    app: &TestApp,
+    wa: &test_support::Wa,
+    phone: &str,
+    name: &str,
+    text: &str,
+) -> Browser {
+    let b = signed_in(app, &app.agent).await;
+    ready(&b).await;
+    writes(wa, phone, name, text).await;
+    b.click(".offer .accept").await;
+    b.wait_text("#iv-title", "open the interaction", |t| t == name)
+        .await;
+    wait_message(&b, text).await;
+    b
+}
+
 /// The agent goes Ready from the state menu.
 async fn ready(b: &Browser) {
     b.select("#state-select", "ready").await;
@@ -613,11 +632,7 @@ async fn the_directory_communication_tab_and_supervisor_kpis() {
 async fn a_session_outlives_its_access_token_and_a_lost_one_keeps_the_draft() {
     let app = spawn_app().await;
     let wa = app.whatsapp().await;
-    let b = signed_in(&app, &app.agent).await;
-    ready(&b).await;
-    writes(&wa, "+972521234567", "Dana", "שלום, איפה ההזמנה שלי?").await;
-    b.click(".offer .accept").await;
-    wait_message(&b, "שלום, איפה ההזמנה שלי?").await;
+    let b = chatting(&app, &wa, "+972521234567", "Dana", "שלום, איפה ההזמנה שלי?").await;
     // Right-to-left text runs right to left, message by message.
     let dir = b
         .js(
@@ -927,12 +942,7 @@ async fn the_desktop_is_notified_in_the_background_and_the_keyboard_alone_works(
 async fn an_agent_transfers_to_a_colleague_who_is_ready() {
     let app = spawn_app().await;
     let wa = app.whatsapp().await;
-    let b = signed_in(&app, &app.agent).await;
-    ready(&b).await;
-    writes(&wa, "+14155550166", "Hana", "I need billing").await;
-    b.click(".offer .accept").await;
-    b.wait_text("#iv-title", "open the interaction", |t| t == "Hana")
-        .await;
+    let b = chatting(&app, &wa, "+14155550166", "Hana", "I need billing").await;
     // The supervisor is not Ready: not offered as a target.
     let targets = || async {
         b.js(
