@@ -707,6 +707,30 @@ async fn a_session_outlives_its_access_token_and_a_lost_one_keeps_the_draft() {
         )
         .await;
     assert_eq!(draft, "half a thought");
+    // Signed out, a colleague signs in on the same page: nothing of the agent's shows.
+    b.click("#logout").await;
+    b.wait("#login-email").await;
+    b.clear("#login-email").await;
+    b.type_into("#login-email", &app.supervisor.email).await;
+    b.type_into("#login-password", &format!("{TEST_PASSWORD}\u{E007}"))
+        .await;
+    b.wait_text("#me-name", "greet the supervisor", |t| {
+        t == "Test supervisor"
+    })
+    .await;
+    let left = b
+        .js(
+            "return [document.getElementById('iv').hidden, \
+                     document.querySelectorAll('#interaction-list li').length, \
+                     Object.keys(localStorage).filter(k => k.includes(arguments[0])).length];",
+            json!([app.supervisor.id.0.to_string()]),
+        )
+        .await;
+    assert_eq!(
+        left,
+        json!([true, 0, 0]),
+        "the agent's chat and draft stay the agent's"
+    );
     // The browser logged the refused calls (the expired token, the lost session and its
     // refresh), and nothing else.
     let errors = b.script_errors().await;

@@ -349,7 +349,7 @@ async function openInteraction(id) {
   renderHead();
   fillWrapUp();
   await fillTransfer();
-  $("compose").value = localStorage.getItem(`parley.draft.${id}`) || "";
+  $("compose").value = localStorage.getItem(draftKey(id)) || "";
   $("search").value = "";
   $("search-hits").replaceChildren();
   await loadTranscript();
@@ -413,7 +413,7 @@ async function act(what, body) {
   try {
     await api("POST", `interactions/${id}/${what}`, body);
     if (what === "done" || what === "transfer") {
-      localStorage.removeItem(`parley.draft.${id}`);
+      localStorage.removeItem(draftKey(id));
       closeInteraction();
     }
     await loadInteractions();
@@ -574,9 +574,12 @@ async function search(ev) {
 // ---------------------------------------------------------------------------------------
 // Composer
 
+// Drafts are the signed-in user's own: another agent on the same browser never sees them.
+const draftKey = (interaction) => `parley.draft.${S.me ? S.me.id : ""}.${interaction}`;
+
 function saveDraft() {
   if (!S.current) return;
-  const key = `parley.draft.${S.current.interaction.id}`;
+  const key = draftKey(S.current.interaction.id);
   const v = $("compose").value;
   if (v) localStorage.setItem(key, v); else localStorage.removeItem(key);
 }
@@ -623,7 +626,7 @@ async function send(ev) {
     const key = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
     const m = await api("POST", `interactions/${id}/messages`, body, { headers: { "idempotency-key": key } });
     $("compose").value = "";
-    localStorage.removeItem(`parley.draft.${id}`);
+    localStorage.removeItem(draftKey(id));
     clearAttachment();
     addMessage(m);
     await loadInteractions();
@@ -1126,7 +1129,23 @@ async function start() {
   $("login-view").hidden = true;
   $("app-view").hidden = false;
   scheduleRefresh();
-  S.me = await api("GET", "me");
+  const me = await api("GET", "me");
+  if (S.me && S.me.id !== me.id) {
+    // Someone else signs in on this page: nothing of the last user's stays on it.
+    closeInteraction();
+    S.contacts.clear();
+    S.offers.clear();
+    S.interactions = [];
+    S.convSelected = null;
+    S.dirSelected = null;
+    S.lastEvent = null;
+    sessionStorage.removeItem("parley.lastEvent");
+    for (const id of ["interaction-list", "conv-list", "cv-transcript", "dir-list", "agents", "kpis", "queue-depths", "offers"]) $(id).replaceChildren();
+    $("cv-title").textContent = "";
+    $("dir-detail").hidden = true;
+    showView("interactions");
+  }
+  S.me = me;
   $("me-name").textContent = S.me.display_name;
   $("tab-supervisor").hidden = !isSupervisor();
   try { S.reasons = await api("GET", "not-ready-reasons"); } catch { S.reasons = []; }

@@ -271,6 +271,11 @@ impl Browser {
         self.act_on(css, "value", json!({"text": text})).await;
     }
 
+    /// Empty the field `css` selects.
+    pub async fn clear(&self, css: &str) {
+        self.act_on(css, "clear", json!({})).await;
+    }
+
     /// Give a file input `css` the file at `path`.
     pub async fn upload(&self, css: &str, path: &std::path::Path) {
         let id = self.find(css).await.unwrap_or_else(|| panic!("no `{css}`"));
