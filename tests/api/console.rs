@@ -69,6 +69,13 @@ async fn chatting(
     b
 }
 
+/// Find `query` in the Directory and open the (first) contact found.
+async fn open_in_directory(b: &Browser, query: &str) {
+    b.click("button[data-view=\"directory\"]").await;
+    b.type_into("#dir-search", query).await;
+    b.click("#dir-list button").await;
+}
+
 /// The agent goes Ready from the state menu.
 async fn ready(b: &Browser) {
     b.select("#state-select", "ready").await;
@@ -538,9 +545,7 @@ async fn the_directory_communication_tab_and_supervisor_kpis() {
 
     // Directory: found by a word of the name, its channel and state, Validate, a new
     // number, data edited.
-    b.click("button[data-view=\"directory\"]").await;
-    b.type_into("#dir-search", "gomez").await;
-    b.click("#dir-list button").await;
+    open_in_directory(&b, "gomez").await;
     b.wait_text(
         "#dir-identities li[data-channel=\"whatsapp\"]",
         "list the WhatsApp number",
@@ -858,9 +863,7 @@ async fn paging_responses_failures_and_transfer_in_the_console() {
             .any(|m| m["status"] == "failed")
     })
     .await;
-    b.click("button[data-view=\"directory\"]").await;
-    b.type_into("#dir-search", "Finn").await;
-    b.click("#dir-list button").await;
+    open_in_directory(&b, "Finn").await;
     b.wait_text(
         "#dir-identities li[data-channel=\"whatsapp\"] .status",
         "show invalid",

@@ -169,64 +169,71 @@ impl Browser {
         v[ELEMENT].as_str().map(str::to_owned)
     }
 
-    /// Wait until `css` selects a displayed element; its id.
-    pub async fn wait(&self, css: &str) -> String {
+    /// Try `attempt` every 100 ms until it succeeds; past [`PATIENCE`], fail naming
+    /// `what`, the last attempt's reason and the page's script errors.
+    async fn poll<T, Fut>(&self, what: &str, mut attempt: impl FnMut() -> Fut) -> T
+    where
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
         let start = Instant::now();
         loop {
-            if let Some(id) = self.find(css).await {
-                let shown = self
-                    .cmd(
-                        reqwest::Method::GET,
-                        &format!("/element/{id}/displayed"),
-                        None,
-                    )
-                    .await;
-                if shown == Value::Bool(true) {
-                    return id;
-                }
-            }
+            let reason = match attempt().await {
+                Ok(v) => return v,
+                Err(reason) => reason,
+            };
             if start.elapsed() >= PATIENCE {
                 let errors = self.script_errors().await;
-                panic!("timed out waiting for `{css}` to show; script errors: {errors:?}");
+                panic!("timed out waiting for {what}; {reason}; script errors: {errors:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Wait until `css` selects a displayed element; its id.
+    pub async fn wait(&self, css: &str) -> String {
+        self.poll(&format!("`{css}` to show"), || async move {
+            let id = self.find(css).await.ok_or("not on the page")?;
+            let shown = self
+                .cmd(
+                    reqwest::Method::GET,
+                    &format!("/element/{id}/displayed"),
+                    None,
+                )
+                .await;
+            if shown == Value::Bool(true) {
+                Ok(id)
+            } else {
+                Err("not displayed".to_owned())
+            }
+        })
+        .await
     }
 
     /// Wait until the text of `css` satisfies `ok`; that text.
     pub async fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        let mut last = String::new();
-        loop {
-            if let Some(id) = self.find(css).await {
-                last = self.text_of(&id).await;
-                if ok(&last) {
-                    return last;
-                }
+        let ok = &ok;
+        self.poll(&format!("`{css}` to {what}"), || async move {
+            let id = self.find(css).await.ok_or("not on the page")?;
+            let text = self.text_of(&id).await;
+            if ok(&text) {
+                Ok(text)
+            } else {
+                Err(format!("last text: {text:?}"))
             }
-            if start.elapsed() >= PATIENCE {
-                let errors = self.script_errors().await;
-                panic!(
-                    "timed out waiting for `{css}` to {what}; last text: {last:?}; script errors: {errors:?}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Wait until `script` (a function body) returns `true`.
     pub async fn wait_js(&self, what: &str, script: &str, args: Value) {
-        let start = Instant::now();
-        loop {
-            if self.js(script, args.clone()).await == Value::Bool(true) {
-                return;
+        let args = &args;
+        self.poll(what, || async move {
+            match self.js(script, args.clone()).await {
+                Value::Bool(true) => Ok(()),
+                other => Err(format!("the script returned {other}")),
             }
-            if start.elapsed() >= PATIENCE {
-                let errors = self.script_errors().await;
-                panic!("timed out waiting for {what}; script errors: {errors:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// The rendered text of element `id`.
@@ -241,8 +248,8 @@ impl Browser {
     /// Send `action` with `body` to what `css` selects, waiting for it to show, and again
     /// if the page replaced the element between finding it and acting on it.
     async fn act_on(&self, css: &str, action: &str, body: Value) {
-        let start = Instant::now();
-        loop {
+        let body = &body;
+        self.poll(&format!("to {action} `{css}`"), || async move {
             let id = self.wait(css).await;
             let v = self
                 .cmd(
@@ -251,14 +258,12 @@ impl Browser {
                     Some(body.clone()),
                 )
                 .await;
-            let Some(error) = v.get("error").and_then(Value::as_str) else {
-                return;
-            };
-            if start.elapsed() >= PATIENCE {
-                panic!("cannot {action} `{css}`: {error}: {}", v["message"]);
+            match v.get("error").and_then(Value::as_str) {
+                None => Ok(()),
+                Some(error) => Err(format!("{error}: {}", v["message"])),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Click what `css` selects.

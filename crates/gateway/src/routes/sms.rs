@@ -47,6 +47,21 @@ fn twiml() -> Response {
         .into_response()
 }
 
+/// Twilio account `account_id` with its secrets and configuration; `None` when there is
+/// no such account or it is not a (configured) Twilio one.
+async fn twilio_account(
+    state: &AppState,
+    account_id: Uuid,
+) -> Result<Option<(Account, Secrets, twilio_sms::Config)>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    Ok(accounts::for_webhook(&mut conn, account_id)
+        .await?
+        .and_then(|(account, secrets)| {
+            let cfg = account.twilio()?;
+            Some((account, secrets, cfg))
+        }))
+}
+
 /// The Twilio account in the path, its secrets, and its configuration; its webhook
 /// checked against `url` (the configured URL, never one rebuilt from the request).
 async fn verified(
@@ -56,13 +71,8 @@ async fn verified(
     body: &[u8],
     url: impl FnOnce(&twilio_sms::Config) -> String,
 ) -> Result<(Account, Secrets, twilio_sms::Config), ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let (account, secrets) = accounts::for_webhook(&mut conn, account_id)
+    let (account, secrets, cfg) = twilio_account(state, account_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("channel account"))?;
-    drop(conn);
-    let cfg = account
-        .twilio()
         .ok_or_else(|| ApiError::not_found("channel account"))?;
     let sig = headers
         .get("x-twilio-signature")
@@ -239,12 +249,9 @@ pub async fn twilio_sms_media(
             "not a valid media link",
         )
     };
-    let mut conn = state.db.acquire().await?;
-    let (account, secrets) = accounts::for_webhook(&mut conn, path.channel_account_id)
+    let (account, secrets, _) = twilio_account(&state, path.channel_account_id)
         .await?
-        .filter(|(a, _)| a.provider() == Some(Provider::TwilioSms))
         .ok_or_else(refused)?;
-    drop(conn);
     if !twilio_sms::media_link_ok(
         &secrets.access_token,
         &path.attachment_id.to_string(),
